@@ -25,7 +25,7 @@ class DataConfig:
     root: str = "data/world"        # dataset root in its standard on-disk layout
     train_split: str = "train"
     val_split: str = "val"
-    image_size: int = 224           # side of the square the teacher and student see
+    image_size: int = 128           # side of the square the teacher and student see (512 for VOC)
     context_unseen_split: str = "A"  # PASCAL Context: A (ZS3Net/MaskCLIP+/OTSeg) or B (Cascade-CLIP)
 
 
@@ -116,7 +116,7 @@ class WorldConfig:
     n_train: int = 600
     n_val: int = 150
     n_caption: int = 3000               # image-caption pairs for teacher pretraining
-    image_size: int = 224
+    image_size: int = 128
 
 
 @dataclass(frozen=True)
