@@ -79,7 +79,6 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    run_name: str = "c2s"
     iterations: int = 2000
     batch_size: int = 8
     lr: float = 2e-4

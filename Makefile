@@ -1,0 +1,30 @@
+# Two entry points: `make demo` (install + the whole pipeline on the embedded default) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install demo test lock clean-outputs
+
+install: $(VENV)/.installed
+
+# torch/torchvision first, pinned to the wheels on the build machines, so nothing pulls another build.
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e ".[test]" -c requirements.lock
+	touch $@
+
+demo: install
+	dvc repro
+	dvc metrics show
+	cat metrics/report.md
+
+test: install
+	python -m pytest -q
+
+# Refresh the lock of what the install resolved (commit the result).
+lock: install
+	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock

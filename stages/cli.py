@@ -1,0 +1,218 @@
+"""The `c2s` command line: thin typer wrappers that map flags onto params and call one stage each."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from c2s_pipeline.config import ConfigError, Params, load_params, override
+from stages.common import DEFAULT_CACHE_DIR, setup_logging
+
+app = typer.Typer(help="CLIP-to-Seg distillation: open-vocabulary segmentation from a cached CLIP teacher.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+cache_app = typer.Typer(help="Inspect teacher stores.", no_args_is_help=True)
+world_app = typer.Typer(help="The generated vision-language world (the embedded default).", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+app.add_typer(world_app, name="world")
+
+ParamsOpt = typer.Option("params.yaml", "--params", help="params.yaml to read (built-in defaults if absent).")
+CacheDirOpt = typer.Option(DEFAULT_CACHE_DIR, "--cache-dir", help="Folder of teacher stores.")
+
+
+def _is_ours(err: BaseException) -> bool:
+    """User-facing errors are the exception classes this project defines (one-line messages)."""
+    return type(err).__module__.split(".")[0] in ("c2s_pipeline", "stages")
+
+
+def friendly(fn):
+    """Print our own errors as one line and exit 2; anything else keeps its traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - re-raised unless it is one of ours
+            if isinstance(err, ConfigError) or _is_ours(err):
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(2) from None
+            raise
+    return wrapper
+
+
+def _params(path: str, **sections) -> Params:
+    p = Path(path)
+    base = load_params(p) if p.is_file() or path != "params.yaml" else Params()
+    return override(base, **sections)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v"),
+         offline: bool = typer.Option(False, "--offline", help="Never contact a model hub (HF_HUB_OFFLINE=1).")):
+    setup_logging(verbose)
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@app.command()
+@friendly
+def datasets():
+    """List the supported datasets with class counts and zero-shot splits."""
+    from c2s_pipeline.data.registry import describe_datasets
+
+    for d in describe_datasets():
+        typer.echo(json.dumps(d))
+
+
+@app.command()
+@friendly
+def precompute(dataset: Optional[str] = typer.Option(None, help="voc | context | cocostuff | world"),
+               root: Optional[str] = typer.Option(None, help="Dataset root in its standard layout."),
+               split: Optional[str] = typer.Option(None, help="Split (default: params data.train_split)."),
+               clip: Optional[str] = typer.Option(None, help="open_clip model name, e.g. ViT-B-16."),
+               pretrained: Optional[str] = typer.Option(None, help="open_clip tag (openai) or checkpoint path."),
+               device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+               store_format: Optional[str] = typer.Option(None, "--format", help="zarr | h5"),
+               distributed: bool = typer.Option(False, help="Shard images over a torchrun world."),
+               cache_dir: str = CacheDirOpt, params: str = ParamsOpt):
+    """Run the frozen CLIP teacher once per image into data_cache/ (resumes a killed run)."""
+    from stages import precompute as stage
+    from stages.distributed import init_distributed
+
+    p = _params(params, data={"dataset": dataset, "root": root},
+                teacher={"clip_model": clip, "pretrained": pretrained, "device": device,
+                         "store_format": store_format})
+    rank, world_size, barrier = init_distributed() if distributed else (0, 1, None)
+    path = stage.run(p, split=split or p.data.train_split, cache_dir=cache_dir, rank=rank,
+                     world_size=world_size, barrier=barrier)
+    if rank == 0:
+        typer.echo(str(path))
+
+
+@app.command()
+@friendly
+def train(run: str = typer.Option("models/c2s", help="Run folder (models/<run>)."),
+          cache: Optional[str] = typer.Option(None, help="Teacher store; default: the one of these params."),
+          arch: Optional[str] = typer.Option(None, help="smp architecture, e.g. segformer, unet, fpn."),
+          encoder: Optional[str] = typer.Option(None, help="smp encoder, e.g. mit_b0, resnet50."),
+          encoder_weights: Optional[str] = typer.Option(None, help="e.g. imagenet (needs the weights locally)."),
+          iterations: Optional[int] = typer.Option(None), batch_size: Optional[int] = typer.Option(None),
+          device: Optional[str] = typer.Option(None), seed: Optional[int] = typer.Option(None),
+          baseline: bool = typer.Option(False, help="Plain supervised seen-only student (all C2S terms off)."),
+          resume: bool = typer.Option(True, help="Continue from models/<run>/checkpoint.pt if present."),
+          cache_dir: str = CacheDirOpt, params: str = ParamsOpt):
+    """Train a student from the teacher store (CLIP is never loaded)."""
+    from stages import train as stage
+
+    p = _params(params, student={"arch": arch, "encoder": encoder, "encoder_weights": encoder_weights},
+                train={"iterations": iterations, "batch_size": batch_size, "device": device, "seed": seed})
+    if baseline:
+        p = stage.baseline_params(p)
+    typer.echo(str(stage.run(p, run, cache=cache, cache_dir=cache_dir, resume=resume)))
+
+
+@app.command()
+@friendly
+def evaluate(run: Optional[str] = typer.Option(None, help="Run folder with student.pt."),
+             clip_baseline: bool = typer.Option(False, help="Evaluate CLIP's own dense map instead."),
+             out: Optional[str] = typer.Option(None, help="Metrics JSON (default metrics/<run>.json)."),
+             split: Optional[str] = typer.Option(None), mode: Optional[str] = typer.Option(None, help="whole | slide"),
+             flip: Optional[bool] = typer.Option(None), device: Optional[str] = typer.Option(None),
+             cache_dir: str = CacheDirOpt, params: str = ParamsOpt):
+    """sIoU / uIoU / hIoU, per-class IoU and FPS on the full-label split."""
+    from stages import evaluate as stage
+
+    p = _params(params, eval={"mode": mode, "flip": flip, "device": device})
+    if clip_baseline:
+        typer.echo(str(stage.run_clip_baseline(p, out or "metrics/clip_dense.json", split=split,
+                                               cache_dir=cache_dir)))
+        return
+    if run is None:
+        raise ConfigError("pass --run models/<run> (or --clip-baseline)")
+    typer.echo(str(stage.run(p, run, out or f"metrics/{Path(run).name}.json", split=split)))
+
+
+@app.command()
+@friendly
+def predict(images: List[str] = typer.Argument(..., help="Image files."),
+            run: str = typer.Option(..., help="Run folder with student.pt."),
+            classes: Optional[str] = typer.Option(None, help="Comma-separated class names to predict."),
+            vocab: Optional[str] = typer.Option(None, help="Text embeddings from `c2s vocab`."),
+            out: str = typer.Option("predictions", help="Output folder for overlay PNGs."),
+            params: str = ParamsOpt):
+    """Overlay PNGs with a legend, from the student and saved text embeddings only."""
+    from stages import predict as stage
+
+    names = [c.strip() for c in classes.split(",")] if classes else None
+    typer.echo(str(stage.run(_params(params), images, run, out, vocab=vocab, classes=names)))
+
+
+@app.command()
+@friendly
+def vocab(class_names: str = typer.Argument(..., help='Comma-separated names, e.g. "cat,dog,grass".'),
+          output: str = typer.Option("vocab.pt", "-o", "--output"),
+          clip: Optional[str] = typer.Option(None), pretrained: Optional[str] = typer.Option(None),
+          params: str = ParamsOpt):
+    """Text embeddings of a new vocabulary (the only command besides precompute that loads CLIP)."""
+    from stages import predict as stage
+
+    p = _params(params, teacher={"clip_model": clip, "pretrained": pretrained})
+    typer.echo(str(stage.write_vocab(p, class_names.split(","), output)))
+
+
+@app.command()
+@friendly
+def report(metrics: List[str] = typer.Argument(..., help="Metrics JSON files from `c2s evaluate`."),
+           out: str = typer.Option("metrics", help="Folder for report.md and the bar chart.")):
+    """Markdown table + per-class bar chart of several evaluated runs."""
+    from stages import report as stage
+
+    typer.echo(str(stage.run(metrics, out)))
+
+
+@cache_app.command("ls")
+@friendly
+def cache_ls(cache_dir: str = CacheDirOpt):
+    """Stores with fingerprint, size and completeness."""
+    from c2s_pipeline.cache.store import list_stores
+
+    for s in list_stores(cache_dir):
+        typer.echo(json.dumps(s, default=str))
+
+
+@cache_app.command("verify")
+@friendly
+def cache_verify(path: str = typer.Argument(..., help="Store path or URL.")):
+    """Check every finished image of a store: readable, right shapes, finite values."""
+    from c2s_pipeline.cache.store import verify_store
+
+    result = verify_store(path)
+    typer.echo(json.dumps(result, default=str, indent=2))
+    if result.get("problems"):
+        raise typer.Exit(1)
+
+
+@world_app.command("generate")
+@friendly
+def world_generate(out: str = typer.Option("data/world"), params: str = ParamsOpt):
+    """Write the generated world (VOC layout + captions)."""
+    from stages import world as stage
+
+    typer.echo(str(stage.run_generate(_params(params), out)))
+
+
+@world_app.command("pretrain-teacher")
+@friendly
+def world_pretrain(world: str = typer.Option("data/world"), out: str = typer.Option("models/teacher/clip.pt"),
+                   params: str = ParamsOpt):
+    """Pretrain the world's small CLIP with open_clip on its image-caption pairs."""
+    from stages import world as stage
+
+    typer.echo(str(stage.run_pretrain(_params(params), world, out)))
+
+
+if __name__ == "__main__":  # `torchrun -m stages.cli ...`
+    sys.exit(app())

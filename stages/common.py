@@ -1,0 +1,84 @@
+"""What several stages share: locating the teacher store of the current params, seeding, logging."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from c2s_pipeline.cache.fingerprint import fingerprint_inputs, teacher_fingerprint
+from c2s_pipeline.cache.store import store_path
+from c2s_pipeline.config import Params
+from c2s_pipeline.data.registry import build_dataset
+
+log = logging.getLogger("c2s")
+
+DEFAULT_CACHE_DIR = "data_cache"
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when present, else cpu; a CUDA request on a machine without one fails clearly."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def weights_digest(clip_model: str, pretrained: str | None) -> str:
+    """Identity of the teacher weights without loading them: the checkpoint's sha256, or model:tag."""
+    if not pretrained:
+        return "random-init"
+    path = Path(pretrained)
+    if path.is_file():
+        sha = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                sha.update(block)
+        return sha.hexdigest()
+    return f"{clip_model}:{pretrained}"
+
+
+def teacher_inputs(params: Params, split: str, ids: list[str]) -> dict:
+    """The fingerprint inputs of the teacher store for `split` under `params`."""
+    t, d = params.teacher, params.data
+    spec = build_dataset(d.dataset, d.root, split, context_unseen_split=d.context_unseen_split).spec
+    return fingerprint_inputs(
+        dataset=d.dataset, split=split, ids=ids, clip_model=t.clip_model,
+        weights_digest=weights_digest(t.clip_model, t.pretrained), image_size=d.image_size,
+        dense_mode=t.dense_mode, crop_size=t.crop_size, templates=t.templates, mining=params.mining,
+        max_regions=t.max_regions, unseen=list(spec.unseen),
+    )
+
+
+def locate_store(params: Params, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR) -> tuple[Path, str]:
+    """(path, fingerprint) of the store that `c2s precompute` writes for these params and split."""
+    d = params.data
+    ds = build_dataset(d.dataset, d.root, split, context_unseen_split=d.context_unseen_split)
+    fp = teacher_fingerprint(teacher_inputs(params, split, list(ds.ids)))
+    return Path(store_path(cache_dir, d.dataset, split, fp, params.teacher.store_format)), fp
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    """Atomic JSON write (tmp + rename) so a killed stage never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,89 @@
+"""Stage `evaluate`: sIoU / uIoU / hIoU of a trained student (or of CLIP's own dense map), no CLIP loaded."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from c2s_pipeline.cache.store import CacheReader
+from c2s_pipeline.config import Params, to_dict
+from c2s_pipeline.data.registry import build_dataset
+from c2s_pipeline.eval.inference import segment
+from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, summarize
+from c2s_pipeline.eval.report import write_per_class_csv
+from c2s_pipeline.eval.speed import count_flops, count_params, measure_fps
+from c2s_pipeline.student.data import image_to_tensor
+from stages.common import DEFAULT_CACHE_DIR, locate_store, resolve_device, write_json
+from stages.predict import load_student
+
+log = logging.getLogger(__name__)
+
+
+def _val_dataset(params: Params, split: str | None):
+    d = params.data
+    return build_dataset(d.dataset, d.root, split or d.val_split, seen_only=False,
+                         context_unseen_split=d.context_unseen_split)
+
+
+def _finish(name: str, cm: ConfusionMatrix, dataset, extra: dict, out_json: Path) -> Path:
+    """Summaries + per-class rows into metrics JSON and a per-class CSV beside it (for dvc plots)."""
+    seen = dataset.spec.seen_mask()
+    iou = cm.iou()
+    summary = summarize(iou, torch.from_numpy(seen), cm.pixel_accuracy())
+    rows = per_class_rows(iou, list(dataset.spec.class_names), seen)
+    payload = {"name": name, **summary, **extra, "per_class": rows}
+    write_per_class_csv(rows, out_json.with_suffix(".csv"))
+    log.info("%s: sIoU %.2f uIoU %.2f hIoU %.2f", name, summary["sIoU"], summary["uIoU"], summary["hIoU"])
+    return write_json(out_json, payload)
+
+
+def run(params: Params, run_dir: str | Path, out_json: str | Path, *, split: str | None = None) -> Path:
+    """Evaluate the student in `run_dir` on the full-label split; writes metrics JSON + per-class CSV."""
+    e = params.eval
+    device = resolve_device(e.device)
+    student, text, ckpt = load_student(run_dir, device=device)
+    dataset = _val_dataset(params, split)
+    size = ckpt["config"]["data"]["image_size"]
+    seen = torch.from_numpy(dataset.spec.seen_mask())
+    scale = ckpt["config"]["student"]["logit_scale"]
+    logits_fn = lambda x: student.predict_logits(x, text, scale)  # noqa: E731
+    cm = ConfusionMatrix(dataset.spec.num_classes, device=device)
+    with torch.inference_mode():
+        for i in tqdm(range(len(dataset)), desc=f"evaluate {Path(run_dir).name}", unit="img"):
+            sample = dataset[i]
+            x = image_to_tensor(sample.image).unsqueeze(0).to(device)          # (1, 3, H, W)
+            pred = segment(logits_fn, x, seen, e.seen_bias, mode=e.mode, crop=size,
+                           stride=e.stride or size * 5 // 6, flip=e.flip)
+            cm.update(pred, torch.from_numpy(sample.label).long().to(device))
+        example = torch.zeros(1, 3, size, size, device=device)
+        fps = measure_fps(logits_fn, example, e.fps_warmup, e.fps_iters, device)
+    extra = {"fps": fps, "params": count_params(student), "flops": count_flops(student, example),
+             "image_size": size, "split": split or params.data.val_split, "run": str(run_dir),
+             "eval": to_dict(e), "fingerprint": ckpt["config"].get("fingerprint")}
+    return _finish(Path(run_dir).name, cm, dataset, extra, Path(out_json))
+
+
+def run_clip_baseline(params: Params, out_json: str | Path, *, split: str | None = None,
+                      cache_dir: str | Path = DEFAULT_CACHE_DIR) -> Path:
+    """CLIP's own dense zero-shot map: cached dense tokens of the split vs all text embeddings."""
+    dataset = _val_dataset(params, split)
+    path, fp = locate_store(params, split or params.data.val_split, cache_dir)
+    reader = CacheReader(path, expect_fingerprint=fp, seen_only=False)
+    text = torch.from_numpy(reader.text_embeddings()).float()               # (C, D)
+    seen = torch.from_numpy(dataset.spec.seen_mask())
+    cm = ConfusionMatrix(dataset.spec.num_classes)
+    for i in tqdm(range(len(dataset)), desc="evaluate clip dense", unit="img"):
+        label = torch.from_numpy(dataset[i].label).long()
+        tokens = torch.from_numpy(reader.dense_tokens(i).astype(np.float32))  # (h, w, D)
+        logits = torch.einsum("hwd,cd->chw", F.normalize(tokens, dim=-1), text)[None]
+        logits = F.interpolate(logits, size=label.shape, mode="bilinear", align_corners=False)
+        pred = segment(lambda x: x, logits, seen, params.eval.seen_bias, mode="whole",
+                       crop=None, stride=None, flip=False)
+        cm.update(pred, label)
+    extra = {"split": split or params.data.val_split, "teacher_store": str(path), "fingerprint": fp,
+             "eval": to_dict(params.eval)}
+    return _finish("clip_dense", cm, dataset, extra, Path(out_json))

@@ -1,0 +1,124 @@
+"""Stage `precompute`: run the frozen CLIP teacher once per image into the content-addressed store."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from c2s_pipeline import __version__
+from c2s_pipeline.cache.schema import CacheShape, TeacherRecord
+from c2s_pipeline.cache.store import CacheWriter
+from c2s_pipeline.config import Params, to_dict
+from c2s_pipeline.data.registry import build_dataset
+from c2s_pipeline.data.transforms import resize_pair
+from c2s_pipeline.teacher.clip import FrozenCLIP, load_clip
+from c2s_pipeline.teacher.mining import mine_pseudo_mask, region_crops
+from stages.common import DEFAULT_CACHE_DIR, locate_store, resolve_device, teacher_inputs
+
+log = logging.getLogger(__name__)
+
+
+class _Resized(Dataset):
+    """Decodes and resizes images in DataLoader workers; labels are seen-only (the inductive gate)."""
+
+    def __init__(self, dataset, indices: list[int], size: int):
+        self.dataset, self.indices, self.size = dataset, indices, size
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        i = self.indices[k]
+        sample = self.dataset[i]
+        image, label = resize_pair(sample.image, sample.label, self.size)
+        return i, torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(label)
+
+
+def shard_indices(todo: list[int], rank: int, world_size: int) -> list[int]:
+    """Deterministic disjoint slice of image indices for one rank."""
+    return [i for i in todo if i % world_size == rank]
+
+
+def _teach_batch(clip: FrozenCLIP, images: torch.Tensor, labels: torch.Tensor, params: Params,
+                 crop_size: int) -> list[TeacherRecord]:
+    """Teacher outputs for one batch: one CLIP pass over the images, one over all their region crops."""
+    x = clip.preprocess(images, params.data.image_size)                 # (B, 3, S, S)
+    out = clip.encode_images(x)
+    mined = [mine_pseudo_mask(out.dense_tokens[b], labels[b].numpy(), params.mining,
+                              params.teacher.max_regions) for b in range(len(images))]
+    crops = [region_crops(x[b], torch.from_numpy(m.pseudo_mask), m.region_count, crop_size)
+             for b, m in enumerate(mined)]
+    counts = [m.region_count for m in mined]
+    local = clip.encode_crops(torch.cat(crops)) if sum(counts) else None  # (sum n, D)
+    records, start = [], 0
+    for b, m in enumerate(mined):
+        slots = np.zeros((params.teacher.max_regions, clip.embed_dim), dtype=np.float16)
+        if m.region_count:
+            slots[: m.region_count] = local[start:start + m.region_count].cpu().numpy()
+        start += m.region_count
+        records.append(TeacherRecord(
+            global_cls=out.global_cls[b].cpu().numpy().astype(np.float16),
+            dense_tokens=out.dense_tokens[b].cpu().numpy().astype(np.float16),
+            pseudo_mask=m.pseudo_mask, region_class=m.region_class, local_cls=slots,
+            region_count=m.region_count))
+    return records
+
+
+def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+        rank: int = 0, world_size: int = 1, barrier=None) -> Path:
+    """Precompute the teacher store for `split`; resumes a store that a killed run left behind."""
+    d, t = params.data, params.teacher
+    dataset = build_dataset(d.dataset, d.root, split, seen_only=True,
+                            context_unseen_split=d.context_unseen_split)
+    path, fingerprint = locate_store(params, split, cache_dir)
+    device = resolve_device(t.device)
+    clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device=device,
+                     dense_mode=t.dense_mode)
+    crop_size = t.crop_size or clip.native_size
+    shape = CacheShape(num_images=len(dataset), embed_dim=clip.embed_dim, grid=tuple(clip.grid),
+                       mask_size=d.image_size, max_regions=t.max_regions,
+                       num_classes=dataset.spec.num_classes)
+    manifest = {"fingerprint": fingerprint, "inputs": teacher_inputs(params, split, list(dataset.ids)),
+                "dataset": d.dataset, "split": split, "ids": list(dataset.ids),
+                "class_names": list(dataset.spec.class_names), "config": to_dict(params),
+                "c2s_version": __version__}
+    writer = _open_writer(path, shape, manifest, t.store_format, rank, barrier)
+    if rank == 0:
+        text = clip.encode_text(list(dataset.spec.class_names), templates=t.templates)
+        writer.write_vocab(text.cpu().numpy().astype(np.float32), dataset.spec.seen_mask())
+    todo = [i for i in range(len(dataset)) if not writer.is_done(i)]
+    mine = shard_indices(todo, rank, world_size)
+    log.info("store %s: %d/%d images done, %d to compute on this rank", path.name,
+             len(dataset) - len(todo), len(dataset), len(mine))
+    loader = DataLoader(_Resized(dataset, mine, d.image_size), batch_size=t.batch_size,
+                        num_workers=t.workers if mine else 0)
+    start = time.perf_counter()
+    with tqdm(total=len(mine), desc=f"precompute {split}", unit="img", disable=rank != 0) as bar:
+        for idx, images, labels in loader:
+            for i, rec in zip(idx.tolist(), _teach_batch(clip, images, labels, params, crop_size)):
+                writer.write_image(i, rec)
+            bar.update(len(idx))
+    if mine:
+        log.info("%.2f images/s", len(mine) / (time.perf_counter() - start))
+    if barrier is not None:
+        barrier()
+    if rank == 0:
+        writer.finalize()
+    writer.close()
+    return path
+
+
+def _open_writer(path, shape, manifest, fmt, rank, barrier):
+    """Rank 0 creates (or reopens) the store; the others reopen it after a barrier."""
+    if rank == 0:
+        writer = CacheWriter.open(path, shape, manifest, fmt=fmt)
+        if barrier is not None:
+            barrier()
+        return writer
+    barrier()
+    return CacheWriter.open(path, shape, manifest, fmt=fmt, create=False)

@@ -1,0 +1,105 @@
+"""Stages `vocab` and `predict`: open-vocabulary overlays from the student plus saved text embeddings."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from c2s_pipeline.cache.store import CacheReader
+from c2s_pipeline.config import Params
+from c2s_pipeline.eval.inference import segment
+from c2s_pipeline.eval.report import overlay_png
+from c2s_pipeline.student.data import image_to_tensor
+from c2s_pipeline.student.loop import STUDENT_FILE
+from c2s_pipeline.student.model import Student
+from stages.common import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+class PredictError(RuntimeError):
+    """Bad input to predict/vocab; one line that says what to do."""
+
+
+def load_student(run_dir: str | Path, device: torch.device | str = "cpu"):
+    """(student in eval mode, all-class text embeddings of its teacher store (C, D), checkpoint dict)."""
+    path = Path(run_dir) / STUDENT_FILE
+    if not path.is_file():
+        raise PredictError(f"{path} not found; train first with `c2s train --run {run_dir}`")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    s = ckpt["config"]["student"]
+    student = Student(s["arch"], s["encoder"], None, embed_dim=ckpt["embed_dim"])
+    student.load_state_dict(ckpt["state_dict"])
+    student.to(device).eval()
+    # Evaluation sees every class: the store is opened with seen_only=False here, never in training.
+    reader = CacheReader(ckpt["config"]["teacher_store"], seen_only=False)
+    text = torch.from_numpy(reader.text_embeddings()).float().to(device)
+    return student, text, ckpt
+
+
+def write_vocab(params: Params, class_names: list[str], out: str | Path) -> Path:
+    """The one place outside precompute that loads CLIP: text embeddings of new class names."""
+    from c2s_pipeline.teacher.clip import load_clip  # CLIP stays out of every other command
+
+    names = [c.strip() for c in class_names if c.strip()]
+    if not names:
+        raise PredictError("no class names given; pass e.g. \"cat,dog,grass\"")
+    t = params.teacher
+    clip = load_clip(t.clip_model, t.pretrained, image_size=params.data.image_size, device="cpu",
+                     dense_mode=t.dense_mode)
+    text = clip.encode_text(names, templates=t.templates).cpu().float()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"class_names": names, "text_embeddings": text, "clip_model": t.clip_model,
+                "weights_digest": clip.weights_digest, "templates": t.templates}, out)
+    return out
+
+
+def _vocabulary(ckpt: dict, text: torch.Tensor, vocab: str | Path | None,
+                classes: list[str] | None) -> tuple[list[str], torch.Tensor]:
+    """Class names and embeddings to predict with: a vocab file, or the training vocabulary."""
+    names, emb = list(ckpt["config"]["class_names"]), text
+    if vocab is not None:
+        v = torch.load(vocab, map_location="cpu", weights_only=False)
+        if v["text_embeddings"].shape[1] != text.shape[1]:
+            raise PredictError(f"{vocab}: embedding width {v['text_embeddings'].shape[1]} does not match "
+                               f"the student's {text.shape[1]}; rebuild it with `c2s vocab` for this teacher")
+        names, emb = list(v["class_names"]), v["text_embeddings"].to(text.device)
+    if classes:
+        missing = [c for c in classes if c not in names]
+        if missing:
+            raise PredictError(f"no text embedding for {', '.join(missing)}; run `c2s vocab "
+                               f"\"{','.join(classes)}\" -o vocab.pt` and pass --vocab vocab.pt")
+        keep = [names.index(c) for c in classes]
+        names, emb = classes, emb[keep]
+    return names, emb
+
+
+def run(params: Params, images: list[str], run_dir: str | Path, out_dir: str | Path, *,
+        vocab: str | Path | None = None, classes: list[str] | None = None) -> Path:
+    """Write one overlay PNG with a legend per input image; returns the output folder."""
+    device = resolve_device(params.eval.device)
+    student, text, ckpt = load_student(run_dir, device)
+    names, emb = _vocabulary(ckpt, text, vocab, classes)
+    size = ckpt["config"]["data"]["image_size"]
+    scale = ckpt["config"]["student"]["logit_scale"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    no_bias = torch.zeros(len(names), dtype=torch.bool)  # calibration needs a seen split; none here
+    for image_path in images:
+        try:
+            image = np.asarray(Image.open(image_path).convert("RGB"))
+        except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+            raise PredictError(f"cannot read image {image_path}: {err.__class__.__name__}; "
+                               "pass a readable JPEG/PNG") from None
+        x = image_to_tensor(image).unsqueeze(0).to(device)
+        with torch.inference_mode():
+            pred = segment(lambda t: student.predict_logits(t, emb, scale), x, no_bias, 0.0,
+                           mode=params.eval.mode, crop=size, stride=params.eval.stride or size * 5 // 6,
+                           flip=params.eval.flip)
+        overlay_png(image, pred.cpu().numpy(), names, out_dir / f"{Path(image_path).stem}_overlay.png")
+    log.info("wrote %d overlays to %s", len(images), out_dir)
+    return out_dir

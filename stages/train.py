@@ -1,0 +1,51 @@
+"""Stage `train`: distil the cached teacher into an smp student. Never imports open_clip."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+
+from c2s_pipeline.cache.store import CacheReader
+from c2s_pipeline.config import Params, to_dict
+from c2s_pipeline.data.registry import build_dataset
+from c2s_pipeline.student.data import DistillDataset, make_loader
+from c2s_pipeline.student.loop import train
+from c2s_pipeline.student.model import Student
+from c2s_pipeline.student.task import C2STask
+from stages.common import DEFAULT_CACHE_DIR, locate_store, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def baseline_params(params: Params) -> Params:
+    """The plain supervised seen-only baseline: the same trainer with every distillation term off."""
+    loss = dataclasses.replace(params.loss, use_global=False, use_local=False, use_latent=False)
+    return dataclasses.replace(params, loss=loss)
+
+
+def run(params: Params, run_dir: str | Path, *, cache: str | Path | None = None,
+        cache_dir: str | Path = DEFAULT_CACHE_DIR, resume: bool = True) -> Path:
+    """Train a student from the teacher store of the train split; returns the run folder."""
+    run_dir = Path(run_dir)
+    d, tc = params.data, params.train
+    seed_everything(tc.seed)
+    if cache is None:
+        cache, fingerprint = locate_store(params, d.train_split, cache_dir)
+    else:
+        fingerprint = None
+    reader = CacheReader(cache, expect_fingerprint=fingerprint, seen_only=True)
+    # The single gate: training reads labels through seen_only=True only.
+    dataset = build_dataset(d.dataset, d.root, d.train_split, seen_only=True,
+                            context_unseen_split=d.context_unseen_split)
+    distill = DistillDataset(reader, dataset, d.image_size, tc, seed=tc.seed)
+    student = Student(params.student.arch, params.student.encoder, params.student.encoder_weights,
+                      embed_dim=reader.shape.embed_dim)
+    seen_text = torch.from_numpy(reader.text_embeddings()).float()       # (C_s, D) seen rows only
+    task = C2STask(student, seen_text, params.loss, params.student.logit_scale)
+    config = {**to_dict(params), "teacher_store": str(cache), "fingerprint": reader.fingerprint,
+              "class_names": list(reader.class_names)}
+    log.info("training %s/%s on %s (%d images, %d seen classes)", params.student.arch,
+             params.student.encoder, Path(str(cache)).name, len(distill), seen_text.shape[0])
+    return train(task, make_loader(distill, tc), tc, run_dir, resume=resume, config_dict=config)
