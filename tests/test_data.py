@@ -1,0 +1,134 @@
+"""Dataset readers on tiny fixtures in each real layout: counts, mapping, the seen-only gate, errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError
+from c2s_pipeline.data.registry import build_dataset, dataset_spec, describe_datasets
+from c2s_pipeline.data.transforms import random_scale_crop_flip, resize_pair
+from tests.layouts import make_cocostuff, make_context, make_voc, make_world_meta
+
+VOC_RAWS = {"train_aug": [[0, 1, 16, 255], [20, 3, 17, 0], [5, 5, 19, 2]], "val": [[1, 2, 3, 4], [16, 17, 18, 19]]}
+
+
+@pytest.fixture
+def voc_root(tmp_path):
+    make_voc(tmp_path, VOC_RAWS)
+    return tmp_path
+
+
+def test_voc_counts_and_mapping(voc_root):
+    ds = build_dataset("voc", voc_root, "train_aug")
+    assert len(ds) == 3 and ds.spec.num_classes == 20 and ds.ids[0] == "train_aug_0000"
+    sample = ds[0]
+    assert sample.image.shape == (48, 64, 3) and sample.image.dtype == np.uint8
+    # raw quadrants 0, 1, 16, 255 -> ignore, 0, 15, ignore
+    assert sample.label[0, 0] == IGNORE_INDEX and sample.label[0, -1] == 0
+    assert sample.label[-1, 0] == 15 and sample.label[-1, -1] == IGNORE_INDEX
+    assert set(np.unique(ds[1].label)) == {IGNORE_INDEX, 19, 2, 16}
+    assert len(build_dataset("voc", voc_root / "VOCdevkit" / "VOC2012", "val")) == 2
+
+
+def test_seen_only_gate_leaves_no_unseen_id(voc_root):
+    full = build_dataset("voc", voc_root, "val")
+    gated = build_dataset("voc", voc_root, "val", seen_only=True)
+    unseen = set(full.spec.unseen)
+    for i in range(len(full)):
+        a, b = full[i].label, gated[i].label
+        assert not unseen & set(np.unique(b).tolist())
+        seen_pixels = ~np.isin(a, list(unseen))
+        np.testing.assert_array_equal(a[seen_pixels], b[seen_pixels])   # seen ids untouched
+        assert (b[~seen_pixels] == IGNORE_INDEX).all()
+
+
+def test_context_and_cocostuff_mapping(tmp_path):
+    make_context(tmp_path / "ctx", [[0, 1, 59, 8]])
+    ds = build_dataset("context", tmp_path / "ctx", "train")
+    lab = ds[0].label
+    assert ds.spec.num_classes == 59 and lab[0, 0] == IGNORE_INDEX and lab[0, -1] == 0 and lab[-1, 0] == 58
+    assert dataset_spec("context", context_unseen_split="B").unseen == (0, 2, 3, 7, 9, 13, 17, 19, 31, 37)
+    with pytest.raises(DatasetError, match="unseen split 'C'"):
+        dataset_spec("context", context_unseen_split="C")
+    make_cocostuff(tmp_path / "coco", [[0, 170, 255, 19]])
+    coco = build_dataset("cocostuff", tmp_path / "coco", "val", seen_only=True)
+    lab = coco[0].label
+    assert coco.spec.num_classes == 171 and lab[0, 0] == 0 and lab[0, -1] == 170
+    assert lab[-1, -1] == IGNORE_INDEX   # 19 = cow is unseen
+
+
+def test_unseen_names_match_published_splits():
+    names = {r["dataset"]: r.get("unseen_names") for r in describe_datasets()}
+    assert names["voc"] == ["pottedplant", "sheep", "sofa", "train", "tvmonitor"]
+    assert names["cocostuff"] == ["cow", "giraffe", "suitcase", "frisbee", "skateboard", "carrot", "scissors",
+                                  "cardboard", "clouds", "grass", "playingfield", "river", "road", "tree",
+                                  "wall-concrete"]
+    assert names["context"] == ["aeroplane", "bird", "boat", "cat", "cow", "fence", "keyboard", "motorbike",
+                                "sofa", "tvmonitor"]
+
+
+def test_world_reads_voc_layout_with_its_own_spec(tmp_path):
+    base = make_voc(tmp_path, {"train": [[1, 2, 3, 0]]})
+    make_world_meta(base, [f"class{i}" for i in range(4)], unseen=[2])
+    ds = build_dataset("world", base, "train", seen_only=True)
+    assert ds.spec.class_names[0] == "class0" and ds.spec.unseen == (2,)
+    assert set(np.unique(ds[0].label)) == {0, 1, IGNORE_INDEX}
+
+
+def test_resize_and_random_crop_keep_image_and_label_aligned(voc_root):
+    sample = build_dataset("voc", voc_root, "val")[1]
+    image, label = resize_pair(sample.image, sample.label, 40)
+    assert image.shape == (40, 40, 3) and label.shape == (40, 40)
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        img, lab, lab2 = random_scale_crop_flip(image, label, label, size=32, scale_range=(0.5, 2.0),
+                                                flip=True, rng=rng)
+        assert img.shape == (32, 32, 3) and lab.shape == (32, 32)
+        np.testing.assert_array_equal(lab, lab2)
+        # red channel encodes 12 * raw label = 12 * (mapped + 1); check 2 px away from region borders
+        inner = _interior(lab, 2)
+        if inner.any():
+            assert np.abs(img[..., 0][inner].astype(int) - 12 * (lab[inner].astype(int) + 1)).max() <= 5
+
+
+def _interior(lab: np.ndarray, r: int) -> np.ndarray:
+    """Labelled pixels whose (2r+1)^2 neighbourhood has the same label."""
+    pad = np.pad(lab, r, constant_values=IGNORE_INDEX)
+    h, w = lab.shape
+    same = lab != IGNORE_INDEX
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            same &= pad[dy:dy + h, dx:dx + w] == lab
+    return same
+
+
+@pytest.mark.parametrize("breakage, pattern", [
+    ("missing_root", "dataset root folder .* not found"),
+    ("missing_split", "split file .*val.txt not found"),
+    ("missing_label", "label .*val_0000.png not found"),
+    ("out_of_range", "has value 37 outside 0..20 or 255"),
+    ("corrupt_jpeg", "image .*val_0000.jpg is corrupt"),
+])
+def test_bad_input_gives_one_line_error(voc_root, breakage, pattern):
+    base = voc_root / "VOCdevkit" / "VOC2012"
+    root = voc_root
+    if breakage == "missing_root":
+        root = voc_root / "nowhere"
+    elif breakage == "missing_split":
+        (base / "ImageSets" / "Segmentation" / "val.txt").unlink()
+    elif breakage == "missing_label":
+        (base / "SegmentationClassAug" / "val_0000.png").unlink()
+    elif breakage == "out_of_range":
+        Image.fromarray(np.full((48, 64), 37, np.uint8), mode="L").save(base / "SegmentationClassAug" / "val_0000.png")
+    elif breakage == "corrupt_jpeg":
+        path = base / "JPEGImages" / "val_0000.jpg"
+        path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DatasetError, match=pattern) as err:
+        build_dataset("voc", root, "val")[0]
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_dataset_lists_choices():
+    with pytest.raises(DatasetError, match="choose one of voc, context, cocostuff, world"):
+        build_dataset("ade", ".", "val")
