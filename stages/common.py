@@ -1,7 +1,6 @@
 """What several stages share: locating the teacher store of the current params, seeding, logging."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from c2s_pipeline.cache.fingerprint import fingerprint_inputs, teacher_fingerprint
+from c2s_pipeline.cache.fingerprint import fingerprint_inputs, teacher_fingerprint, weights_digest
 from c2s_pipeline.cache.store import store_path
 from c2s_pipeline.config import Params
 from c2s_pipeline.data.registry import build_dataset
@@ -39,20 +38,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device '{name}' requested but CUDA is not available; use --device cpu")
     return device
-
-
-def weights_digest(clip_model: str, pretrained: str | None) -> str:
-    """Identity of the teacher weights without loading them: the checkpoint's sha256, or model:tag."""
-    if not pretrained:
-        return "random-init"
-    path = Path(pretrained)
-    if path.is_file():
-        sha = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                sha.update(block)
-        return sha.hexdigest()
-    return f"{clip_model}:{pretrained}"
 
 
 def teacher_inputs(params: Params, split: str, ids: list[str]) -> dict:

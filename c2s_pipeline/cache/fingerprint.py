@@ -1,0 +1,54 @@
+"""The teacher store's content address: a hash of everything that changes the teacher's outputs.
+
+Student, loss, train and eval parameters never enter it, so every training experiment reuses a store.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from c2s_pipeline.cache.schema import SCHEMA_VERSION
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def teacher_fingerprint(inputs: dict) -> str:
+    """16 hex chars of sha256 over canonical JSON of the inputs."""
+    return _sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode())[:16]
+
+
+def file_list_digest(ids: list[str]) -> str:
+    return _sha256("\n".join(ids).encode())[:16]
+
+
+def weights_digest(model_name: str, pretrained: str | None) -> str:
+    """Identity of the teacher weights without loading them: a checkpoint's sha256, or model:tag."""
+    if not pretrained:
+        return "random-init"
+    path = Path(pretrained)
+    if not path.is_file():
+        return f"{model_name}:{pretrained}"
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], clip_model: str, weights_digest: str,
+                       image_size: int, dense_mode: str, crop_size: int, templates: str, mining,
+                       max_regions: int, unseen: list[int]) -> dict:
+    """Everything the teacher's outputs depend on, as a JSON-able dict."""
+    mining_dict = dataclasses.asdict(mining) if dataclasses.is_dataclass(mining) else dict(mining)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": dataset, "split": split, "num_images": len(ids), "file_list": file_list_digest(ids),
+        "unseen": sorted(int(u) for u in unseen),
+        "clip_model": clip_model, "weights": weights_digest, "image_size": image_size,
+        "dense_mode": dense_mode, "crop_size": crop_size, "templates": templates,
+        "mining": json.loads(json.dumps(mining_dict)), "max_regions": max_regions,
+    }
