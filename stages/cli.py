@@ -177,7 +177,7 @@ def report(metrics: List[str] = typer.Argument(..., help="Metrics JSON files fro
 @friendly
 def cache_ls(cache_dir: str = CacheDirOpt):
     """Stores with fingerprint, size and completeness."""
-    from c2s_pipeline.cache.store import list_stores
+    from c2s_pipeline.cache.inspect import list_stores
 
     for s in list_stores(cache_dir):
         typer.echo(json.dumps(s, default=str))
@@ -187,7 +187,7 @@ def cache_ls(cache_dir: str = CacheDirOpt):
 @friendly
 def cache_verify(path: str = typer.Argument(..., help="Store path or URL.")):
     """Check every finished image of a store: readable, right shapes, finite values."""
-    from c2s_pipeline.cache.store import verify_store
+    from c2s_pipeline.cache.inspect import verify_store
 
     result = verify_store(path)
     typer.echo(json.dumps(result, default=str, indent=2))

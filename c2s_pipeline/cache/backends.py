@@ -1,0 +1,122 @@
+"""The two storage backends behind one tiny interface: zarr (default, fsspec URLs) and HDF5 (one file)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import zarr
+
+from c2s_pipeline.cache.schema import MANIFEST, PER_IMAGE, CacheShape
+
+H5_SUFFIXES = (".h5", ".hdf5")
+
+
+def format_of(path: str | Path) -> str:
+    return "h5" if str(path).endswith(H5_SUFFIXES) else "zarr"
+
+
+def is_url(path: str | Path) -> bool:
+    return "://" in str(path)
+
+
+class ZarrBackend:
+    """One zarr v3 group; per-image arrays chunked one image per chunk (writers never share a chunk)."""
+
+    def __init__(self, group):
+        self.group = group
+
+    @classmethod
+    def exists(cls, path) -> bool:
+        if not is_url(path):
+            return Path(path).exists()
+        try:
+            zarr.open_group(str(path), mode="r")
+            return True
+        except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
+            return False
+
+    @classmethod
+    def create(cls, path, shape: CacheShape, manifest: dict) -> "ZarrBackend":
+        group = zarr.create_group(store=str(path), zarr_format=3)
+        for name, (dims, dtype, fill) in shape.arrays().items():
+            chunks = (1, *dims[1:]) if name in PER_IMAGE else dims
+            group.create_array(name, shape=dims, dtype=dtype, chunks=chunks, fill_value=fill)
+        group.attrs[MANIFEST] = manifest  # written last: a store without it is half-created
+        return cls(group)
+
+    @classmethod
+    def open(cls, path, writable: bool) -> "ZarrBackend":
+        return cls(zarr.open_group(str(path), mode="r+" if writable else "r"))
+
+    def manifest(self) -> dict | None:
+        return self.group.attrs.asdict().get(MANIFEST)
+
+    def set_manifest(self, manifest: dict) -> None:
+        self.group.attrs[MANIFEST] = manifest
+
+    def array(self, name: str):
+        return self.group[name]
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class H5Backend:
+    """One HDF5 file, same arrays and chunking; single writer (HDF5 has no parallel writes here)."""
+
+    def __init__(self, f: h5py.File):
+        self.f = f
+
+    @classmethod
+    def exists(cls, path) -> bool:
+        return Path(path).exists()
+
+    @classmethod
+    def create(cls, path, shape: CacheShape, manifest: dict) -> "H5Backend":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        f = h5py.File(path, "w")
+        for name, (dims, dtype, fill) in shape.arrays().items():
+            chunks = (1, *dims[1:]) if name in PER_IMAGE else None
+            f.create_dataset(name, shape=dims, dtype=dtype, chunks=chunks, fillvalue=fill,
+                             compression="gzip" if chunks else None, compression_opts=1 if chunks else None)
+        f.attrs[MANIFEST] = json.dumps(manifest)
+        f.flush()
+        return cls(f)
+
+    @classmethod
+    def open(cls, path, writable: bool) -> "H5Backend":
+        return cls(h5py.File(path, "r+" if writable else "r"))
+
+    def manifest(self) -> dict | None:
+        raw = self.f.attrs.get(MANIFEST)
+        return json.loads(raw) if raw is not None else None
+
+    def set_manifest(self, manifest: dict) -> None:
+        self.f.attrs[MANIFEST] = json.dumps(manifest)
+
+    def array(self, name: str):
+        return self.f[name]
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+BACKENDS = {"zarr": ZarrBackend, "h5": H5Backend}
+
+
+def backend_for(fmt: str):
+    if fmt not in BACKENDS:
+        raise KeyError(f"unknown store format '{fmt}'; choose one of {', '.join(BACKENDS)}")
+    return BACKENDS[fmt]
+
+
+def read_row(array, i: int) -> np.ndarray:
+    return np.asarray(array[i])

@@ -1,0 +1,58 @@
+"""`c2s cache ls` and `c2s cache verify`: what stores exist, and whether a store is sound."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from c2s_pipeline.cache.schema import NO_REGION
+from c2s_pipeline.cache.store import CacheError, CacheReader
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def list_stores(cache_dir: str | Path) -> list[dict]:
+    """One row per store under cache_dir (fingerprint, size, completeness)."""
+    rows = []
+    for path in sorted(Path(cache_dir).glob("*.zarr")) + sorted(Path(cache_dir).glob("*.h5")):
+        row = {"path": str(path), "size_mb": round(_size(path) / 2**20, 2)}
+        try:
+            reader = CacheReader(path, seen_only=True, require_complete=False)
+        except CacheError as err:
+            rows.append({**row, "status": f"unusable: {err}"})
+            continue
+        m = reader.manifest
+        done = sum(reader.is_done(i) for i in range(len(reader)))
+        rows.append({**row, "dataset": m.get("dataset"), "split": m.get("split"), "fingerprint": reader.fingerprint,
+                     "format": reader.format, "images_done": done, "images": len(reader),
+                     "status": "complete" if done == len(reader) else "incomplete", "created": m.get("created")})
+    return rows
+
+
+def verify_store(path) -> dict:
+    """Read every finished image back and check shapes, ranges and finiteness."""
+    reader = CacheReader(path, seen_only=False, require_complete=False)
+    s, problems, done = reader.shape, [], 0
+    text = reader.text_embeddings()
+    if not np.isfinite(text).all():
+        problems.append("text_embeddings contain non-finite values")
+    for i in range(len(reader)):
+        if not reader.is_done(i):
+            continue
+        done += 1
+        rec = reader.read(i, dense=True)
+        checks = {
+            "global_cls shape": rec.global_cls.shape == (s.embed_dim,),
+            "dense_tokens shape": rec.dense_tokens.shape == (*s.grid, s.embed_dim),
+            "pseudo_mask shape": rec.pseudo_mask.shape == (s.mask_size, s.mask_size),
+            "region_count <= max_regions": 0 <= rec.region_count <= s.max_regions,
+            "pseudo_mask ids < region_count": bool(np.all((rec.pseudo_mask < rec.region_count)
+                                                          | (rec.pseudo_mask == NO_REGION))),
+            "finite values": all(np.isfinite(a.astype(np.float32)).all()
+                                 for a in (rec.global_cls, rec.dense_tokens, rec.local_cls)),
+        }
+        problems += [f"image {i}: {name} failed" for name, ok in checks.items() if not ok]
+    return {"path": str(path), "fingerprint": reader.fingerprint, "images": len(reader), "images_done": done,
+            "problems": problems}

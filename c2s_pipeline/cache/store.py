@@ -1,0 +1,200 @@
+"""Writer and reader of a teacher store; the reader checks schema and fingerprint before anything else."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from c2s_pipeline.cache import schema as S
+from c2s_pipeline.cache.backends import backend_for, format_of, is_url, read_row
+from c2s_pipeline.cache.schema import SCHEMA_VERSION, CacheShape, TeacherRecord
+
+log = logging.getLogger(__name__)
+
+
+class CacheError(RuntimeError):
+    """A store that cannot be used as asked; one line that says what to run."""
+
+
+class UnseenAccessError(CacheError):
+    """A seen-only reader was asked for unseen-class data (the inductive rule)."""
+
+
+def store_path(cache_dir, dataset: str, split: str, fingerprint: str, fmt: str = "zarr") -> Path | str:
+    suffix = ".h5" if fmt == "h5" else ".zarr"
+    name = f"{dataset}-{split}-{fingerprint}{suffix}"
+    return f"{str(cache_dir).rstrip('/')}/{name}" if is_url(cache_dir) else Path(cache_dir) / name
+
+
+def _shape_of(manifest: dict) -> CacheShape:
+    s = manifest["shape"]
+    return CacheShape(s["num_images"], s["embed_dim"], tuple(s["grid"]), s["mask_size"],
+                      s["max_regions"], s["num_classes"])
+
+
+class CacheWriter:
+    """Creates or resumes a store; every image is one independent write, its done flag last."""
+
+    def __init__(self, backend, path, shape: CacheShape):
+        self.backend, self.path, self.shape = backend, path, shape
+        self._done = backend.array(S.DONE)
+
+    @classmethod
+    def open(cls, path, shape: CacheShape, manifest: dict, fmt: str | None = None,
+             create: bool = True) -> "CacheWriter":
+        """Create the store, or reopen it when fingerprint and schema match (resume).
+
+        create=False only reopens (non-zero ranks after rank 0 created it behind a barrier).
+        A mismatched or half-created store is refused and never modified.
+        """
+        fmt = fmt or format_of(path)
+        backend_cls = backend_for(fmt)
+        manifest = {**manifest, "schema_version": SCHEMA_VERSION, "format": fmt, "status": "incomplete",
+                    "shape": {"num_images": shape.num_images, "embed_dim": shape.embed_dim,
+                              "grid": list(shape.grid), "mask_size": shape.mask_size,
+                              "max_regions": shape.max_regions, "num_classes": shape.num_classes},
+                    "created": manifest.get("created", time.strftime("%Y-%m-%dT%H:%M:%S"))}
+        if backend_cls.exists(path):
+            _check_existing(backend_cls.open(path, writable=False), path, manifest)
+            return cls(backend_cls.open(path, writable=True), path, shape)
+        if not create:
+            raise CacheError(f"store {path} does not exist yet; rank 0 creates it first")
+        log.info("creating store %s", path)
+        return cls(backend_cls.create(path, shape, manifest), path, shape)
+
+    def is_done(self, i: int) -> bool:
+        return bool(self._done[i])
+
+    def done_indices(self) -> np.ndarray:
+        return np.nonzero(np.asarray(self._done[:]))[0]
+
+    def write_image(self, i: int, rec: TeacherRecord) -> None:
+        """Write every per-image array of image i, then its done flag."""
+        arrays = self.shape.arrays()
+        values = {S.GLOBAL_CLS: rec.global_cls, S.DENSE_TOKENS: rec.dense_tokens, S.PSEUDO_MASK: rec.pseudo_mask,
+                  S.REGION_CLASS: rec.region_class, S.LOCAL_CLS: rec.local_cls,
+                  S.REGION_COUNT: np.asarray(rec.region_count)}
+        for name, value in values.items():
+            want_shape, dtype, _ = arrays[name]
+            value = np.asarray(value)
+            if value.shape != want_shape[1:]:
+                raise ValueError(f"{name} of image {i}: shape {value.shape}, store expects {want_shape[1:]}")
+            self.backend.array(name)[i] = value.astype(dtype)
+        self.backend.flush()
+        self._done[i] = True
+        self.backend.flush()
+
+    def write_vocab(self, text_embeddings: np.ndarray, class_seen: np.ndarray) -> None:
+        self.backend.array(S.TEXT_EMBEDDINGS)[:] = np.asarray(text_embeddings, np.float32)
+        self.backend.array(S.CLASS_SEEN)[:] = np.asarray(class_seen, bool)
+        self.backend.flush()
+
+    def finalize(self) -> dict:
+        """Mark the store complete when every image is done; returns the manifest."""
+        manifest = self.backend.manifest()
+        done = len(self.done_indices())
+        manifest.update(images_done=int(done), status="complete" if done == self.shape.num_images else "incomplete",
+                        finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.backend.set_manifest(manifest)
+        self.backend.flush()
+        return manifest
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _check_existing(backend, path, manifest: dict) -> None:
+    existing = backend.manifest()
+    backend.close()
+    if existing is None:
+        raise CacheError(f"store {path} is half-created (no manifest); delete it and run precompute again")
+    if existing.get("schema_version") != SCHEMA_VERSION:
+        raise CacheError(f"store {path} has schema {existing.get('schema_version')}, this c2s writes "
+                         f"{SCHEMA_VERSION}; delete it or use another --cache-dir")
+    if existing.get("fingerprint") != manifest.get("fingerprint"):
+        raise CacheError(f"store {path} was written by a different teacher setting "
+                         f"({existing.get('fingerprint')}); delete it or use another --cache-dir")
+
+
+class CacheReader:
+    """Read access for training and evaluation; opens lazily so DataLoader workers each get a handle."""
+
+    def __init__(self, path, *, expect_fingerprint: str | None = None, seen_only: bool = True,
+                 require_complete: bool = True):
+        self.path, self.seen_only = path, seen_only
+        self.format = format_of(path)
+        if not backend_for(self.format).exists(path):
+            raise CacheError(f"teacher store {path} not found; run `c2s precompute` for this dataset/split")
+        self._backend, self._pid = None, None
+        self.manifest = self._open().manifest()
+        if self.manifest is None:
+            raise CacheError(f"store {path} is half-created (no manifest); delete it and run `c2s precompute`")
+        if self.manifest.get("schema_version") != SCHEMA_VERSION:
+            raise CacheError(f"store {path} has schema {self.manifest.get('schema_version')}, this c2s reads "
+                             f"{SCHEMA_VERSION}; re-run `c2s precompute` to rebuild it")
+        self.fingerprint = self.manifest["fingerprint"]
+        if expect_fingerprint is not None and expect_fingerprint != self.fingerprint:
+            raise CacheError(f"store {path} has fingerprint {self.fingerprint} but the current teacher settings "
+                             f"give {expect_fingerprint}; run `c2s precompute` with these params")
+        self.shape = _shape_of(self.manifest)
+        self.ids = list(self.manifest.get("ids", []))
+        self.class_names = list(self.manifest.get("class_names", []))
+        self._seen = np.asarray(self._open().array(S.CLASS_SEEN)[:], bool)
+        if require_complete and not np.asarray(self._open().array(S.DONE)[:]).all():
+            raise CacheError(f"store {path} is incomplete; run `c2s precompute` again to finish it (it resumes)")
+
+    def _open(self):
+        if self._backend is None or self._pid != os.getpid():
+            self._backend, self._pid = backend_for(self.format).open(self.path, writable=False), os.getpid()
+        return self._backend
+
+    def __getstate__(self):
+        return {**self.__dict__, "_backend": None, "_pid": None}
+
+    def __len__(self) -> int:
+        return self.shape.num_images
+
+    def is_done(self, i: int) -> bool:
+        return bool(self._open().array(S.DONE)[i])
+
+    def read(self, i: int, dense: bool = False) -> TeacherRecord:
+        """One image's teacher outputs; dense tokens only when asked (training never needs them)."""
+        if not self.is_done(i):
+            raise CacheError(f"image {i} of store {self.path} is not done; run `c2s precompute` to finish it")
+        b = self._open()
+        return TeacherRecord(
+            global_cls=read_row(b.array(S.GLOBAL_CLS), i),
+            dense_tokens=read_row(b.array(S.DENSE_TOKENS), i) if dense else None,
+            pseudo_mask=read_row(b.array(S.PSEUDO_MASK), i), region_class=read_row(b.array(S.REGION_CLASS), i),
+            local_cls=read_row(b.array(S.LOCAL_CLS), i), region_count=int(read_row(b.array(S.REGION_COUNT), i)))
+
+    def dense_tokens(self, i: int) -> np.ndarray:
+        """(h, w, D) float16 teacher tokens of image i (the CLIP dense baseline)."""
+        return self.read(i, dense=True).dense_tokens
+
+    def class_seen(self) -> np.ndarray:
+        return self._seen.copy()
+
+    def class_ids(self) -> np.ndarray:
+        """Class ids of the rows text_embeddings() returns: seen ids, or all on a full reader."""
+        return np.nonzero(self._seen)[0] if self.seen_only else np.arange(len(self._seen))
+
+    def text_embeddings(self) -> np.ndarray:
+        """(C_s, D) seen rows on a seen-only reader, (C, D) all rows otherwise."""
+        text = np.asarray(self._open().array(S.TEXT_EMBEDDINGS)[:], np.float32)
+        return text[self._seen] if self.seen_only else text
+
+    def unseen_text_embeddings(self) -> np.ndarray:
+        if self.seen_only:
+            raise UnseenAccessError(f"a seen-only reader of {self.path} was asked for unseen text embeddings; "
+                                    "training must never read them")
+        return np.asarray(self._open().array(S.TEXT_EMBEDDINGS)[:], np.float32)[~self._seen]
