@@ -14,7 +14,7 @@ from c2s_pipeline.student.data import DistillDataset, make_loader
 from c2s_pipeline.student.loop import train
 from c2s_pipeline.student.model import Student
 from c2s_pipeline.student.task import C2STask
-from stages.common import DEFAULT_CACHE_DIR, locate_store, seed_everything
+from stages.common import DEFAULT_CACHE_DIR, locate_store, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -48,4 +48,5 @@ def run(params: Params, run_dir: str | Path, *, cache: str | Path | None = None,
               "class_names": list(reader.class_names)}
     log.info("training %s/%s on %s (%d images, %d seen classes)", params.student.arch,
              params.student.encoder, Path(str(cache)).name, len(distill), seen_text.shape[0])
-    return train(task, make_loader(distill, tc), tc, run_dir, resume=resume, config_dict=config)
+    return train(task, lambda start: make_loader(distill, tc, start), tc, run_dir,
+                 device=resolve_device(tc.device), resume=resume, config_dict=config)

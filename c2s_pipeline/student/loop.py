@@ -1,0 +1,134 @@
+"""The training loop: AdamW, warm-up + poly, AMP on CUDA, clipping, atomic checkpoints, exact resume."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from c2s_pipeline.config import TrainConfig
+from c2s_pipeline.student.task import LOSS_KEYS, C2STask
+
+log = logging.getLogger(__name__)
+
+STUDENT_FILE = "student.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "log.jsonl"
+CONFIG_FILE = "config.json"
+
+
+def lr_factor(iteration: int, cfg: TrainConfig, base_lr: float) -> float:
+    """Linear warm-up to 1, then poly decay (mmseg default) to min_lr / base_lr."""
+    if iteration < cfg.warmup_iters:
+        return (iteration + 1) / cfg.warmup_iters
+    span = max(1, cfg.iterations - cfg.warmup_iters)
+    poly = (1 - min(iteration - cfg.warmup_iters, span) / span) ** cfg.poly_power
+    floor = min(cfg.min_lr / base_lr, 1.0)
+    return (1 - floor) * poly + floor
+
+
+def build_optimizer(task: C2STask, cfg: TrainConfig):
+    groups = [{"params": task.student.encoder_parameters(), "lr": cfg.lr},
+              {"params": task.head_parameters(), "lr": cfg.lr * cfg.head_lr_mult}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, [lambda it, b=g["lr"]: lr_factor(it, cfg, b) for g in groups])
+    return opt, sched
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a kill never leaves half a checkpoint."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLoader], cfg: TrainConfig,
+          run_dir: str | Path, *, device: torch.device, resume: bool = True, config_dict: dict | None = None,
+          wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Path:
+    """Train `task` for cfg.iterations; returns run_dir (with student.pt, checkpoint.pt, log.jsonl).
+
+    loader_factory(start_iter) gives batches from that iteration on; `wrap` (e.g. DDP) wraps the task.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    task.to(device)
+    opt, sched = build_optimizer(task, cfg)
+    start = 0
+    ckpt_path = run_dir / CHECKPOINT_FILE
+    if resume and ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        task.load_state_dict(ckpt["task"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"])
+        start = ckpt["iteration"]
+        log.info("resumed %s at iteration %d", run_dir, start)
+    elif _is_main():
+        (run_dir / LOG_FILE).unlink(missing_ok=True)
+    if _is_main():
+        (run_dir / CONFIG_FILE).write_text(json.dumps(config_dict or {}, indent=2))
+    model = wrap(task) if wrap else task
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    task.train()
+    batches = iter(loader_factory(start))
+    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=run_dir.name,
+               unit="it", disable=not _is_main())
+    t0 = time.perf_counter()
+    for it in bar:
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            losses = model(batch)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(losses["loss"]).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(task.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        done = it + 1
+        if _is_main() and (done % cfg.log_every == 0 or done == cfg.iterations):
+            row = {"iter": done, "lr": opt.param_groups[0]["lr"], "time": round(time.perf_counter() - t0, 3),
+                   **{k: float(losses[k].detach()) for k in LOSS_KEYS}}
+            with (run_dir / LOG_FILE).open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+        if _is_main() and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
+            atomic_save({"task": task.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "rng": _rng_state(), "iteration": done, "config": config_dict, "seed": cfg.seed}, ckpt_path)
+    bar.close()
+    if _is_main():
+        atomic_save({"state_dict": task.student.state_dict(), "embed_dim": task.student.embed_dim,
+                     "config": config_dict or {}, "seed": cfg.seed,
+                     "fingerprint": (config_dict or {}).get("fingerprint")}, run_dir / STUDENT_FILE)
+    return run_dir

@@ -1,0 +1,89 @@
+"""C2S loss terms, each a small function with its formula in the docstring."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = 255
+
+
+def info_nce(queries: torch.Tensor, keys: torch.Tensor, positive: torch.Tensor, temperature: float) -> torch.Tensor:
+    """-mean_q log softmax_k(cos(q, k) / t)[positive_q]; queries (Q, D), keys (K, D), positive (Q,)."""
+    if queries.shape[0] == 0:
+        return queries.sum() * 0.0
+    logits = F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).T / temperature   # (Q, K)
+    return F.cross_entropy(logits, positive)
+
+
+def attention_pool(features: torch.Tensor, global_cls: torch.Tensor) -> torch.Tensor:
+    """F_g = W F^T with W = softmax over positions of C_g^T F / sqrt(D); (B, D, h, w), (B, D) -> (B, D)."""
+    f = features.flatten(2)                                                    # (B, D, hw)
+    weights = torch.softmax(torch.einsum("bd,bdn->bn", global_cls, f) / math.sqrt(f.shape[1]), dim=-1)
+    return torch.einsum("bn,bdn->bd", weights, f)
+
+
+def global_distill_loss(features: torch.Tensor, global_cls: torch.Tensor, bank: torch.Tensor | None,
+                        temperature: float) -> torch.Tensor:
+    """InfoNCE of F_g against [batch C_g; bank C_g], each image's own C_g the positive."""
+    keys = global_cls if bank is None or len(bank) == 0 else torch.cat([global_cls, bank])
+    positive = torch.arange(len(global_cls), device=features.device)
+    return info_nce(attention_pool(features, global_cls), keys, positive, temperature)
+
+
+def region_prototypes(features: torch.Tensor, pseudo_mask: torch.Tensor, num_slots: int):
+    """Mask-average of F over each region slot.
+
+    The (B, S, S) slot mask is area-downsampled to the feature grid, so small regions keep weight.
+    Returns prototypes (B, R, D) and present (B, R) bool.
+    """
+    b, d, h, w = features.shape
+    onehot = F.one_hot(pseudo_mask.clamp(max=num_slots).long(), num_slots + 1)[..., :num_slots]  # (B, S, S, R)
+    weights = F.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2).float(), (h, w)).flatten(2)     # (B, R, hw)
+    mass = weights.sum(-1)                                                                      # (B, R)
+    protos = torch.einsum("brn,bdn->brd", weights, features.flatten(2)) / mass.clamp_min(1e-6)[..., None]
+    return protos, mass > 0
+
+
+def local_distill_loss(prototypes: torch.Tensor, present: torch.Tensor, local_cls: torch.Tensor,
+                       temperature: float) -> torch.Tensor:
+    """InfoNCE of each present f_l against every present C_l of the batch; same (image, slot) positive."""
+    q, k = prototypes[present], local_cls[present]                             # (n, D) each
+    return info_nce(q, k, torch.arange(len(q), device=q.device), temperature)
+
+
+def one_hot_targets(target: torch.Tensor, num_channels: int) -> torch.Tensor:
+    """(B, H, W) with IGNORE -> (B, K, H, W) float; ignored pixels are negatives for every class."""
+    return (target[:, None] == torch.arange(num_channels, device=target.device)[None, :, None, None]).float()
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, num_masks: float,
+                       alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """sum_{b,k valid} mean_px[-a_t (1 - p_t)^g log p_t] / num_masks (one-vs-rest, as ZegCLIP)."""
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p = torch.sigmoid(logits)
+    p_t = p * targets + (1 - p) * (1 - targets)
+    a_t = alpha * targets + (1 - alpha) * (1 - targets)
+    per_mask = (a_t * (1 - p_t) ** gamma * ce).flatten(2).mean(-1)             # (B, K)
+    return (per_mask * valid).sum() / num_masks
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, present: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """sum_{b,k present}[1 - (2 sum m t + 1) / (sum m + sum t + 1)] / num_masks, m = sigmoid(logits)."""
+    m, t = torch.sigmoid(logits).flatten(2), targets.flatten(2)
+    dice = 1 - (2 * (m * t).sum(-1) + 1) / (m.sum(-1) + t.sum(-1) + 1)          # (B, K)
+    return (dice * present).sum() / num_masks
+
+
+def nel_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, focal_weight: float = 100.0,
+             dice_weight: float = 1.0) -> torch.Tensor:
+    """NEL = focal_weight * focal + dice_weight * dice; logits (B, K, H, W), target (B, H, W), valid (B, K).
+
+    num_masks = number of (image, class present) pairs in the batch, at least 1.
+    """
+    targets = one_hot_targets(target, logits.shape[1])
+    present = (targets.flatten(2).sum(-1) > 0) & valid
+    num_masks = max(float(present.sum()), 1.0)
+    return (focal_weight * sigmoid_focal_loss(logits, targets, valid.float(), num_masks)
+            + dice_weight * dice_loss(logits, targets, present.float(), num_masks))

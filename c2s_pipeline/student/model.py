@@ -1,0 +1,48 @@
+"""The student: any smp architecture whose head emits D = CLIP-width channels at the decoder's stride.
+
+The classifier is the fixed text-embedding matrix, so inference adds no parameters; the C-class
+logits, never the D-channel map, are upsampled to the input size.
+"""
+from __future__ import annotations
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class StudentError(ValueError):
+    """An architecture or encoder smp does not provide; lists the choices."""
+
+
+def class_logits(features: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
+    """scale * cos(F, A): features (B, D, h, w), text (C, D) -> (B, C, h, w)."""
+    return scale * torch.einsum("bdhw,cd->bchw", F.normalize(features, dim=1), F.normalize(text, dim=-1))
+
+
+class Student(nn.Module):
+    def __init__(self, arch: str = "segformer", encoder: str = "mit_b0", encoder_weights: str | None = None,
+                 embed_dim: int = 512):
+        super().__init__()
+        try:
+            self.net = smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights,
+                                        classes=embed_dim)
+        except KeyError as err:
+            archs = ", ".join(sorted(smp.MODEL_ARCHITECTURES_MAPPING)) if hasattr(smp, "MODEL_ARCHITECTURES_MAPPING") \
+                else "see smp docs"
+            raise StudentError(f"smp has no {err}; architectures: {archs}; encoders: smp.encoders.get_encoder_names()") \
+                from None
+        self.net.segmentation_head[1] = nn.Identity()  # keep D channels at the decoder's own stride
+        self.embed_dim = embed_dim
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return list(self.net.encoder.parameters())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> dense features (B, D, h, w)."""
+        return self.net(x)
+
+    def predict_logits(self, x: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, C, H, W): class logits at feature stride, then upsampled."""
+        logits = class_logits(self(x), text, scale)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)

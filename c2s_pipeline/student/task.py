@@ -1,0 +1,113 @@
+"""A training step's forward: batch -> dict(loss, global_loss, local_loss, nel_loss, ce_loss).
+
+L = L_g + L_l + L_p, L_p = NEL + ce_weight * CE on X = cat(alpha F.A_s, beta cos(F, A'_u)).
+With every C2S term off this is the plain supervised seen-only baseline on the dataset labels.
+Only seen-class text embeddings ever enter this module.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from c2s_pipeline.cache.schema import LATENT
+from c2s_pipeline.config import LossConfig
+from c2s_pipeline.student.latent import LatentEmbeddingGenerator
+from c2s_pipeline.student.losses import (IGNORE, global_distill_loss, local_distill_loss, nel_loss,
+                                         region_prototypes)
+from c2s_pipeline.student.model import Student, class_logits
+
+LOSS_KEYS = ("loss", "global_loss", "local_loss", "nel_loss", "ce_loss")
+
+
+class C2STask(nn.Module):
+    def __init__(self, student: Student, seen_text: torch.Tensor, cfg: LossConfig, logit_scale: float):
+        super().__init__()
+        self.student, self.cfg, self.logit_scale = student, cfg, logit_scale
+        dim = seen_text.shape[1]
+        self.register_buffer("seen_text", F.normalize(seen_text.float(), dim=-1))   # (C_s, D)
+        self.generator = LatentEmbeddingGenerator(dim, cfg.decoder_layers, cfg.decoder_heads) \
+            if cfg.use_latent else None
+        self.register_buffer("bank", torch.zeros(cfg.bank_size, dim))
+        self.register_buffer("bank_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("bank_ptr", torch.zeros((), dtype=torch.long))
+
+    @property
+    def distills(self) -> bool:
+        return self.cfg.use_global or self.cfg.use_local or self.cfg.use_latent
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Everything but the student's encoder (trained with the larger learning rate)."""
+        encoder = {id(p) for p in self.student.encoder_parameters()}
+        return [p for p in self.parameters() if id(p) not in encoder]
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        feats = self.student(batch["image"])                                  # (B, D, h, w)
+        zero = feats.sum() * 0.0
+        out = dict.fromkeys(LOSS_KEYS[1:], zero)
+        if cfg.use_global:
+            bank = self.bank[: int(self.bank_count)]
+            out["global_loss"] = global_distill_loss(feats, batch["global_cls"], bank, cfg.temperature)
+        if self.distills:
+            protos, present = region_prototypes(feats, batch["pseudo_mask"], batch["region_class"].shape[1])
+            if cfg.use_local:
+                out["local_loss"] = local_distill_loss(protos, present, batch["local_cls"], cfg.temperature)
+            logits, target, valid = self._pseudo_logits(feats, batch, protos, present)
+        else:
+            logits = self._seen_logits(feats)
+            target, valid = batch["label"], torch.ones(logits.shape[:2], dtype=torch.bool, device=feats.device)
+        logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        out["nel_loss"] = nel_loss(logits, target, valid, cfg.focal_weight, cfg.dice_weight)
+        if (target != IGNORE).any():
+            masked = logits.masked_fill(~valid[..., None, None], -1e4)
+            out["ce_loss"] = cfg.ce_weight * F.cross_entropy(masked, target, ignore_index=IGNORE)
+        out["loss"] = out["global_loss"] + out["local_loss"] + out["nel_loss"] + out["ce_loss"]
+        if cfg.use_global:
+            self._push_bank(batch["global_cls"])
+        return out
+
+    def _seen_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        """alpha * cos(F, A_s): (B, D, h, w) -> (B, C_s, h, w)."""
+        return class_logits(feats, self.seen_text, self.cfg.alpha)
+
+    def _pseudo_logits(self, feats, batch, protos, present):
+        """Logits over [seen classes; this image's latent regions] and the pseudo-mask target."""
+        cfg = self.cfg
+        region_class = batch["region_class"]                                  # (B, R) seen index / LATENT / EMPTY
+        seen_logits = self._seen_logits(feats)
+        num_seen = seen_logits.shape[1]
+        latent = (region_class == LATENT) & present if cfg.use_latent else torch.zeros_like(present)
+        rank = latent.long().cumsum(1) - 1                                    # (B, R) latent order per image
+        slot_target = torch.where(region_class >= 0, region_class, torch.full_like(region_class, IGNORE))
+        slot_target = torch.where(latent, num_seen + rank, slot_target)
+        slot_target = torch.cat([slot_target, slot_target.new_full((len(slot_target), 1), IGNORE)], 1)
+        pm = batch["pseudo_mask"].long().clamp(max=region_class.shape[1])     # NO_REGION -> extra slot R
+        target = slot_target.gather(1, pm.flatten(1)).view_as(pm)             # (B, S, S)
+        u_max = int(latent.sum(1).max()) if latent.any() else 0
+        valid = torch.ones(len(feats), num_seen + u_max, dtype=torch.bool, device=feats.device)
+        if u_max == 0:
+            return seen_logits, target, valid
+        b_idx, r_idx = torch.nonzero(latent, as_tuple=True)
+        queries = feats.new_zeros(len(feats), u_max, feats.shape[1])
+        queries[b_idx, rank[b_idx, r_idx]] = protos[b_idx, r_idx]             # (B, U, D)
+        query_pad = torch.ones(len(feats), u_max, dtype=torch.bool, device=feats.device)
+        query_pad[b_idx, rank[b_idx, r_idx]] = False
+        memory = torch.cat([batch["global_cls"][:, None], batch["local_cls"]], 1)     # (B, 1+R, D)
+        memory_pad = torch.cat([query_pad.new_zeros(len(feats), 1), region_class < LATENT], 1)
+        generated = self.generator(queries, memory, query_pad, memory_pad)   # (B, U, D) = A'_u
+        latent_logits = cfg.beta * torch.einsum("bdhw,bud->buhw", F.normalize(feats, dim=1),
+                                                F.normalize(generated, dim=-1))
+        valid[:, num_seen:] = ~query_pad
+        return torch.cat([seen_logits, latent_logits], 1), target, valid
+
+    @torch.no_grad()
+    def _push_bank(self, global_cls: torch.Tensor) -> None:
+        """FIFO of the most recent teacher CLS tokens (never trained, never in the graph)."""
+        size = self.bank.shape[0]
+        if size == 0:
+            return
+        for row in global_cls.detach()[-size:]:
+            self.bank[int(self.bank_ptr)] = row
+            self.bank_ptr.fill_((int(self.bank_ptr) + 1) % size)
+        self.bank_count.fill_(min(int(self.bank_count) + len(global_cls), size))
