@@ -12,7 +12,7 @@ from tqdm import tqdm
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import Params, to_dict
 from c2s_pipeline.data.registry import build_dataset
-from c2s_pipeline.eval.inference import segment
+from c2s_pipeline.eval.inference import apply_seen_bias, segment
 from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, summarize
 from c2s_pipeline.eval.report import write_per_class_csv
 from c2s_pipeline.eval.speed import count_flops, count_params, measure_fps
@@ -35,7 +35,7 @@ def _finish(name: str, cm: ConfusionMatrix, dataset, extra: dict, out_json: Path
     iou = cm.iou()
     summary = summarize(iou, torch.from_numpy(seen), cm.pixel_accuracy())
     rows = per_class_rows(iou, list(dataset.spec.class_names), seen)
-    payload = {"name": name, **summary, **extra, "per_class": rows}
+    payload = {"name": name, **summary, **extra}
     write_per_class_csv(rows, out_json.with_suffix(".csv"))
     log.info("%s: sIoU %.2f uIoU %.2f hIoU %.2f", name, summary["sIoU"], summary["uIoU"], summary["hIoU"])
     return write_json(out_json, payload)
@@ -81,8 +81,7 @@ def run_clip_baseline(params: Params, out_json: str | Path, *, split: str | None
         tokens = torch.from_numpy(reader.dense_tokens(i).astype(np.float32))  # (h, w, D)
         logits = torch.einsum("hwd,cd->chw", F.normalize(tokens, dim=-1), text)[None]
         logits = F.interpolate(logits, size=label.shape, mode="bilinear", align_corners=False)
-        pred = segment(lambda x: x, logits, seen, params.eval.seen_bias, mode="whole",
-                       crop=None, stride=None, flip=False)
+        pred = apply_seen_bias(logits, seen, params.eval.seen_bias)[0].argmax(0)
         cm.update(pred, label)
     extra = {"split": split or params.data.val_split, "teacher_store": str(path), "fingerprint": fp,
              "eval": to_dict(params.eval)}

@@ -5,7 +5,7 @@ import json
 import logging
 from pathlib import Path
 
-from c2s_pipeline.eval.report import metrics_table, per_class_bar_chart
+from c2s_pipeline.eval.report import metrics_table, per_class_bar_chart, read_per_class_csv
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,8 @@ def run(metric_files: list[str | Path], out_dir: str | Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = [json.loads(Path(f).read_text()) for f in metric_files]
     table = metrics_table(results)
-    per_class_bar_chart({r["name"]: r["per_class"] for r in results}, out_dir / BAR_CHART)
+    per_class = {r["name"]: read_per_class_csv(Path(f).with_suffix(".csv")) for r, f in zip(results, metric_files)}
+    per_class_bar_chart(per_class, out_dir / BAR_CHART)
     (out_dir / REPORT_MD).write_text("# c2s results\n\n" + table + "\n\nUnseen classes are marked * in "
                                      f"{BAR_CHART}.\n")
     print(table)

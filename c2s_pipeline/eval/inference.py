@@ -1,0 +1,66 @@
+"""Dense prediction of a student: whole-image or sliding-window logits, flip, seen-bias calibration."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, h, w) -> (B, C, h, w)
+
+
+def _slide(logits_fn: LogitsFn, x: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
+    """mmseg-style sliding window over x (1, 3, H, W) (H, W >= crop), overlaps averaged."""
+    _, _, h, w = x.shape
+    ys = list(range(0, max(h - crop, 0) + 1, stride))
+    xs = list(range(0, max(w - crop, 0) + 1, stride))
+    ys += [h - crop] if ys[-1] + crop < h else []
+    xs += [w - crop] if xs[-1] + crop < w else []
+    total, count = None, x.new_zeros(1, 1, h, w)
+    for y in ys:
+        for x0 in xs:
+            out = logits_fn(x[..., y:y + crop, x0:x0 + crop])
+            total = x.new_zeros(1, out.shape[1], h, w) if total is None else total
+            total[..., y:y + crop, x0:x0 + crop] += out
+            count[..., y:y + crop, x0:x0 + crop] += 1
+    return total / count
+
+
+def predict_logits(logits_fn: LogitsFn, image: torch.Tensor, *, mode: str = "whole", crop: int = 512,
+                   stride: int = 426, flip: bool = False) -> torch.Tensor:
+    """(1, 3, H, W) -> (1, C, H, W) logits at the image's own resolution.
+
+    whole: the image resized to crop x crop (the training view). slide: the image rescaled so its
+    short side is `crop` (mmseg keeps the ratio), windows of crop with `stride`, logits averaged.
+    """
+    if mode not in ("whole", "slide"):
+        raise ValueError(f"unknown eval mode '{mode}'; choose whole or slide")
+    h, w = image.shape[-2:]
+    if mode == "whole":
+        size = (crop, crop)
+    else:
+        scale = crop / min(h, w)
+        size = (max(crop, round(h * scale)), max(crop, round(w * scale)))
+    x = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+    run = (lambda t: logits_fn(t)) if mode == "whole" else (lambda t: _slide(logits_fn, t, crop, stride))
+    logits = run(x)
+    if flip:
+        logits = (logits + run(x.flip(-1)).flip(-1)) / 2
+    return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def apply_seen_bias(logits: torch.Tensor, seen_mask: torch.Tensor, bias: float, dim: int = 1) -> torch.Tensor:
+    """Class probabilities (softmax over `dim`) with `bias` subtracted from seen classes (ZegCLIP)."""
+    probs = logits.softmax(dim)
+    if bias == 0:
+        return probs
+    shape = [1] * probs.dim()
+    shape[dim] = -1
+    return probs - bias * seen_mask.to(probs.device, probs.dtype).view(shape)
+
+
+def segment(logits_fn: LogitsFn, image: torch.Tensor, seen_mask: torch.Tensor, bias: float,
+            **kwargs) -> torch.Tensor:
+    """(1, 3, H, W) -> (H, W) class ids after calibration."""
+    logits = predict_logits(logits_fn, image, **kwargs)
+    return apply_seen_bias(logits, seen_mask, bias)[0].argmax(0)
