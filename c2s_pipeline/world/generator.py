@@ -1,0 +1,131 @@
+"""The generated vision-language world: coloured shapes on textured backgrounds, in the VOC layout.
+
+20 classes = 5 shapes x 4 colours ("red circle", ...). The 5 unseen classes are fixed in code, one per
+shape, so every unseen class's shape and colour also occur in seen classes (compositional, like the
+concepts real CLIP knows). Captions for teacher pretraining name every object, unseen ones included;
+segmentation labels come from the drawing masks, never from re-segmenting pixels.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from c2s_pipeline.config import WorldConfig
+
+log = logging.getLogger(__name__)
+
+SHAPES = ("circle", "square", "triangle", "star", "cross")
+COLOURS = {"red": (200, 45, 40), "green": (45, 165, 60), "blue": (45, 75, 205), "yellow": (225, 200, 45)}
+CLASS_NAMES = tuple(f"{c} {s}" for s in SHAPES for c in COLOURS)
+UNSEEN_NAMES = ("red circle", "green square", "blue triangle", "yellow star", "red cross")
+UNSEEN = tuple(CLASS_NAMES.index(n) for n in UNSEEN_NAMES)
+WORLD_VERSION = 1
+CAPTION_DIR = "CaptionImages"
+CAPTIONS_FILE = "captions.jsonl"
+
+
+def shape_polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    """Vertices of a shape of circumradius r centred at (cx, cy), rotated by `angle` radians."""
+    if shape == "circle":
+        t = np.linspace(0, 2 * np.pi, 36, endpoint=False)
+        radii = np.full_like(t, r)
+    elif shape == "square":
+        t, radii = np.arange(4) * np.pi / 2 + np.pi / 4, np.full(4, r)
+    elif shape == "triangle":
+        t, radii = np.arange(3) * 2 * np.pi / 3 - np.pi / 2, np.full(3, r)
+    elif shape == "star":
+        t, radii = np.arange(10) * np.pi / 5 - np.pi / 2, np.where(np.arange(10) % 2 == 0, r, 0.45 * r)
+    elif shape == "cross":
+        a = 0.33 * r
+        pts = [(a, r), (-a, r), (-a, a), (-r, a), (-r, -a), (-a, -a), (-a, -r), (a, -r), (a, -a), (r, -a),
+               (r, a), (a, a)]
+        t = np.array([np.arctan2(y, x) for x, y in pts])
+        radii = np.array([np.hypot(x, y) for x, y in pts])
+    else:
+        raise KeyError(f"unknown shape '{shape}'; choose one of {', '.join(SHAPES)}")
+    t = t + angle
+    return list(zip(cx + radii * np.cos(t), cy + radii * np.sin(t)))
+
+
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """(size, size, 3) float: a muted two-tone gradient with noise (never a class colour)."""
+    grey = rng.uniform(60, 190, size=2)[:, None] + rng.uniform(-20, 20, size=(2, 3))
+    theta = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    ramp = (np.cos(theta) * xx + np.sin(theta) * yy)
+    ramp = (ramp - ramp.min()) / max(ramp.max() - ramp.min(), 1e-6)
+    img = grey[0] * (1 - ramp[..., None]) + grey[1] * ramp[..., None]
+    return img + rng.normal(0, 12, size=img.shape)
+
+
+def render(rng: np.random.Generator, size: int, classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the given classes (later ones on top); returns image (S, S, 3) uint8, label (S, S) uint8 (VOC raw)."""
+    img = background(rng, size)
+    label = np.zeros((size, size), dtype=np.uint8)
+    for cls in classes:
+        shape, colour = SHAPES[cls // len(COLOURS)], list(COLOURS.values())[cls % len(COLOURS)]
+        r = rng.uniform(0.11, 0.24) * size
+        cx, cy = rng.uniform(r * 0.6, size - r * 0.6, size=2)
+        mask_img = Image.new("L", (size, size), 0)
+        ImageDraw.Draw(mask_img).polygon(shape_polygon(shape, cx, cy, r, rng.uniform(0, 2 * np.pi)), fill=1)
+        mask = np.asarray(mask_img).astype(bool)
+        tint = np.array(colour) + rng.uniform(-25, 25, size=3)
+        shade = 1 + 0.15 * np.sin(np.mgrid[0:size, 0:size][rng.integers(2)] / rng.uniform(3, 8))  # texture
+        img[mask] = tint * shade[mask][:, None] + rng.normal(0, 10, size=(mask.sum(), 3))
+        label[mask] = cls + 1
+    return np.clip(img, 0, 255).astype(np.uint8), label
+
+
+def _objects(rng: np.random.Generator, max_objects: int) -> list[int]:
+    n = int(rng.integers(1, max_objects + 1))
+    return [int(c) for c in rng.choice(len(CLASS_NAMES), size=n, replace=False)]
+
+
+def caption_for(classes: list[int]) -> str:
+    names = [CLASS_NAMES[c] for c in classes]
+    return "a photo of a " + (names[0] if len(names) == 1 else ", a ".join(names[:-1]) + " and a " + names[-1]) + "."
+
+
+def _write_split(root: Path, split: str, n: int, rng: np.random.Generator, size: int, stats: dict) -> list[str]:
+    ids = []
+    for k in tqdm(range(n), desc=f"world {split}", unit="img", leave=False):
+        id_ = f"{split}_{k:05d}"
+        image, label = render(rng, size, _objects(rng, 4))
+        Image.fromarray(image).save(root / "JPEGImages" / f"{id_}.jpg", quality=95)
+        Image.fromarray(label, mode="L").save(root / "SegmentationClass" / f"{id_}.png")
+        present, counts = np.unique(label[label > 0], return_counts=True)
+        for c, px in zip(present - 1, counts):
+            stats[split][CLASS_NAMES[c]] = stats[split].get(CLASS_NAMES[c], 0) + int(px)
+        ids.append(id_)
+    (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return ids
+
+
+def generate_world(out_dir: str | Path, cfg: WorldConfig) -> dict:
+    """Write the world under out_dir; deterministic from cfg.seed. Returns a summary."""
+    root = Path(out_dir)
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", CAPTION_DIR):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(cfg.seed)
+    stats = {"train": {}, "val": {}}
+    _write_split(root, "train", cfg.n_train, rng, cfg.image_size, stats)
+    _write_split(root, "val", cfg.n_val, rng, cfg.image_size, stats)
+    with (root / CAPTIONS_FILE).open("w") as f:
+        for k in tqdm(range(cfg.n_caption), desc="world captions", unit="img", leave=False):
+            classes = _objects(rng, 3)
+            image, _ = render(rng, cfg.image_size, classes)
+            rel = f"{CAPTION_DIR}/cap_{k:05d}.jpg"
+            Image.fromarray(image).save(root / rel, quality=95)
+            f.write(json.dumps({"image": rel, "caption": caption_for(classes), "classes": classes}) + "\n")
+    meta = {"class_names": list(CLASS_NAMES), "unseen": list(UNSEEN), "seed": cfg.seed,
+            "image_size": cfg.image_size, "n_train": cfg.n_train, "n_val": cfg.n_val,
+            "n_caption": cfg.n_caption, "version": WORLD_VERSION, "pixels_per_class": stats}
+    (root / "world.json").write_text(json.dumps(meta, indent=1))
+    log.info("world: %d train, %d val, %d captions; unseen: %s", cfg.n_train, cfg.n_val, cfg.n_caption,
+             ", ".join(UNSEEN_NAMES))
+    return meta

@@ -1,0 +1,135 @@
+"""Pretrain the world's small CLIP with open_clip itself (its config registry, tokenizer and ClipLoss).
+
+Captions name every object, unseen classes included: like real CLIP, the teacher has seen every
+concept with text; only the segmentation labels of unseen classes are missing downstream.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from c2s_pipeline.config import PretrainConfig
+from c2s_pipeline.data.registry import build_dataset
+from c2s_pipeline.teacher.clip import SINGLE_TEMPLATE
+from c2s_pipeline.teacher.registry import register_model_configs
+from c2s_pipeline.world.generator import CAPTIONS_FILE
+
+log = logging.getLogger(__name__)
+
+
+def _load_captions(world_dir: Path, size: int) -> tuple[torch.Tensor, list[str]]:
+    """All caption images as one (N, 3, size, size) uint8 tensor, and their captions."""
+    rows = [json.loads(line) for line in (world_dir / CAPTIONS_FILE).read_text().splitlines() if line.strip()]
+    images = [np.asarray(Image.open(world_dir / r["image"]).convert("RGB").resize((size, size), Image.BILINEAR))
+              for r in rows]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), [r["caption"] for r in rows]
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x.float() / 255.0 - mean) / std
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal/vertical flips and 90-degree turns: shapes keep their names under these."""
+    if torch.rand((), generator=gen) < 0.5:
+        x = x.flip(-1)
+    if torch.rand((), generator=gen) < 0.5:
+        x = x.flip(-2)
+    return torch.rot90(x, int(torch.randint(0, 4, (), generator=gen)), dims=(-2, -1))
+
+
+def _lr(step: int, total: int, cfg: PretrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)))
+
+
+@torch.no_grad()
+def contrastive_loss(model, loss_fn, images: torch.Tensor, tokens: torch.Tensor) -> float:
+    model.eval()
+    out = model(_normalise(images), tokens)
+    model.train()
+    return float(loss_fn(out["image_features"], out["text_features"], out["logit_scale"]))
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model, tokenizer, world_dir: Path, size: int, device) -> dict:
+    """Top-1 image-level accuracy on the held-out val images: the class of the largest object."""
+    model.eval()
+    ds = build_dataset("world", world_dir, "val")
+    names = list(ds.spec.class_names)
+    text = F.normalize(model.encode_text(tokenizer([SINGLE_TEMPLATE[0].format(c) for c in names]).to(device)), dim=-1)
+    hits = {"seen": [], "unseen": []}
+    for i in range(len(ds)):
+        sample = ds[i]
+        present, counts = np.unique(sample.label[sample.label != 255], return_counts=True)
+        if not len(present):
+            continue
+        target = int(present[np.argmax(counts)])
+        image = torch.from_numpy(np.array(Image.fromarray(sample.image).resize((size, size), Image.BILINEAR)))
+        feat = F.normalize(model.encode_image(_normalise(image.permute(2, 0, 1)[None].to(device))), dim=-1)
+        pred = int((feat @ text.T).argmax())
+        hits["unseen" if target in ds.spec.unseen else "seen"].append(pred == target)
+    model.train()
+    return {f"zero_shot_top1_{k}": float(np.mean(v)) * 100 if v else float("nan") for k, v in hits.items()}
+
+
+def pretrain_teacher(world_dir: str | Path, out_path: str | Path, cfg: PretrainConfig,
+                     model_name: str = "c2s-world-vit", device: str = "cpu") -> dict:
+    """Train CLIP from scratch on the world's captions; writes an ordinary open_clip state_dict."""
+    world_dir, out_path = Path(world_dir), Path(out_path)
+    register_model_configs()
+    torch.manual_seed(cfg.seed)
+    model = open_clip.create_model(model_name, pretrained=None, output_dict=True).to(device).train()
+    tokenizer = open_clip.get_tokenizer(model_name)
+    size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
+    images, captions = _load_captions(world_dir, size)
+    tokens = tokenizer(captions)
+    loss_fn = open_clip.ClipLoss()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(captions) // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    gen = torch.Generator().manual_seed(cfg.seed)
+    probe = torch.arange(min(256, len(captions)))
+    loss_before = contrastive_loss(model, loss_fn, images[probe].to(device), tokens[probe].to(device))
+    start, step = time.perf_counter(), 0
+    bar = tqdm(total=total, desc="pretrain teacher", unit="step")
+    for _ in range(cfg.epochs):
+        for idx in torch.randperm(len(captions), generator=gen)[: steps_per_epoch * cfg.batch_size].view(-1, cfg.batch_size):
+            for group in opt.param_groups:
+                group["lr"] = _lr(step, total, cfg)
+            out = model(_normalise(_augment(images[idx], gen).to(device)), tokens[idx].to(device))
+            loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    metrics = {"loss_before": loss_before,
+               "loss_after": contrastive_loss(model, loss_fn, images[probe].to(device), tokens[probe].to(device)),
+               "steps": step, "seconds": round(time.perf_counter() - start, 1),
+               **zero_shot_accuracy(model, tokenizer, world_dir, size, device)}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(out_path.suffix + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, out_path)
+    out_path.with_suffix(".json").write_text(json.dumps(metrics, indent=2))
+    log.info("teacher pretraining: %s", metrics)
+    return metrics
