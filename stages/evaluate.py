@@ -22,6 +22,8 @@ from stages.predict import load_student
 
 log = logging.getLogger(__name__)
 
+CLIP_LOGIT_SCALE = 100.0
+
 
 def _val_dataset(params: Params, split: str | None):
     d = params.data
@@ -79,7 +81,8 @@ def run_clip_baseline(params: Params, out_json: str | Path, *, split: str | None
     for i in tqdm(range(len(dataset)), desc="evaluate clip dense", unit="img"):
         label = torch.from_numpy(dataset[i].label).long()
         tokens = torch.from_numpy(reader.dense_tokens(i).astype(np.float32))  # (h, w, D)
-        logits = torch.einsum("hwd,cd->chw", F.normalize(tokens, dim=-1), text)[None]
+        # CLIP's own temperature (logit scale 100), so calibration acts on real class probabilities
+        logits = CLIP_LOGIT_SCALE * torch.einsum("hwd,cd->chw", F.normalize(tokens, dim=-1), text)[None]
         logits = F.interpolate(logits, size=label.shape, mode="bilinear", align_corners=False)
         pred = apply_seen_bias(logits, seen, params.eval.seen_bias)[0].argmax(0)
         cm.update(pred, label)

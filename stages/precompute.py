@@ -36,7 +36,7 @@ class _Resized(Dataset):
         i = self.indices[k]
         sample = self.dataset[i]
         image, label = resize_pair(sample.image, sample.label, self.size)
-        return i, torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(label)
+        return i, torch.from_numpy(np.array(image)), torch.from_numpy(np.array(label))
 
 
 def shard_indices(todo: list[int], rank: int, world_size: int) -> list[int]:
