@@ -1,0 +1,127 @@
+"""The frozen CLIP wrapper on the project's tiny open_clip config (random weights, no download)."""
+from __future__ import annotations
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
+from c2s_pipeline.teacher.clip import TeacherError, last_block, load_clip
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return load_clip("c2s-tiny-vit", None, image_size=128, dense_mode="maskclip")
+
+
+def _images(n=2, size=128, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 255, (n, size, size, 3), dtype=np.uint8))
+
+
+def test_shapes_dtypes_and_normalisation(tiny):
+    x = tiny.preprocess(_images(), 128)
+    assert x.shape == (2, 3, 128, 128) and x.dtype == torch.float32
+    out = tiny.encode_images(x)
+    assert tiny.native_size == 64 and tiny.grid == (8, 8) and tiny.embed_dim == 32
+    assert out.global_cls.shape == (2, 32) and out.dense_tokens.shape == (2, 8, 8, 32)
+    torch.testing.assert_close(out.global_cls.norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(out.dense_tokens.norm(dim=-1), torch.ones(2, 8, 8))
+    assert not any(p.requires_grad for p in tiny.model.parameters())
+
+
+def test_global_cls_is_the_standard_forward_at_native_size(tiny):
+    x = tiny.preprocess(_images(), 64)
+    with torch.no_grad():
+        expected = F.normalize(tiny.model.encode_image(x), dim=-1)
+    torch.testing.assert_close(tiny.encode_images(x).global_cls, expected)
+
+
+def test_standard_dense_path_matches_the_models_own_patch_projection():
+    """At native size with the unmodified last block, our token path equals open_clip's own tokens @ proj."""
+    torch.manual_seed(1)
+    clip = load_clip("c2s-tiny-vit", None, image_size=64, dense_mode="standard")
+    x = clip.preprocess(_images(seed=1), 64)
+    clip.visual.output_tokens = True
+    with torch.no_grad():
+        _, tokens = clip.visual(x)                                        # (B, N, W) after ln_post
+        expected = F.normalize(tokens @ clip.visual.proj, dim=-1).view(2, 4, 4, -1)
+    clip.visual.output_tokens = False
+    torch.testing.assert_close(clip.encode_images(x).dense_tokens, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_maskclip_block_is_the_value_path_with_residual_and_mlp(tiny):
+    block = tiny.visual.transformer.resblocks[-1]
+    x = torch.randn(2, 5, block.ln_1.normalized_shape[0])
+    width = x.shape[-1]
+    w_v, b_v = block.attn.in_proj_weight[2 * width:], block.attn.in_proj_bias[2 * width:]
+    with torch.no_grad():
+        v = block.ln_1(x) @ w_v.T + b_v
+        y = x + block.attn.out_proj(v)
+        expected = y + block.mlp(block.ln_2(y))
+        torch.testing.assert_close(last_block(block, x, "maskclip"), expected)
+        # every token's output depends on that token only (no attention mixing)
+        x2 = x.clone()
+        x2[:, 0] += 1.0
+        torch.testing.assert_close(last_block(block, x2, "maskclip")[:, 1:], expected[:, 1:])
+
+
+def test_clearclip_and_sclip_differ_from_maskclip(tiny):
+    block = tiny.visual.transformer.resblocks[-1]
+    x = torch.randn(1, 5, block.ln_1.normalized_shape[0])
+    with torch.no_grad():
+        outs = {m: last_block(block, x, m) for m in ("maskclip", "clearclip", "sclip")}
+    assert not torch.allclose(outs["maskclip"], outs["clearclip"])
+    assert not torch.allclose(outs["clearclip"], outs["sclip"])
+
+
+def test_text_embeddings_single_and_ensemble(tiny):
+    single = tiny.encode_text(["red circle", "blue square"], "single")
+    ensemble = tiny.encode_text(["red circle", "blue square"], "ensemble")
+    assert single.shape == ensemble.shape == (2, 32)
+    torch.testing.assert_close(ensemble.norm(dim=-1), torch.ones(2))
+    assert not torch.allclose(single, ensemble)
+    with pytest.raises(TeacherError, match="choose one of single, ensemble"):
+        tiny.encode_text(["x"], "fancy")
+
+
+def test_local_checkpoint_loads_identically_and_changes_the_digest(tmp_path, tiny):
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny.model.state_dict(), path)
+    loaded = load_clip("c2s-tiny-vit", str(path), image_size=128)
+    x = tiny.preprocess(_images(), 128)
+    torch.testing.assert_close(loaded.encode_images(x).dense_tokens, tiny.encode_images(x).dense_tokens)
+    state = {k: v + 0.01 if k == "visual.proj" else v for k, v in tiny.model.state_dict().items()}
+    other = tmp_path / "other.pt"
+    torch.save(state, other)
+    assert load_clip("c2s-tiny-vit", str(other), image_size=128).weights_digest != loaded.weights_digest
+
+
+def test_bad_weights_give_one_line_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(TeacherError, match="unknown pretrained tag 'nope'.*valid tags: .*openai"):
+        load_clip("ViT-B-16", "nope", image_size=224)
+    with pytest.raises(TeacherError, match="checkpoint file .*missing.pt not found"):
+        load_clip("c2s-tiny-vit", str(tmp_path / "missing.pt"), image_size=64)
+    with pytest.raises(TeacherError, match="unknown dense_mode"):
+        load_clip("c2s-tiny-vit", None, image_size=64, dense_mode="magic")
+    bad = tmp_path / "bad.pt"
+    torch.save({"visual.proj": torch.zeros(3, 3)}, bad)
+    with pytest.raises(TeacherError, match="does not fit model"):
+        load_clip("c2s-tiny-vit", str(bad), image_size=64)
+
+
+def test_offline_tag_fails_fast_with_instructions(monkeypatch):
+    """A valid tag whose weights are not in the hub cache: one line naming the tag and the fix."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(open_clip, "create_model", _raise_offline)
+    with pytest.raises(TeacherError, match="could not load CLIP weights 'openai' for ViT-B-16.*--pretrained") as err:
+        load_clip("ViT-B-16", "openai", image_size=512)
+    assert "\n" not in str(err.value)
+
+
+def _raise_offline(*args, **kwargs):
+    if kwargs.get("pretrained"):
+        raise OSError("We have no connection or you passed local_files_only")
+    raise AssertionError("unexpected")
