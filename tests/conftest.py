@@ -7,3 +7,50 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+import dataclasses  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from c2s_pipeline.config import Params  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """A generated world small enough for tests: 8 train, 4 val images of 128 px."""
+    from c2s_pipeline.config import WorldConfig
+    from c2s_pipeline.world.generator import generate_world
+
+    root = tmp_path_factory.mktemp("world")
+    generate_world(root, WorldConfig(seed=3, n_train=8, n_val=4, n_caption=16, image_size=128))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory) -> Path:
+    """A random c2s-tiny-vit saved as an ordinary open_clip checkpoint file."""
+    import open_clip
+
+    from c2s_pipeline.teacher.registry import register_model_configs
+
+    register_model_configs()
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "tiny.pt"
+    torch.save(open_clip.create_model("c2s-tiny-vit", pretrained=None).state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def tiny_params(tiny_world, tiny_teacher) -> Params:
+    """Params of the whole pipeline scaled down to the tiny world, teacher and student."""
+    p = Params()
+    return dataclasses.replace(
+        p,
+        data=dataclasses.replace(p.data, root=str(tiny_world)),
+        teacher=dataclasses.replace(p.teacher, clip_model="c2s-tiny-vit", pretrained=str(tiny_teacher),
+                                    batch_size=4, workers=0, device="cpu", max_regions=8),
+        train=dataclasses.replace(p.train, iterations=6, batch_size=2, num_workers=0, warmup_iters=2,
+                                  checkpoint_every=3, log_every=1, device="cpu"),
+        eval=dataclasses.replace(p.eval, fps_iters=2, fps_warmup=1, device="cpu"),
+    )

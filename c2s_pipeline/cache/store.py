@@ -157,6 +157,12 @@ class CacheReader:
             self._backend, self._pid = backend_for(self.format).open(self.path, writable=False), os.getpid()
         return self._backend
 
+    def close(self) -> None:
+        """Release the file handle (HDF5 refuses a writer while a reader in the process holds it)."""
+        if self._backend is not None:
+            self._backend.close()
+        self._backend, self._pid = None, None
+
     def __getstate__(self):
         return {**self.__dict__, "_backend": None, "_pid": None}
 
