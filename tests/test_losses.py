@@ -1,0 +1,88 @@
+"""Loss terms against small cases computed by hand."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from c2s_pipeline.student.losses import (attention_pool, dice_loss, global_distill_loss, info_nce,
+                                         local_distill_loss, nel_loss, region_prototypes, sigmoid_focal_loss)
+
+
+def test_info_nce_hand_computed():
+    q = torch.tensor([[1.0, 0.0]])
+    k = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # cos = [1, 0], t = 0.5 -> logits [2, 0]; loss = -log(e^2 / (e^2 + 1))
+    expected = -math.log(math.exp(2) / (math.exp(2) + 1))
+    assert math.isclose(info_nce(q, k, torch.tensor([0]), 0.5).item(), expected, rel_tol=1e-6)
+    assert math.isclose(info_nce(q, k, torch.tensor([1]), 0.5).item(), -math.log(1 / (math.exp(2) + 1)), rel_tol=1e-6)
+    assert info_nce(torch.zeros(0, 2), k, torch.zeros(0, dtype=torch.long), 0.5).item() == 0.0
+
+
+def test_info_nce_is_lowest_when_prototypes_equal_their_tokens():
+    keys = F.normalize(torch.randn(6, 16), dim=-1)
+    positive = torch.arange(6)
+    aligned = info_nce(keys, keys, positive, 0.07)
+    permuted = info_nce(keys[torch.randperm(6, generator=torch.Generator().manual_seed(1))], keys, positive, 0.07)
+    noisy = info_nce(keys + 0.3 * torch.randn(6, 16), keys, positive, 0.07)
+    assert aligned < noisy < permuted
+
+
+def test_attention_pool_hand_computed():
+    features = torch.tensor([[[[1.0, 0.0]], [[0.0, 2.0]]]])           # (1, D=2, 1, 2): positions (1,0), (0,2)
+    cls = torch.tensor([[0.0, 1.0]])
+    w = torch.softmax(torch.tensor([0.0, 2.0]) / math.sqrt(2), 0)      # C_g . F / sqrt(D)
+    expected = w[0] * torch.tensor([1.0, 0.0]) + w[1] * torch.tensor([0.0, 2.0])
+    torch.testing.assert_close(attention_pool(features, cls)[0], expected)
+
+
+def test_region_prototypes_area_weights():
+    features = torch.arange(4.0).view(1, 1, 2, 2)                     # (B, D=1, h=2, w=2) = [[0, 1], [2, 3]]
+    mask = torch.full((1, 4, 4), 255)
+    mask[0, :2, :] = 0                                                 # slot 0: top row of features
+    mask[0, 2, 0] = 1                                                  # slot 1: one pixel of feature (1, 0)
+    protos, present = region_prototypes(features, mask, num_slots=3)
+    torch.testing.assert_close(protos[0, :2, 0], torch.tensor([0.5, 2.0]))
+    assert present.tolist() == [[True, True, False]]
+
+
+def test_sigmoid_focal_hand_computed():
+    logits = torch.tensor([0.0, 2.0]).view(1, 1, 1, 2)                # one channel, two pixels
+    targets = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
+    p = torch.sigmoid(torch.tensor(2.0)).item()
+    px0 = 0.25 * 0.5 ** 2 * math.log(2)                                # positive, p = 0.5
+    px1 = 0.75 * p ** 2 * -math.log(1 - p)                            # negative, p = sigmoid(2)
+    got = sigmoid_focal_loss(logits, targets, torch.ones(1, 1), num_masks=1.0).item()
+    assert math.isclose(got, (px0 + px1) / 2, rel_tol=1e-5)
+
+
+def test_dice_hand_computed():
+    logits = torch.tensor([0.0, 0.0]).view(1, 1, 1, 2)                # m = 0.5, 0.5
+    targets = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
+    expected = 1 - (2 * 0.5 + 1) / (1.0 + 1.0 + 1)
+    assert math.isclose(dice_loss(logits, targets, torch.ones(1, 1), 1.0).item(), expected, rel_tol=1e-6)
+
+
+def test_nel_counts_masks_and_treats_ignored_pixels_as_negatives():
+    logits = torch.zeros(1, 2, 1, 3)
+    target = torch.tensor([[[0, 255, 0]]])                             # class 0 present, class 1 absent
+    got = nel_loss(logits, target, torch.ones(1, 2, dtype=torch.bool), focal_weight=100.0, dice_weight=1.0)
+    pos = 0.25 * 0.25 * math.log(2)                                    # p_t = 0.5 for positives
+    neg = 0.75 * 0.25 * math.log(2)                                    # ... and for negatives
+    focal = ((2 * pos + neg) / 3 + neg) / 1                             # channel 0 + channel 1, num_masks = 1
+    dice = 1 - (2 * 1.0 + 1) / (1.5 + 2 + 1)
+    assert math.isclose(got.item(), 100 * focal + dice, rel_tol=1e-5)
+
+
+def test_gradients_reach_features_and_never_the_cached_tensors():
+    features = torch.randn(2, 8, 4, 4, requires_grad=True)
+    cls, bank = torch.randn(2, 8), torch.randn(3, 8)
+    local = torch.randn(2, 3, 8)
+    mask = torch.randint(0, 3, (2, 16, 16))
+    loss = global_distill_loss(features, cls, bank, 0.07)
+    protos, present = region_prototypes(features, mask, 3)
+    loss = loss + local_distill_loss(protos, present, local, 0.07)
+    loss.backward()
+    assert features.grad is not None and features.grad.abs().sum() > 0
+    assert cls.grad is None and bank.grad is None and local.grad is None

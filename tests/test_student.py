@@ -1,0 +1,122 @@
+"""Student contracts over several smp architectures, and the C2S task's behaviour."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from c2s_pipeline.cache.schema import EMPTY_SLOT, LATENT
+from c2s_pipeline.config import LossConfig
+from c2s_pipeline.student.model import Student, StudentError
+from c2s_pipeline.student.task import LOSS_KEYS, C2STask
+
+ARCHS = [("segformer", "mit_b0"), ("unet", "resnet18"), ("fpn", "resnet18"), ("deeplabv3plus", "resnet18")]
+
+
+@pytest.mark.parametrize("arch, encoder", ARCHS)
+def test_student_contract(arch, encoder):
+    torch.manual_seed(0)
+    student = Student(arch, encoder, None, embed_dim=16)
+    text = torch.randn(5, 16)
+    for size in (64, 96):
+        x = torch.randn(2, 3, size, size)
+        feats = student(x)
+        assert feats.shape[:2] == (2, 16) and size % feats.shape[-1] == 0
+        assert feats.shape[-1] < size or arch == "unet"               # D channels stay at the decoder stride
+        logits = student.predict_logits(x, text, 50.0)
+        assert logits.shape == (2, 5, size, size) and torch.isfinite(logits).all()
+        assert logits.abs().max() <= 50.0 + 1e-3                       # scaled cosine
+        logits.mean().backward()
+        assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
+        student.zero_grad()
+    clone = Student(arch, encoder, None, embed_dim=16)
+    clone.load_state_dict(student.state_dict())
+    student.eval(), clone.eval()
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(student(x), clone(x))
+
+
+def test_unknown_architecture_lists_choices():
+    with pytest.raises(StudentError, match="architectures: .*segformer"):
+        Student("transformer9000", "mit_b0", None, embed_dim=8)
+
+
+def fixed_batch(d=16, s=64, r=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pm = torch.full((2, s, s), 255)
+    pm[:, : s // 2, : s // 2] = 0
+    pm[:, s // 2:, :] = 1
+    pm[1, : s // 2, s // 2:] = 2
+    region_class = torch.full((2, r), EMPTY_SLOT)
+    region_class[:, 0], region_class[:, 1] = 2, LATENT
+    region_class[1, 2] = LATENT
+    label = torch.full((2, s, s), 255)
+    label[:, : s // 2, : s // 2] = 2
+    return {"image": torch.randn(2, 3, s, s, generator=g), "pseudo_mask": pm, "region_class": region_class,
+            "local_cls": torch.randn(2, r, d, generator=g), "global_cls": torch.randn(2, d, generator=g),
+            "label": label}
+
+
+def make_task(cfg=LossConfig(), d=16):
+    torch.manual_seed(0)
+    return C2STask(Student("unet", "resnet18", None, d), torch.randn(4, d), cfg, 50.0)
+
+
+def test_every_term_decreases_on_a_fixed_batch():
+    task, batch = make_task(), fixed_batch()
+    opt = torch.optim.AdamW(task.parameters(), 1e-3)
+    with torch.no_grad():  # fill the CLS bank first: with one fixed batch it holds copies of the positives
+        for _ in range(12):
+            task(batch)
+        first = {k: float(v) for k, v in task(batch).items()}
+    for _ in range(60):
+        out = task(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    with torch.no_grad():
+        last = {k: float(v) for k, v in task(batch).items()}
+    assert set(first) == set(LOSS_KEYS)
+    for key in LOSS_KEYS:
+        assert last[key] < first[key], f"{key}: {first[key]:.3f} -> {last[key]:.3f}"
+
+
+def test_toggles_zero_their_terms_and_baseline_ignores_the_teacher():
+    batch = fixed_batch()
+    no_global = make_task(dataclasses.replace(LossConfig(), use_global=False, use_local=False))(batch)
+    assert float(no_global["global_loss"]) == 0 and float(no_global["local_loss"]) == 0
+    baseline_cfg = dataclasses.replace(LossConfig(), use_global=False, use_local=False, use_latent=False)
+    task = make_task(baseline_cfg)
+    assert task.generator is None
+    a = task(batch)["loss"]
+    other = {**batch, "pseudo_mask": torch.zeros_like(batch["pseudo_mask"]), "local_cls": torch.randn(2, 6, 16),
+             "global_cls": torch.randn(2, 16)}
+    torch.testing.assert_close(task(other)["loss"], a)                # teacher outputs are not read
+    relabelled = {**batch, "label": torch.full_like(batch["label"], 255)}
+    assert float(task(relabelled)["loss"]) != float(a)                  # ... but the seen labels are
+
+
+def test_latent_regions_add_channels_only_with_latent_on():
+    batch = fixed_batch()
+    with_latent = make_task()
+    logits, target, valid = with_latent._pseudo_logits(with_latent.student(batch["image"]), batch,
+                                                       *_protos(with_latent, batch))
+    assert logits.shape[1] == 4 + 2 and valid.tolist() == [[True] * 5 + [False], [True] * 6]
+    assert set(target[0].unique().tolist()) == {2, 4, 255} and set(target[1].unique().tolist()) == {2, 4, 5}
+
+
+def _protos(task, batch):
+    from c2s_pipeline.student.losses import region_prototypes
+
+    return region_prototypes(task.student(batch["image"]), batch["pseudo_mask"], batch["region_class"].shape[1])
+
+
+def test_cls_bank_is_a_fifo_of_teacher_tokens():
+    task = make_task(dataclasses.replace(LossConfig(), bank_size=3))
+    rows = [torch.randn(2, 16) for _ in range(2)]
+    for r in rows:
+        task._push_bank(r)
+    assert int(task.bank_count) == 3
+    torch.testing.assert_close(task.bank, torch.stack([rows[1][1], rows[0][1], rows[1][0]]))
+    assert "bank" in task.state_dict() and not task.bank.requires_grad
