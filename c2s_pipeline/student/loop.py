@@ -81,18 +81,21 @@ def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLo
     run_dir.mkdir(parents=True, exist_ok=True)
     task.to(device)
     opt, sched = build_optimizer(task, cfg)
-    start = 0
+    start, ckpt = 0, None
     ckpt_path = run_dir / CHECKPOINT_FILE
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
         task.load_state_dict(ckpt["task"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"])
         start = ckpt["iteration"]
         log.info("resumed %s at iteration %d", run_dir, start)
     elif _is_main():
         (run_dir / LOG_FILE).unlink(missing_ok=True)
+    # Creating the batch iterator draws from the global RNG: do it before restoring the saved state.
+    batches = iter(loader_factory(start))
+    if ckpt is not None:
+        _set_rng_state(ckpt["rng"])
     if _is_main():
         (run_dir / CONFIG_FILE).write_text(json.dumps(config_dict or {}, indent=2))
     model = wrap(task) if wrap else task
@@ -100,7 +103,6 @@ def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLo
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     task.train()
-    batches = iter(loader_factory(start))
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=run_dir.name,
                unit="it", disable=not _is_main())
     t0 = time.perf_counter()

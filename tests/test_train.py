@@ -1,0 +1,158 @@
+"""The train stage on the tiny cache: exact resume after SIGKILL, no CLIP, the inductive gate, learning."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from c2s_pipeline.cache import store as cache_store
+from c2s_pipeline.data import reader as data_reader
+from c2s_pipeline.student.data import DistillDataset
+from c2s_pipeline.student.loop import CHECKPOINT_FILE, LOG_FILE, STUDENT_FILE, lr_factor
+from stages import precompute, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cached(tiny_params, tmp_path):
+    precompute.run(tiny_params, split="train", cache_dir=tmp_path / "cache")
+    return tiny_params, tmp_path / "cache"
+
+
+def run_in_subprocess(script: str, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", script, *args], env=env)
+
+
+KILLABLE = """
+import pickle, sys, time, torch
+torch.set_num_threads(2)
+from c2s_pipeline.student.task import C2STask
+forward = C2STask.forward
+def slow(self, batch):
+    time.sleep(0.3)
+    return forward(self, batch)
+C2STask.forward = slow
+from stages import train
+params = pickle.load(open(sys.argv[1], "rb"))
+train.run(params, sys.argv[2], cache_dir=sys.argv[3])
+"""
+
+
+def test_killed_training_resumes_to_identical_weights(cached, tmp_path):
+    params, cache_dir = cached
+    train.run(params, tmp_path / "straight", cache_dir=cache_dir)
+    pickle.dump(params, open(tmp_path / "p.pkl", "wb"))
+    run_dir = tmp_path / "killed"
+    proc = run_in_subprocess(KILLABLE, str(tmp_path / "p.pkl"), str(run_dir), str(cache_dir))
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (run_dir / CHECKPOINT_FILE).exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = torch.load(run_dir / CHECKPOINT_FILE, weights_only=False)
+    assert ckpt["iteration"] == 3 and not (run_dir / STUDENT_FILE).exists()
+    train.run(params, run_dir, cache_dir=cache_dir)                   # resumes at iteration 3
+    a = torch.load(tmp_path / "straight" / STUDENT_FILE, weights_only=False)["state_dict"]
+    b = torch.load(run_dir / STUDENT_FILE, weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(x) for x in (run_dir / LOG_FILE).read_text().splitlines()]
+    assert [r["iter"] for r in log] == list(range(1, 7))
+
+
+NO_CLIP = """
+import sys, pickle
+sys.modules["open_clip"] = None          # any import of open_clip now raises ImportError
+from stages import train
+params = pickle.load(open(sys.argv[1], "rb"))
+train.run(params, sys.argv[2], cache_dir=sys.argv[3])
+assert "open_clip" not in [m for m, v in sys.modules.items() if v is not None]
+"""
+
+
+def test_training_never_imports_open_clip(cached, tmp_path):
+    params, cache_dir = cached
+    pickle.dump(params, open(tmp_path / "p.pkl", "wb"))
+    proc = run_in_subprocess(NO_CLIP, str(tmp_path / "p.pkl"), str(tmp_path / "run"), str(cache_dir))
+    assert proc.wait(timeout=300) == 0
+    assert (tmp_path / "run" / STUDENT_FILE).exists()
+
+
+def test_training_reads_only_seen_labels_and_seen_text(cached, tmp_path, monkeypatch):
+    params, cache_dir = cached
+    readers, label_gates, batches = [], [], []
+    init = cache_store.CacheReader.__init__
+
+    def spy_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        readers.append(self.seen_only)
+
+    load_label = data_reader.SegmentationDataset.load_label
+
+    def spy_label(self, i):
+        label_gates.append(self.seen_only)
+        return load_label(self, i)
+
+    getitem = DistillDataset.__getitem__
+
+    def spy_item(self, key):
+        item = getitem(self, key)
+        batches.append(item)
+        return item
+
+    monkeypatch.setattr(cache_store.CacheReader, "__init__", spy_init)
+    monkeypatch.setattr(cache_store.CacheReader, "unseen_text_embeddings",
+                        lambda self: pytest.fail("the trainer asked for unseen text embeddings"))
+    monkeypatch.setattr(data_reader.SegmentationDataset, "load_label", spy_label)
+    monkeypatch.setattr(DistillDataset, "__getitem__", spy_item)
+    train.run(params, tmp_path / "run", cache_dir=cache_dir)
+    assert readers and all(readers) and label_gates and all(label_gates)
+    num_seen = 15
+    for item in batches:
+        values = set(item["label"].unique().tolist()) | set(item["region_class"].tolist())
+        assert all(v < num_seen or v in (255, -1, -2) for v in values)
+    ckpt = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=False)
+    assert ckpt["task"]["seen_text"].shape == (num_seen, 32)
+
+
+def test_training_data_must_pass_the_seen_only_gate(cached):
+    params, cache_dir = cached
+    from c2s_pipeline.data.registry import build_dataset
+    from stages.common import locate_store
+
+    reader = cache_store.CacheReader(locate_store(params, "train", cache_dir)[0])
+    full = build_dataset("world", params.data.root, "train", seen_only=False)
+    with pytest.raises(ValueError, match="seen-only gate"):
+        DistillDataset(reader, full, 128, params.train)
+
+
+def test_schedule_warms_up_then_decays_to_min_lr(tiny_params):
+    cfg = dataclasses.replace(tiny_params.train, iterations=10, warmup_iters=2, lr=1e-3, min_lr=1e-5)
+    factors = [lr_factor(i, cfg, 1e-3) for i in range(11)]
+    assert factors[:2] == [0.5, 1.0]
+    assert factors[2] == 1.0 and all(a > b for a, b in zip(factors[2:10], factors[3:11]))
+    assert factors[10] == pytest.approx(0.01)                          # min_lr / lr
+    assert factors[6] == pytest.approx(0.99 * 0.5 ** 0.9 + 0.01)
+
+
+def test_a_few_hundred_steps_reduce_every_loss_term(cached, tmp_path):
+    params, cache_dir = cached
+    tc = dataclasses.replace(params.train, iterations=240, batch_size=4, warmup_iters=20, checkpoint_every=240,
+                             log_every=1, lr=5e-4)
+    train.run(dataclasses.replace(params, train=tc), tmp_path / "run", cache_dir=cache_dir)
+    rows = [json.loads(x) for x in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
+    for key in ("global_loss", "local_loss", "nel_loss", "ce_loss", "loss"):
+        first = np.mean([r[key] for r in rows[:30]])
+        last = np.mean([r[key] for r in rows[-30:]])
+        assert last < first, f"{key}: {first:.3f} -> {last:.3f}"
