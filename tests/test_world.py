@@ -1,0 +1,90 @@
+"""The generated world: labels match pixels, determinism, layout; teacher pretraining lowers the loss."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from c2s_pipeline.config import PretrainConfig, WorldConfig
+from c2s_pipeline.data.registry import build_dataset
+from c2s_pipeline.world.generator import CLASS_NAMES, COLOURS, SHAPES, UNSEEN, generate_world
+from c2s_pipeline.world.pretrain import pretrain_teacher
+
+SMALL = WorldConfig(seed=3, n_train=8, n_val=4, n_caption=16, image_size=128)
+
+
+def digest(root) -> str:
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "world.json")
+    return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
+
+
+def test_split_is_compositional_and_fixed():
+    assert len(CLASS_NAMES) == 20 and len(UNSEEN) == 5
+    seen = [CLASS_NAMES[i] for i in range(20) if i not in UNSEEN]
+    for i in UNSEEN:
+        colour, shape = CLASS_NAMES[i].split()
+        assert any(n.startswith(colour + " ") for n in seen) and any(n.endswith(" " + shape) for n in seen)
+
+
+def test_layout_and_labels_match_pixels(tiny_world):
+    meta = json.loads((tiny_world / "world.json").read_text())
+    assert meta["class_names"] == list(CLASS_NAMES) and meta["unseen"] == list(UNSEEN)
+    ds = build_dataset("world", tiny_world, "train")
+    assert len(ds) == 8 and len(build_dataset("world", tiny_world, "val")) == 4
+    colours = np.array(list(COLOURS.values()), float)
+    checked = 0
+    for i in range(len(ds)):
+        sample = ds[i]
+        for cls in np.unique(sample.label[sample.label != 255]):
+            inside = sample.label == cls
+            # erode: keep pixels whose 4-neighbours share the label (JPEG bleeds at edges)
+            core = inside.copy()
+            core[1:-1, 1:-1] &= inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
+            if core.sum() < 20:
+                continue
+            mean = sample.image[core].mean(0)
+            nearest = int(np.argmin(((colours - mean) ** 2).sum(1)))
+            assert nearest == cls % len(COLOURS), f"class {CLASS_NAMES[cls]} looks {list(COLOURS)[nearest]}"
+            checked += 1
+        assert (sample.label == 255).any()                              # background is ignore
+    assert checked >= 8
+
+
+def test_captions_name_every_drawn_object(tiny_world):
+    rows = [json.loads(x) for x in (tiny_world / "captions.jsonl").read_text().splitlines()]
+    assert len(rows) == 16
+    for row in rows:
+        assert all(CLASS_NAMES[c] in row["caption"] for c in row["classes"])
+        assert Image.open(tiny_world / row["image"]).size == (128, 128)
+    assert any(c in UNSEEN for row in rows for c in row["classes"])      # the teacher sees unseen names
+
+
+def test_same_seed_same_world_other_seed_other_world(tmp_path):
+    generate_world(tmp_path / "a", SMALL)
+    generate_world(tmp_path / "b", SMALL)
+    generate_world(tmp_path / "c", WorldConfig(seed=4, n_train=8, n_val=4, n_caption=16, image_size=128))
+    assert digest(tmp_path / "a") == digest(tmp_path / "b") != digest(tmp_path / "c")
+
+
+def test_pretraining_lowers_the_loss_and_writes_an_open_clip_checkpoint(tiny_world, tmp_path):
+    cfg = PretrainConfig(epochs=6, batch_size=8, lr=2e-3, weight_decay=0.0, warmup_steps=1, seed=0)
+    out = tmp_path / "clip.pt"
+    metrics = pretrain_teacher(tiny_world, out, cfg, model_name="c2s-tiny-vit")
+    assert metrics["loss_after"] < metrics["loss_before"]
+    assert set(metrics) >= {"zero_shot_top1_seen", "zero_shot_top1_unseen"}
+    model = open_clip.create_model("c2s-tiny-vit", pretrained=str(out)).eval()
+    state = torch.load(out, weights_only=True)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert json.loads(out.with_suffix(".json").read_text())["steps"] == 12
+
+
+def test_unknown_shape_is_a_clear_error():
+    from c2s_pipeline.world.generator import shape_polygon
+
+    with pytest.raises(KeyError, match="choose one of " + ", ".join(SHAPES)):
+        shape_polygon("hexagon", 0, 0, 1, 0)
