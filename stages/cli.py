@@ -103,15 +103,20 @@ def train(run: str = typer.Option("models/c2s", help="Run folder (models/<run>).
           device: Optional[str] = typer.Option(None), seed: Optional[int] = typer.Option(None),
           baseline: bool = typer.Option(False, help="Plain supervised seen-only student (all C2S terms off)."),
           resume: bool = typer.Option(True, help="Continue from models/<run>/checkpoint.pt if present."),
+          distributed: bool = typer.Option(False, help="DistributedDataParallel over a torchrun world."),
           cache_dir: str = CacheDirOpt, params: str = ParamsOpt):
     """Train a student from the teacher store (CLIP is never loaded)."""
     from stages import train as stage
+    from stages.distributed import init_distributed
 
     p = _params(params, student={"arch": arch, "encoder": encoder, "encoder_weights": encoder_weights},
                 train={"iterations": iterations, "batch_size": batch_size, "device": device, "seed": seed})
     if baseline:
         p = stage.baseline_params(p)
-    typer.echo(str(stage.run(p, run, cache=cache, cache_dir=cache_dir, resume=resume)))
+    rank, world_size, _ = init_distributed() if distributed else (0, 1, None)
+    path = stage.run(p, run, cache=cache, cache_dir=cache_dir, resume=resume, rank=rank, world_size=world_size)
+    if rank == 0:
+        typer.echo(str(path))
 
 
 @app.command()

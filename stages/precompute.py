@@ -70,8 +70,11 @@ def _teach_batch(clip: FrozenCLIP, images: torch.Tensor, labels: torch.Tensor, p
 
 
 def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR,
-        rank: int = 0, world_size: int = 1, barrier=None) -> Path:
-    """Precompute the teacher store for `split`; resumes a store that a killed run left behind."""
+        rank: int = 0, world_size: int = 1, barrier=None, limit: int | None = None) -> Path:
+    """Precompute the teacher store for `split`; resumes a store that a killed run left behind.
+
+    rank/world_size shard the images (torchrun); limit computes only the first N missing (benchmarks).
+    """
     d, t = params.data, params.teacher
     dataset = build_dataset(d.dataset, d.root, split, seen_only=True,
                             context_unseen_split=d.context_unseen_split)
@@ -91,7 +94,7 @@ def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR
     if rank == 0:
         text = clip.encode_text(list(dataset.spec.class_names), templates=t.templates)
         writer.write_vocab(text.cpu().numpy().astype(np.float32), dataset.spec.seen_mask())
-    todo = [i for i in range(len(dataset)) if not writer.is_done(i)]
+    todo = [i for i in range(len(dataset)) if not writer.is_done(i)][:limit]
     mine = shard_indices(todo, rank, world_size)
     log.info("store %s: %d/%d images done, %d to compute on this rank", path.name,
              len(dataset) - len(todo), len(dataset), len(mine))

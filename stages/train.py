@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import Params, to_dict
@@ -26,8 +27,12 @@ def baseline_params(params: Params) -> Params:
 
 
 def run(params: Params, run_dir: str | Path, *, cache: str | Path | None = None,
-        cache_dir: str | Path = DEFAULT_CACHE_DIR, resume: bool = True) -> Path:
-    """Train a student from the teacher store of the train split; returns the run folder."""
+        cache_dir: str | Path = DEFAULT_CACHE_DIR, resume: bool = True, rank: int = 0, world_size: int = 1) -> Path:
+    """Train a student from the teacher store of the train split; returns the run folder.
+
+    Under torchrun (world_size > 1) each rank takes batch_size / world_size of every global batch and
+    the task runs inside DistributedDataParallel; rank 0 alone writes checkpoints and logs.
+    """
     run_dir = Path(run_dir)
     d, tc = params.data, params.train
     seed_everything(tc.seed)
@@ -48,5 +53,17 @@ def run(params: Params, run_dir: str | Path, *, cache: str | Path | None = None,
               "class_names": list(reader.class_names)}
     log.info("training %s/%s on %s (%d images, %d seen classes)", params.student.arch,
              params.student.encoder, Path(str(cache)).name, len(distill), seen_text.shape[0])
-    return train(task, lambda start: make_loader(distill, tc, start), tc, run_dir,
-                 device=resolve_device(tc.device), resume=resume, config_dict=config)
+    device = resolve_device(tc.device)
+    if world_size > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    if tc.batch_size % world_size:
+        raise ValueError(f"train.batch_size {tc.batch_size} is not divisible by the {world_size} ranks")
+    local = dataclasses.replace(tc, batch_size=tc.batch_size // world_size)
+    wrap = None
+    if world_size > 1:
+        # broadcast_buffers off: the CLS bank is kept identical by gathering, not by broadcast;
+        # unused parameters: a batch without latent regions leaves the generator out of the graph.
+        wrap = lambda m: DistributedDataParallel(m, broadcast_buffers=False,  # noqa: E731
+                                                 find_unused_parameters=True)
+    return train(task, lambda start: make_loader(distill, local, start, rank, world_size), tc, run_dir,
+                 device=device, resume=resume, config_dict=config, wrap=wrap)

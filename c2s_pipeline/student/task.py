@@ -7,6 +7,7 @@ Only seen-class text embeddings ever enter this module.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -103,11 +104,19 @@ class C2STask(nn.Module):
 
     @torch.no_grad()
     def _push_bank(self, global_cls: torch.Tensor) -> None:
-        """FIFO of the most recent teacher CLS tokens (never trained, never in the graph)."""
+        """FIFO of the most recent teacher CLS tokens (never trained, never in the graph).
+
+        Under DDP every rank pushes the tokens of all ranks, so the banks stay identical.
+        """
         size = self.bank.shape[0]
         if size == 0:
             return
-        for row in global_cls.detach()[-size:]:
+        global_cls = global_cls.detach()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts = [torch.empty_like(global_cls) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, global_cls)
+            global_cls = torch.cat(parts)
+        for row in global_cls[-size:]:
             self.bank[int(self.bank_ptr)] = row
             self.bank_ptr.fill_((int(self.bank_ptr) + 1) % size)
         self.bank_count.fill_(min(int(self.bank_count) + len(global_cls), size))

@@ -1,0 +1,59 @@
+"""FPS of the C2S student vs the same smp model with a plain N-class head vs CLIP's own dense inference.
+
+    python benchmarks/inference.py                       # ViT-B/16 + Segformer-B0 at 512, 20 classes
+    python benchmarks/inference.py --clip c2s-world-vit --size 128 --embed-dim 128
+
+Batch 1, warm-up, then timed iterations (Cascade-CLIP's protocol, fewer iterations on CPU). Random
+weights: speed does not depend on them. Targets: C2S / plain >= 0.97, C2S / CLIP >= 3.
+"""
+from __future__ import annotations
+
+import argparse
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+
+from c2s_pipeline.eval.speed import measure_fps
+from c2s_pipeline.student.model import Student
+from c2s_pipeline.teacher.clip import load_clip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clip", default="ViT-B-16")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--embed-dim", type=int, default=512)
+    ap.add_argument("--classes", type=int, default=20)
+    ap.add_argument("--arch", default="segformer")
+    ap.add_argument("--encoder", default="mit_b0")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    dev, x = args.device, torch.randn(1, 3, args.size, args.size, device=args.device)
+    text = F.normalize(torch.randn(args.classes, args.embed_dim, device=dev), dim=-1)
+    student = Student(args.arch, args.encoder, None, args.embed_dim).to(dev).eval()
+    plain = smp.create_model(args.arch, encoder_name=args.encoder, encoder_weights=None,
+                             classes=args.classes).to(dev).eval()
+    clip = load_clip(args.clip, None, image_size=args.size, device=dev)
+
+    def clip_dense(inp):
+        tokens = clip.encode_images(inp).dense_tokens                      # (1, h, w, D)
+        logits = torch.einsum("bhwd,cd->bchw", tokens, text[:, : tokens.shape[-1]])
+        return F.interpolate(logits, size=inp.shape[-2:], mode="bilinear", align_corners=False)
+
+    fps = {
+        "c2s_student": measure_fps(lambda t: student.predict_logits(t, text, 50.0), x, args.warmup, args.iters, dev),
+        "plain_smp": measure_fps(plain, x, args.warmup, args.iters, dev),
+        "clip_dense": measure_fps(clip_dense, x, args.warmup, args.iters, dev),
+    }
+    print(f"{args.arch}/{args.encoder} vs {args.clip} at {args.size}px on {dev}, batch 1, {args.iters} iters")
+    for name, value in fps.items():
+        print(f"  {name:12s} {value:8.2f} FPS")
+    print(f"  c2s / plain = {fps['c2s_student'] / fps['plain_smp']:.3f}  (target >= 0.97)")
+    print(f"  c2s / clip  = {fps['c2s_student'] / fps['clip_dense']:.2f}  (target >= 3)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Whole precompute vs the bare CLIP forwards it needs: the cost of mining, IO and bookkeeping.
+
+    python benchmarks/precompute.py                                  # the default world and teacher
+    python benchmarks/precompute.py --params params-voc.yaml --images 64
+
+Runs `stages.precompute.run` into a fresh cache, then, on the same images and with the same number of
+region crops per image as were stored, only the CLIP forwards (global + dense pass, one crop pass).
+Target: overhead (precompute / forwards - 1) under 30%.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from c2s_pipeline.cache.store import CacheReader
+from c2s_pipeline.config import load_params
+from c2s_pipeline.data.registry import build_dataset
+from c2s_pipeline.data.transforms import resize_pair
+from c2s_pipeline.teacher.clip import load_clip
+from stages import precompute
+
+
+def bare_forwards(params, indices, region_counts) -> float:
+    """Seconds for only the CLIP work precompute does on these images (decode/resize excluded)."""
+    d, t = params.data, params.teacher
+    ds = build_dataset(d.dataset, d.root, params.data.train_split, seen_only=True)
+    clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device=t.device if t.device != "auto" else "cpu",
+                     dense_mode=t.dense_mode)
+    images = np.stack([resize_pair(ds[i].image, ds[i].label, d.image_size)[0] for i in indices])
+    start = time.perf_counter()
+    for k in range(0, len(indices), t.batch_size):
+        x = clip.preprocess(images[k:k + t.batch_size], d.image_size)
+        clip.encode_images(x)
+        n = int(sum(region_counts[k:k + t.batch_size]))
+        if n:
+            clip.encode_crops(torch.zeros(n, 3, clip.native_size, clip.native_size, device=clip.device))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--images", type=int, default=0, help="use only the first N images (0 = all)")
+    args = ap.parse_args()
+    params = load_params(args.params)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        start = time.perf_counter()
+        path = precompute.run(params, split=params.data.train_split, cache_dir=cache_dir,
+                              limit=args.images or None)
+        whole = time.perf_counter() - start
+        reader = CacheReader(path, require_complete=False)
+        indices = [i for i in range(len(reader)) if reader.is_done(i)]
+        counts = [reader.read(i).region_count for i in indices]
+    forwards = bare_forwards(params, indices, counts)
+    n = len(indices)
+    print(f"{params.teacher.clip_model} at {params.data.image_size}px, {n} images, batch {params.teacher.batch_size}")
+    print(f"  whole precompute   {n / whole:8.2f} images/s  ({whole:.1f} s, model load included)")
+    print(f"  CLIP forwards only {n / forwards:8.2f} images/s  ({forwards:.1f} s)")
+    print(f"  overhead = {whole / forwards - 1:+.1%}  (target < 30%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""`dvc repro` of the real dvc.yaml on a tiny params.yaml: cache reuse across student and teacher changes."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from c2s_pipeline.cache.store import CacheReader
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "world": {"n_train": 8, "n_val": 4, "n_caption": 32},
+    "pretrain": {"epochs": 1, "batch_size": 8, "warmup_steps": 1},
+    "teacher": {"batch_size": 4, "workers": 0, "device": "cpu"},
+    "train": {"iterations": 3, "batch_size": 2, "num_workers": 0, "warmup_iters": 1, "checkpoint_every": 3,
+              "device": "cpu"},
+    "eval": {"fps_iters": 2, "fps_warmup": 1, "device": "cpu"},
+}
+
+
+def sh(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def set_param(root: Path, section: str, key: str, value) -> None:
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw[section][key] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_repro_reuses_the_teacher_cache(tmp_path):
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in ("c2s_pipeline", "stages"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in TINY.items():
+        raw[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    sh(root, "git", "init", "-q")
+    sh(root, "dvc", "init", "-q")
+    sh(root, "dvc", "config", "core.analytics", "false")
+
+    first = sh(root, "dvc", "repro")
+    for stage in ("generate", "pretrain_teacher", "precompute", "train_c2s", "train_seen_only", "report"):
+        assert f"Running stage '{stage}'" in first
+    assert (root / "metrics" / "report.md").exists()
+    stores = sorted(p.name for p in (root / "data_cache").glob("*.zarr"))
+    assert len(stores) == 2
+
+    set_param(root, "train", "lr", 0.0003)                            # a student parameter
+    second = sh(root, "dvc", "repro")
+    assert "Running stage 'precompute'" not in second and "Running stage 'pretrain_teacher'" not in second
+    assert "Running stage 'train_c2s'" in second and "Running stage 'evaluate@c2s'" in second
+    assert sorted(p.name for p in (root / "data_cache").glob("*.zarr")) == stores
+
+    set_param(root, "mining", "merge_threshold", 0.8)                 # a teacher parameter
+    third = sh(root, "dvc", "repro")
+    assert "Running stage 'precompute'" in third and "Running stage 'pretrain_teacher'" not in third
+    now = sorted(p.name for p in (root / "data_cache").glob("*.zarr"))
+    assert len(now) == 4 and set(stores) < set(now)
+    for name in stores:                                                # the old stores stay valid
+        assert CacheReader(root / "data_cache" / name).manifest["status"] == "complete"
+    metrics = sh(root, "dvc", "metrics", "show")
+    assert "hIoU" in metrics and "metrics/c2s.json" in metrics
