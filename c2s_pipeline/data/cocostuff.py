@@ -4,9 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError, DatasetSpec
-from c2s_pipeline.data.reader import SegmentationDataset, lookup_table, require_dir
+from c2s_pipeline.data.reader import SegmentationDataset, find_base, lookup_table, require_dir
 
-# mmseg COCOStuffDataset.METAINFO['classes'] (the 171 trainIds of cocostuff164k).
+# mmseg COCOStuffDataset.METAINFO['classes'] (mmseg/datasets/coco_stuff.py; = mmseg/utils/class_names.py
+# cocostuff_classes): the 171 trainIds written by tools/dataset_converters/coco_stuff164k.py.
 COCOSTUFF_CLASSES = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
     "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
@@ -30,26 +31,46 @@ COCOSTUFF_CLASSES = (
     "vegetable", "wall-brick", "wall-concrete", "wall-other", "wall-panel", "wall-stone",
     "wall-tile", "wall-wood", "water-other", "waterdrops", "window-blind", "window-other", "wood",
 )
-# ZegCLIP / ZegFormer inductive split (15 unseen).
+# ZegFormer / ZegCLIP inductive split (ZegCLIP configs/coco/vpt_seg_zero_vit-b_512x512_80k_12_100_multi.py,
+# `novel_class`): cow, giraffe,
+# suitcase, frisbee, skateboard, carrot, scissors, cardboard, clouds, grass, playingfield, river, road, tree,
+# wall-concrete (tests/test_data.py checks these names).
 COCOSTUFF_UNSEEN = (19, 23, 28, 29, 36, 51, 76, 88, 94, 112, 133, 136, 137, 157, 160)
 COCOSTUFF_SPEC = DatasetSpec("cocostuff", COCOSTUFF_CLASSES, COCOSTUFF_UNSEEN, templates="ensemble")
-COCO_LAYOUT = "coco_stuff164k/{images,annotations}/{train2017,val2017}/ (*.jpg, *_labelTrainIds.png)"
-_SPLITS = {"train": "train2017", "val": "val2017"}
+COCO_LAYOUT = ("coco_stuff164k/{images/{train2017,val2017}/*.jpg, annotations/{train2017,val2017}/"
+               "*_labelTrainIds.png} (mmseg tools/dataset_converters/coco_stuff164k.py)")
+COCO_SPLITS = {"train": "train2017", "val": "val2017"}
+LABEL_SUFFIX = "_labelTrainIds.png"
 
 
-def build_cocostuff(root: str | Path, split: str, *, seen_only: bool = False, **_) -> SegmentationDataset:
-    """118k train / 5k val; the file list is the sorted label files of the split."""
-    if split not in _SPLITS:
-        raise DatasetError(f"unknown COCO-Stuff split '{split}'; choose one of {', '.join(_SPLITS)}")
-    root = Path(root)
-    require_dir(root, "dataset root", COCO_LAYOUT)
-    image_dir = require_dir(root / "images" / _SPLITS[split], "image", COCO_LAYOUT)
-    label_dir = require_dir(root / "annotations" / _SPLITS[split], "label", COCO_LAYOUT)
-    suffix = "_labelTrainIds.png"
-    ids = sorted(p.name[: -len(suffix)] for p in label_dir.glob(f"*{suffix}"))
-    if not ids:
-        raise DatasetError(f"no *{suffix} files in {label_dir}; convert the annotations with "
-                           "mmsegmentation's tools/dataset_converters/coco_stuff164k.py")
-    lut = lookup_table({k: k for k in range(171)}, valid=set(range(171)) | {IGNORE_INDEX})
-    return SegmentationDataset(COCOSTUFF_SPEC, split, ids, image_dir, label_dir, lut,
-                               label_suffix=suffix, seen_only=seen_only, valid_range="0..170 or 255")
+class CocoStuffDataset(SegmentationDataset):
+    """COCO-Stuff 164k: train 118,287 / val 5,000; labels are trainIds 0..170 already (255 ignore).
+
+    The id list of a split is the sorted label files of its annotation folder.
+
+    Args:
+        root: coco_stuff164k, or the folder containing it.
+        split: "train" | "val" (or "train2017" | "val2017").
+        seen_only: relabel unseen pixels to ignore (the training gate).
+    """
+
+    NAME = "cocostuff"
+    LAYOUT = COCO_LAYOUT
+    DEFAULT_SPLITS = ("train", "val")
+
+    def __init__(self, root: str | Path, split: str, *, seen_only: bool = False):
+        folder = COCO_SPLITS.get(split, split)
+        if folder not in COCO_SPLITS.values():
+            raise DatasetError(f"unknown COCO-Stuff split '{split}'; choose one of {', '.join(COCO_SPLITS)}")
+        base = find_base(root, ("coco_stuff164k",), marker="annotations")
+        require_dir(base, "dataset root", COCO_LAYOUT)
+        image_dir = require_dir(base / "images" / folder, "image", COCO_LAYOUT)
+        label_dir = require_dir(base / "annotations" / folder, "label", COCO_LAYOUT)
+        ids = sorted(p.name[: -len(LABEL_SUFFIX)] for p in label_dir.glob(f"*{LABEL_SUFFIX}"))
+        if not ids:
+            raise DatasetError(f"no *{LABEL_SUFFIX} files in {label_dir}; convert the annotations with "
+                               "mmsegmentation's tools/dataset_converters/coco_stuff164k.py")
+        lut = lookup_table({k: k for k in range(171)}, valid=set(range(171)) | {IGNORE_INDEX})
+        super().__init__(COCOSTUFF_SPEC, split, ids, image_dir, label_dir, lut, label_suffix=LABEL_SUFFIX,
+                         seen_only=seen_only, valid_range="0..170 or 255")
+        self.root = base

@@ -1,6 +1,7 @@
-"""A segmentation dataset on disk: image folder + label folder + split file, with a label lookup table."""
+"""The reader every dataset shares: image folder + label folder + id list, labels mapped by a lookup table."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -8,31 +9,63 @@ from PIL import Image
 
 from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError, DatasetSpec, Sample, to_seen_only
 
+logger = logging.getLogger(__name__)
+
+_INDEX_MODES = ("P", "L", "I", "I;16")   # PIL modes whose pixels are class indices, not colours
+
 
 def require_dir(path: Path, what: str, layout: str) -> Path:
+    """Return `path` if it is a folder, else a one-line DatasetError naming it and the expected layout."""
     if not path.is_dir():
         raise DatasetError(f"{what} folder {path} not found; expected layout: {layout}")
     return path
 
 
+def find_base(root: str | Path, below: tuple[str, ...], marker: str) -> Path:
+    """The folder holding `marker`: `root` itself or `root/<below>` (so users may point at either).
+
+    Args:
+        root: what the user passed.
+        below: relative paths tried after `root`, shallowest first (e.g. "VOCdevkit/VOC2012").
+        marker: a sub-folder that identifies the dataset folder (e.g. "JPEGImages").
+
+    Returns:
+        The first candidate containing `marker`; else the deepest existing candidate (so the
+        error that follows names the most specific missing folder); else `root`.
+    """
+    root = Path(root)
+    candidates = [root, *(root / b for b in below)]
+    for candidate in candidates:
+        if (candidate / marker).is_dir():
+            return candidate
+    existing = [c for c in candidates if c.is_dir()]
+    return existing[-1] if existing else root
+
+
 def read_split(path: Path, layout: str) -> list[str]:
-    """Image ids, one per line, of a split file."""
+    """Image ids of a split file: one per line; DeepLab-style "/JPEGImages/x.jpg ..." lines give "x"."""
     if not path.is_file():
-        raise DatasetError(f"split file {path} not found; expected layout: {layout}")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+        found = sorted(p.stem for p in path.parent.glob("*.txt")) if path.parent.is_dir() else []
+        hint = f"available splits: {', '.join(found)}; " if found else ""
+        raise DatasetError(f"split file {path} not found; {hint}expected layout: {layout}")
+    ids = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            token = line.split()[0]
+            ids.append(Path(token).stem if "/" in token or token.endswith(".jpg") else token)
     if not ids:
         raise DatasetError(f"split file {path} lists no images; regenerate or re-download it")
     return ids
 
 
 def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; a missing or corrupt file is a one-line DatasetError."""
+    """(H, W, 3) uint8 RGB, writable; a missing or corrupt file is a one-line DatasetError."""
     if not path.is_file():
         raise DatasetError(f"image {path} not found; restore it or remove its id from the split file")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as err:
+            return np.array(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as err:   # PIL signals truncation/corruption with these
         raise DatasetError(f"image {path} is corrupt or truncated ({err.__class__.__name__}); "
                            "re-download it or remove its id from the split file") from None
 
@@ -43,34 +76,74 @@ def read_label(path: Path) -> np.ndarray:
         raise DatasetError(f"label {path} not found; every id in the split file needs a label PNG")
     try:
         with Image.open(path) as im:
-            if im.mode not in ("P", "L", "I", "I;16"):
-                raise DatasetError(f"label {path} has mode {im.mode}; expected an index PNG (P or L)")
+            if im.mode not in _INDEX_MODES:
+                raise DatasetError(f"label {path} has mode {im.mode}; expected an index PNG (mode P or L), "
+                                   "not colours: convert it or re-download the dataset's label files")
             arr = np.asarray(im)
-    except OSError as err:
-        raise DatasetError(f"label {path} is corrupt ({err.__class__.__name__}); re-download it") from None
-    if arr.max(initial=0) > 255:
-        raise DatasetError(f"label {path} has value {int(arr.max())} > 255; expected 8-bit class indices")
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DatasetError(f"label {path} is corrupt or truncated ({err.__class__.__name__}); "
+                           "re-download it") from None
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        bad = int(arr.max()) if arr.max() > 255 else int(arr.min())
+        raise DatasetError(f"label {path} has value {bad}, outside 0..255; expected 8-bit class indices")
     return arr.astype(np.uint8)
 
 
 def lookup_table(mapping: dict[int, int], valid: set[int]) -> np.ndarray:
-    """256-entry table raw -> mapped; raw values outside `valid` map to -1 (flagged as out of range)."""
+    """(256,) int16 table raw -> mapped; raw values outside `valid` map to -1 (out of range).
+
+    Valid raw values missing from `mapping` map to IGNORE_INDEX.
+    """
     lut = np.full(256, -1, dtype=np.int16)
     for raw in valid:
         lut[raw] = mapping.get(raw, IGNORE_INDEX)
     return lut
 
 
+def map_label(raw: np.ndarray, lut: np.ndarray, path: Path, valid_range: str) -> np.ndarray:
+    """(H, W) uint8 raw -> (H, W) uint8 mapped ids; a raw value outside the encoding is a DatasetError."""
+    mapped = lut[raw]                                   # (H, W) int16, -1 where out of range
+    bad = mapped < 0
+    if bad.any():
+        values = sorted(set(np.unique(raw[bad]).tolist()))
+        raise DatasetError(f"label {path} has value {values[0]} outside {valid_range} "
+                           f"({int(bad.sum())} pixels, values {values[:5]}); the file does not match this "
+                           "dataset's label encoding: re-download or re-convert it")
+    return mapped.astype(np.uint8)
+
+
 class SegmentationDataset:
-    """Reads (image, mapped label, id); `seen_only=True` relabels unseen pixels to ignore."""
+    """Reads (image, mapped label, id) at full resolution; `seen_only=True` relabels unseen pixels to ignore.
+
+    Subclasses resolve a dataset's layout and call this constructor.
+
+    Args:
+        spec: classes and zero-shot split.
+        split: split name as the user gave it.
+        ids: image ids, in order.
+        image_dir: folder of `<id><image_suffix>` files.
+        label_dir: folder of `<id><label_suffix>` files.
+        lut: (256,) raw -> mapped table from `lookup_table`.
+        seen_only: apply `base.to_seen_only` to every label (the training gate).
+        valid_range: human-readable raw range for error messages, e.g. "0..20 or 255".
+    """
+
+    NAME = ""                                  # registry name; subclasses set these three
+    LAYOUT = ""                                # expected folder layout, one line
+    DEFAULT_SPLITS: tuple[str, ...] = ()       # (training split, evaluation split)
 
     def __init__(self, spec: DatasetSpec, split: str, ids: list[str], image_dir: Path, label_dir: Path,
                  lut: np.ndarray, *, image_suffix: str = ".jpg", label_suffix: str = ".png",
                  seen_only: bool = False, valid_range: str = ""):
         self.spec, self.split, self.ids = spec, split, list(ids)
-        self.image_dir, self.label_dir = image_dir, label_dir
+        self.image_dir, self.label_dir = Path(image_dir), Path(label_dir)
         self.image_suffix, self.label_suffix = image_suffix, label_suffix
         self.lut, self.seen_only, self.valid_range = lut, seen_only, valid_range
+        logger.debug("%r: images %s, labels %s", self, self.image_dir, self.label_dir)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.spec.name!r}, split={self.split!r}, n={len(self.ids)}, "
+                f"seen_only={self.seen_only})")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -81,22 +154,22 @@ class SegmentationDataset:
     def label_path(self, i: int) -> Path:
         return self.label_dir / f"{self.ids[i]}{self.label_suffix}"
 
+    def load_image(self, i: int) -> np.ndarray:
+        """(H, W, 3) uint8 RGB image i."""
+        return read_image(self.image_path(i))
+
     def load_label(self, i: int) -> np.ndarray:
-        """(H, W) uint8 mapped label, seen-only when the dataset was built so."""
-        raw = read_label(self.label_path(i))
-        mapped = self.lut[raw]
-        if (mapped < 0).any():
-            bad = int(raw[mapped < 0][0])
-            raise DatasetError(f"label {self.label_path(i)} has value {bad} outside {self.valid_range}; "
-                               "the file does not match this dataset's label encoding")
-        mapped = mapped.astype(np.uint8)
+        """(H, W) uint8 mapped label i, seen-only when the dataset was built so."""
+        path = self.label_path(i)
+        mapped = map_label(read_label(path), self.lut, path, self.valid_range)
         return to_seen_only(mapped, self.spec) if self.seen_only else mapped
 
     def __getitem__(self, i: int) -> Sample:
-        if not 0 <= i < len(self.ids):
-            raise IndexError(i)
-        image, label = read_image(self.image_path(i)), self.load_label(i)
+        if not -len(self.ids) <= i < len(self.ids):
+            raise IndexError(f"index {i} out of range for {len(self.ids)} images")
+        i = i % len(self.ids)
+        image, label = self.load_image(i), self.load_label(i)
         if image.shape[:2] != label.shape:
-            raise DatasetError(f"image {self.image_path(i)} is {image.shape[1]}x{image.shape[0]} but its "
-                               f"label is {label.shape[1]}x{label.shape[0]}; fix or remove the pair")
+            raise DatasetError(f"image {self.image_path(i)} is {image.shape[1]}x{image.shape[0]} but its label "
+                               f"{self.label_path(i)} is {label.shape[1]}x{label.shape[0]}; fix or remove the pair")
         return Sample(image=image, label=label, id=self.ids[i])

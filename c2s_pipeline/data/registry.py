@@ -1,53 +1,75 @@
-"""Dataset names -> builders; the one place that lists what `--dataset` accepts."""
+"""Dataset names -> reader classes; the one place that lists what `--dataset` accepts."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from c2s_pipeline.data.base import DatasetError, DatasetSpec
-from c2s_pipeline.data.cocostuff import COCO_LAYOUT, COCOSTUFF_SPEC, build_cocostuff
-from c2s_pipeline.data.context import CONTEXT_LAYOUT, build_context, context_spec
+from c2s_pipeline.data.cocostuff import COCOSTUFF_SPEC, CocoStuffDataset
+from c2s_pipeline.data.context import ContextDataset, context_spec
 from c2s_pipeline.data.reader import SegmentationDataset
-from c2s_pipeline.data.voc import VOC_LAYOUT, VOC_SPEC, build_voc
-from c2s_pipeline.data.world import WORLD_LAYOUT, build_world, world_spec
+from c2s_pipeline.data.voc import VOC_SPEC, VOCDataset
+from c2s_pipeline.data.world import WorldDataset, world_spec
 
-DATASETS = {"voc": build_voc, "context": build_context, "cocostuff": build_cocostuff, "world": build_world}
-DEFAULT_SPLITS = {"voc": ("train_aug", "val"), "context": ("train", "val"),
-                  "cocostuff": ("train", "val"), "world": ("train", "val")}
-LAYOUTS = {"voc": VOC_LAYOUT, "context": CONTEXT_LAYOUT, "cocostuff": COCO_LAYOUT, "world": WORLD_LAYOUT}
+DATASETS: dict[str, type[SegmentationDataset]] = {
+    "voc": VOCDataset,
+    "context": ContextDataset,
+    "cocostuff": CocoStuffDataset,
+    "world": WorldDataset,
+}
 
 
-def _check(name: str) -> None:
+def dataset_class(name: str) -> type[SegmentationDataset]:
+    """The reader class of `name`; an unknown name is a one-line DatasetError listing the choices."""
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset '{name}'; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
 
 
 def build_dataset(name: str, root: str | Path, split: str, *, seen_only: bool = False,
                   context_unseen_split: str = "A") -> SegmentationDataset:
-    """A reader over `root` in the dataset's standard layout; seen_only=True is the training gate."""
-    _check(name)
-    return DATASETS[name](root, split, seen_only=seen_only, context_unseen_split=context_unseen_split)
+    """A reader over `root` in the dataset's standard layout.
+
+    Args:
+        name: one of DATASETS.
+        root: dataset folder (see each class's LAYOUT; VOC/Context also accept the folder above VOCdevkit).
+        split: split name, e.g. "train_aug" | "val" for VOC, "train" | "val" for the others.
+        seen_only: relabel unseen pixels to ignore: True for every training use (the inductive gate).
+        context_unseen_split: "A" | "B", used by "context" only.
+    """
+    cls = dataset_class(name)
+    if cls is ContextDataset:
+        return cls(root, split, seen_only=seen_only, unseen_split=context_unseen_split)
+    return cls(root, split, seen_only=seen_only)
 
 
 def dataset_spec(name: str, root: str | Path | None = None, context_unseen_split: str = "A") -> DatasetSpec:
-    _check(name)
-    if name == "world":
+    """Classes and unseen split of `name` without reading images ("world" reads root/world.json)."""
+    cls = dataset_class(name)
+    if cls is WorldDataset:
         if root is None:
-            raise DatasetError("the world's classes live in <root>/world.json; pass its root")
+            raise DatasetError("the world's classes live in <root>/world.json; pass the world's root")
         return world_spec(root)
-    return {"voc": VOC_SPEC, "cocostuff": COCOSTUFF_SPEC}.get(name) or context_spec(context_unseen_split)
+    if cls is ContextDataset:
+        return context_spec(context_unseen_split)
+    return {VOCDataset: VOC_SPEC, CocoStuffDataset: COCOSTUFF_SPEC}[cls]
 
 
-def describe_datasets(world_root: str | Path | None = None) -> list[dict]:
-    """One row per dataset for `c2s datasets` (the world only when its root exists)."""
+def describe_datasets(world_root: str | Path | None = None, context_unseen_split: str = "A") -> list[dict]:
+    """One row per dataset for `c2s datasets` (the world's classes only when `world_root` is given).
+
+    Row keys: dataset, classes, seen, unseen (counts), unseen_names, splits (defaults: train, eval),
+    templates, layout; a dataset whose spec cannot be read gets dataset, splits, layout and a note.
+    """
     rows = []
-    for name in DATASETS:
+    for name, cls in DATASETS.items():
+        row = {"dataset": name}
         try:
-            spec = dataset_spec(name, world_root)
+            spec = dataset_spec(name, world_root, context_unseen_split)
         except DatasetError as err:
-            rows.append({"dataset": name, "note": str(err)})
-            continue
-        rows.append({"dataset": name, "classes": spec.num_classes, "seen": len(spec.seen),
-                     "unseen": len(spec.unseen), "unseen_names": [spec.class_names[i] for i in spec.unseen],
-                     "splits": list(DEFAULT_SPLITS[name]), "templates": spec.templates,
-                     "layout": LAYOUTS[name]})
+            row["note"] = str(err)
+        else:
+            row.update(classes=spec.num_classes, seen=len(spec.seen), unseen=len(spec.unseen),
+                       unseen_names=[spec.class_names[i] for i in spec.unseen], templates=spec.templates)
+        row.update(splits=list(cls.DEFAULT_SPLITS), layout=cls.LAYOUT)
+        rows.append(row)
     return rows
