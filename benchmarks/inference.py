@@ -1,7 +1,7 @@
 """FPS of the C2S student vs the same smp model with a plain N-class head vs CLIP's own dense inference.
 
-    python benchmarks/inference.py                       # ViT-B/16 + Segformer-B0 at 512, 20 classes
-    python benchmarks/inference.py --clip c2s-world-vit --size 128 --embed-dim 128
+    python -m benchmarks.inference                       # ViT-B/16 + Segformer-B0 at 512, 20 classes
+    python -m benchmarks.inference --clip c2s-world-vit --size 128 --embed-dim 128
 
 Batch 1, warm-up, then timed iterations (Cascade-CLIP's protocol, fewer iterations on CPU). Random
 weights: speed does not depend on them. Targets: C2S / plain >= 0.97, C2S / CLIP >= 3.

@@ -1,7 +1,7 @@
 """Whole precompute vs the bare CLIP forwards it needs: the cost of mining, IO and bookkeeping.
 
-    python benchmarks/precompute.py                                  # the default world and teacher
-    python benchmarks/precompute.py --params params-voc.yaml --images 64
+    python -m benchmarks.precompute                                  # the default world and teacher
+    python -m benchmarks.precompute --params params-voc.yaml --images 64
 
 Runs `stages.precompute.run` into a fresh cache, then, on the same images and with the same number of
 region crops per image as were stored, only the CLIP forwards (global + dense pass, one crop pass).

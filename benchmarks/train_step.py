@@ -1,7 +1,7 @@
 """Time per training step: (a) plain supervised student, (b) C2S from the cache, (c) C2S with CLIP online.
 
-    python benchmarks/train_step.py                      # ViT-B/16 + Segformer-B0 at 512, batch 2
-    python benchmarks/train_step.py --clip c2s-world-vit --size 128 --batch 8
+    python -m benchmarks.train_step                      # ViT-B/16 + Segformer-B0 at 512, batch 2
+    python -m benchmarks.train_step --clip c2s-world-vit --size 128 --batch 8
 
 Same student, batch and input size, one run. (b) gets its teacher tensors as the cache delivers them;
 (c) computes them in the step (global + dense forward, mining, local crops through CLIP), which is
