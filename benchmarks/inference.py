@@ -3,7 +3,8 @@
     python -m benchmarks.inference                       # ViT-B/16 + Segformer-B0 at 512, 20 classes
     python -m benchmarks.inference --clip c2s-world-vit --size 128 --embed-dim 128
 
-Batch 1, warm-up, then timed iterations (Cascade-CLIP's protocol, fewer iterations on CPU). Random
+Batch 1, no autograd, warm-up, then timed iterations (Cascade-CLIP's protocol, fewer on CPU), the three
+models alternating call by call so that load drift hits all alike. Random
 weights: speed does not depend on them. Targets: C2S / plain >= 0.97, C2S / CLIP >= 3.
 """
 from __future__ import annotations
@@ -14,8 +15,8 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
-from c2s_pipeline.eval.speed import measure_fps
-from c2s_pipeline.student.model import Student
+from benchmarks.timing import interleaved_fps
+from c2s_pipeline.student.model import Student, class_logits
 from c2s_pipeline.teacher.clip import load_clip
 
 
@@ -43,16 +44,19 @@ def main() -> None:
         logits = torch.einsum("bhwd,cd->bchw", tokens, text[:, : tokens.shape[-1]])
         return F.interpolate(logits, size=inp.shape[-2:], mode="bilinear", align_corners=False)
 
-    fps = {
-        "c2s_student": measure_fps(lambda t: student.predict_logits(t, text, 50.0), x, args.warmup, args.iters, dev),
-        "plain_smp": measure_fps(plain, x, args.warmup, args.iters, dev),
-        "clip_dense": measure_fps(clip_dense, x, args.warmup, args.iters, dev),
-    }
+    def c2s_unfolded(inp):   # the D-channel map, then the cosine: what folding the head avoids
+        logits = class_logits(student(inp), text, 50.0)
+        return F.interpolate(logits, size=inp.shape[-2:], mode="bilinear", align_corners=False)
+
+    fps = interleaved_fps({"c2s_student": lambda t: student.predict_logits(t, text, 50.0),
+                           "c2s_unfolded": c2s_unfolded, "plain_smp": plain, "clip_dense": clip_dense},
+                          x, args.warmup, args.iters, dev)
     print(f"{args.arch}/{args.encoder} vs {args.clip} at {args.size}px on {dev}, batch 1, {args.iters} iters")
     for name, value in fps.items():
         print(f"  {name:12s} {value:8.2f} FPS")
     print(f"  c2s / plain = {fps['c2s_student'] / fps['plain_smp']:.3f}  (target >= 0.97)")
     print(f"  c2s / clip  = {fps['c2s_student'] / fps['clip_dense']:.2f}  (target >= 3)")
+    print(f"  unfolded head / plain = {fps['c2s_unfolded'] / fps['plain_smp']:.3f}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import torch
 
 from c2s_pipeline.cache.schema import EMPTY_SLOT, LATENT
 from c2s_pipeline.config import LossConfig
-from c2s_pipeline.student.model import Student, StudentError
+from c2s_pipeline.student.model import Student, StudentError, class_logits
 from c2s_pipeline.student.task import LOSS_KEYS, C2STask
 
 ARCHS = [("segformer", "mit_b0"), ("unet", "resnet18"), ("fpn", "resnet18"), ("deeplabv3plus", "resnet18")]
@@ -35,6 +35,18 @@ def test_student_contract(arch, encoder):
     student.eval(), clone.eval()
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(student(x), clone(x))
+
+
+@pytest.mark.parametrize("arch, encoder", ARCHS)
+def test_predict_logits_equal_the_cosine_of_the_d_channel_map(arch, encoder):
+    """The inference path (text folded into a 1x1 head, or not) gives the training path's logits."""
+    torch.manual_seed(0)
+    student = Student(arch, encoder, None, embed_dim=32).eval()
+    x, text = torch.randn(2, 3, 64, 64), torch.randn(7, 32)
+    with torch.no_grad():
+        expected = torch.nn.functional.interpolate(class_logits(student(x), text, 50.0), size=(64, 64),
+                                                   mode="bilinear", align_corners=False)
+        torch.testing.assert_close(student.predict_logits(x, text, 50.0), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_unknown_architecture_lists_choices():
