@@ -4,7 +4,7 @@
     python -m benchmarks.inference --clip c2s-world-vit --size 128 --embed-dim 128
 
 Batch 1, no autograd, warm-up, then timed iterations (Cascade-CLIP's protocol, fewer on CPU), the three
-models alternating call by call so that load drift hits all alike. Random
+models alternating call by call so that load drift hits all alike; FPS = 1 / median time. Random
 weights: speed does not depend on them. Targets: C2S / plain >= 0.97, C2S / CLIP >= 3.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
-from benchmarks.timing import interleaved_fps
+from benchmarks.timing import interleaved_median_seconds
 from c2s_pipeline.student.model import Student, class_logits
 from c2s_pipeline.teacher.clip import load_clip
 
@@ -48,9 +48,12 @@ def main() -> None:
         logits = class_logits(student(inp), text, 50.0)
         return F.interpolate(logits, size=inp.shape[-2:], mode="bilinear", align_corners=False)
 
-    fps = interleaved_fps({"c2s_student": lambda t: student.predict_logits(t, text, 50.0),
-                           "c2s_unfolded": c2s_unfolded, "plain_smp": plain, "clip_dense": clip_dense},
-                          x, args.warmup, args.iters, dev)
+    models = {"c2s_student": lambda t: student.predict_logits(t, text, 50.0), "c2s_unfolded": c2s_unfolded,
+              "plain_smp": plain, "clip_dense": clip_dense}
+    with torch.inference_mode():
+        seconds = interleaved_median_seconds({name: (lambda f=f: f(x)) for name, f in models.items()},
+                                             args.iters, warmup=args.warmup, device=dev)
+    fps = {name: 1.0 / s for name, s in seconds.items()}
     print(f"{args.arch}/{args.encoder} vs {args.clip} at {args.size}px on {dev}, batch 1, {args.iters} iters")
     for name, value in fps.items():
         print(f"  {name:12s} {value:8.2f} FPS")

@@ -1,41 +1,31 @@
-"""Shared timing helper for the benchmarks: median wall time of repeated calls, device-synchronised."""
+"""Shared timing for the benchmarks: the contenders alternate call by call, device-synchronised,
+so that drift in machine load (2 shared cores here) hits all of them alike."""
 from __future__ import annotations
 
 import statistics
 import time
+from typing import Callable
 
 import torch
 
 
-def median_seconds(fn, repeats: int, warmup: int = 1, device: str = "cpu") -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
+def interleaved_median_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                               device: str = "cpu") -> dict[str, float]:
+    """Median wall time per call of each fn, the fns called in turn `repeats` times after `warmup` rounds."""
+    def timed(fn) -> float:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
         fn()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return time.perf_counter() - start
 
-
-def interleaved_fps(fns: dict, example: torch.Tensor, warmup: int, rounds: int, device: str = "cpu") -> dict:
-    """Frames/s of each fn(example), timed in alternating rounds so drift in machine load hits all alike."""
-    with torch.inference_mode():
+    for _ in range(warmup):
         for fn in fns.values():
-            for _ in range(warmup):
-                fn(example)
-        seconds = dict.fromkeys(fns, 0.0)
-        for _ in range(rounds):
-            for name, fn in fns.items():
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                fn(example)
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                seconds[name] += time.perf_counter() - start
-    return {name: rounds / s for name, s in seconds.items()}
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(t) for name, t in times.items()}

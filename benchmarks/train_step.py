@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from benchmarks.timing import median_seconds
+from benchmarks.timing import interleaved_median_seconds
 from c2s_pipeline.config import LossConfig, MiningConfig
 from c2s_pipeline.student.model import Student
 from c2s_pipeline.student.task import C2STask
@@ -69,14 +69,12 @@ def main() -> None:
 
     plain, plain_opt = make(baseline_cfg)
     c2s, c2s_opt = make(LossConfig())
-    times = {
-        "a_plain": median_seconds(lambda: step(plain, plain_opt, cached), args.repeats, device=args.device),
-        "b_c2s_cached": median_seconds(lambda: step(c2s, c2s_opt, cached), args.repeats, device=args.device),
-        "c_c2s_online": median_seconds(
-            lambda: step(c2s, c2s_opt, {k: v.to(args.device) for k, v in
-                                        teacher_batch(clip, images, labels, args, params).items()}),
-            args.repeats, device=args.device),
-    }
+    times = interleaved_median_seconds({
+        "a_plain": lambda: step(plain, plain_opt, cached),
+        "b_c2s_cached": lambda: step(c2s, c2s_opt, cached),
+        "c_c2s_online": lambda: step(c2s, c2s_opt, {k: v.to(args.device) for k, v in
+                                                    teacher_batch(clip, images, labels, args, params).items()}),
+    }, args.repeats, device=args.device)
     print(f"{args.arch}/{args.encoder} student, {args.clip} teacher, {args.size}px, batch {args.batch}, {args.device}")
     for name, seconds in times.items():
         print(f"  {name:14s} {seconds * 1000:9.1f} ms/step")

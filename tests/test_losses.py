@@ -47,6 +47,18 @@ def test_region_prototypes_area_weights():
     assert present.tolist() == [[True, True, False]]
 
 
+def test_region_prototypes_equal_the_area_pooled_one_hot_average():
+    torch.manual_seed(0)
+    features, mask = torch.randn(2, 8, 16, 16), torch.randint(0, 6, (2, 64, 64))
+    mask[mask == 5] = 255                                              # unassigned pixels
+    protos, present = region_prototypes(features, mask, num_slots=4)
+    onehot = F.one_hot(mask.clamp(max=4), 5)[..., :4].permute(0, 3, 1, 2).float()   # (B, R, S, S)
+    weights = F.adaptive_avg_pool2d(onehot, (16, 16)).flatten(2)
+    expected = torch.einsum("brn,bdn->brd", weights, features.flatten(2)) / weights.sum(-1)[..., None]
+    torch.testing.assert_close(protos, expected)
+    assert present.all()
+
+
 def test_sigmoid_focal_hand_computed():
     logits = torch.tensor([0.0, 2.0]).view(1, 1, 1, 2)                # one channel, two pixels
     targets = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)

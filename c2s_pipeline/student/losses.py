@@ -35,12 +35,19 @@ def global_distill_loss(features: torch.Tensor, global_cls: torch.Tensor, bank: 
 def region_prototypes(features: torch.Tensor, pseudo_mask: torch.Tensor, num_slots: int):
     """Mask-average of F over each region slot.
 
-    The (B, S, S) slot mask is area-downsampled to the feature grid, so small regions keep weight.
-    Returns prototypes (B, R, D) and present (B, R) bool.
+    Each slot weighs a feature cell by how many of its (B, S, S) mask pixels fall in that cell (area
+    downsampling, so small regions keep weight), counted with one bincount instead of a full-resolution
+    one-hot. Returns prototypes (B, R, D) and present (B, R) bool.
     """
     b, d, h, w = features.shape
-    onehot = F.one_hot(pseudo_mask.clamp(max=num_slots).long(), num_slots + 1)[..., :num_slots]  # (B, S, S, R)
-    weights = F.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2).float(), (h, w)).flatten(2)     # (B, R, hw)
+    size_h, size_w = pseudo_mask.shape[-2:]
+    dev = features.device
+    cell = ((torch.arange(size_h, device=dev) * h // size_h)[:, None] * w
+            + (torch.arange(size_w, device=dev) * w // size_w)[None, :])                      # (S, S) cell id
+    slot = pseudo_mask.clamp(max=num_slots).long()                                             # NO_REGION -> R
+    index = (torch.arange(b, device=dev)[:, None, None] * (num_slots + 1) + slot) * (h * w) + cell
+    counts = torch.bincount(index.flatten(), minlength=b * (num_slots + 1) * h * w)
+    weights = counts.view(b, num_slots + 1, h * w)[:, :num_slots].to(features.dtype)          # (B, R, hw)
     mass = weights.sum(-1)                                                                      # (B, R)
     protos = torch.einsum("brn,bdn->brd", weights, features.flatten(2)) / mass.clamp_min(1e-6)[..., None]
     return protos, mass > 0
