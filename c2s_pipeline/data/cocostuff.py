@@ -54,7 +54,6 @@ class CocoStuffDataset(SegmentationDataset):
         seen_only: relabel unseen pixels to ignore (the training gate).
     """
 
-    NAME = "cocostuff"
     LAYOUT = COCO_LAYOUT
     DEFAULT_SPLITS = ("train", "val")
 

@@ -45,7 +45,6 @@ class ContextDataset(SegmentationDataset):
         unseen_split: "A" | "B", see CONTEXT_UNSEEN.
     """
 
-    NAME = "context"
     LAYOUT = CONTEXT_LAYOUT
     DEFAULT_SPLITS = ("train", "val")
 

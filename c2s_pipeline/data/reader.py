@@ -128,8 +128,7 @@ class SegmentationDataset:
         valid_range: human-readable raw range for error messages, e.g. "0..20 or 255".
     """
 
-    NAME = ""                                  # registry name; subclasses set these three
-    LAYOUT = ""                                # expected folder layout, one line
+    LAYOUT = ""                                # expected folder layout, one line (subclasses set both)
     DEFAULT_SPLITS: tuple[str, ...] = ()       # (training split, evaluation split)
 
     def __init__(self, spec: DatasetSpec, split: str, ids: list[str], image_dir: Path, label_dir: Path,

@@ -61,7 +61,6 @@ class VOCDataset(VOCLayoutDataset):
         seen_only: relabel unseen pixels to ignore (the training gate).
     """
 
-    NAME = "voc"
     LAYOUT = VOC_LAYOUT
     DEFAULT_SPLITS = ("train_aug", "val")
 

@@ -44,7 +44,6 @@ class WorldDataset(VOCLayoutDataset):
         seen_only: relabel unseen pixels to ignore (the training gate).
     """
 
-    NAME = "world"
     LAYOUT = WORLD_LAYOUT
     DEFAULT_SPLITS = ("train", "val")
 
