@@ -19,7 +19,7 @@ import torch
 
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import load_params
-from c2s_pipeline.data.registry import build_dataset
+from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.data.transforms import resize_pair
 from c2s_pipeline.teacher.clip import load_clip
 from stages import precompute
@@ -28,7 +28,7 @@ from stages import precompute
 def bare_forwards(params, indices, region_counts) -> float:
     """Seconds for only the CLIP work precompute does on these images (decode/resize excluded)."""
     d, t = params.data, params.teacher
-    ds = build_dataset(d.dataset, d.root, params.data.train_split, seen_only=True)
+    ds = dataset_from_params(params, d.train_split, seen_only=True)
     clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device=t.device if t.device != "auto" else "cpu",
                      dense_mode=t.dense_mode)
     images = np.stack([resize_pair(ds[i].image, ds[i].label, d.image_size)[0] for i in indices])

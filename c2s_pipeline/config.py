@@ -36,6 +36,7 @@ class TeacherConfig:
     dense_mode: str = "maskclip"        # maskclip | clearclip | sclip
     templates: str = "single"           # single ("a photo of a {}") | ensemble (15 ZegCLIP templates)
     crop_size: int = 0                  # local-CLS crop side; 0 = the model's native image size
+    view_crops: tuple[float, ...] = (0.75,)  # stored views: the whole image + 4 corner crops per fraction
     batch_size: int = 16
     max_regions: int = 16               # fixed per-image region slots in the cache
     device: str = "auto"                # auto | cpu | cuda | cuda:N
@@ -88,7 +89,6 @@ class TrainConfig:
     poly_power: float = 0.9
     min_lr: float = 1e-6
     grad_clip: float = 1.0
-    scale_range: tuple[float, float] = (0.5, 2.0)
     flip: bool = True
     checkpoint_every: int = 500
     log_every: int = 20
@@ -112,6 +112,8 @@ class EvalConfig:
 @dataclass(frozen=True)
 class WorldConfig:
     seed: int = 0
+    # The zero-shot split, by class name; changing it needs no new images (only a new teacher store).
+    unseen: tuple[str, ...] = ("red circle", "green square", "blue triangle", "yellow star", "red cross")
     n_train: int = 600
     n_val: int = 150
     n_caption: int = 3000               # image-caption pairs for teacher pretraining

@@ -219,5 +219,19 @@ def world_pretrain(world: str = typer.Option("data/world"), out: str = typer.Opt
     typer.echo(str(stage.run_pretrain(_params(params), world, out)))
 
 
+@world_app.command("diagnose")
+@friendly
+def world_diagnose(out: str = typer.Option("metrics/world_diagnostics.json", help="JSON; the plot goes beside it."),
+                   run: List[str] = typer.Option([], help="NAME=RUN_DIR of a student to include (repeatable)."),
+                   metrics_dir: str = typer.Option("metrics", help="Where `c2s evaluate` wrote NAME.json."),
+                   cache_dir: str = CacheDirOpt, params: str = ParamsOpt):
+    """Is the teacher able to teach? Prompt cosines, crop top-1, dense mIoU per mode, mining precision/recall."""
+    from stages import world as stage
+
+    runs = dict(r.split("=", 1) for r in run)
+    metrics = {name: Path(metrics_dir) / f"{name}.json" for name in runs}
+    typer.echo(str(stage.run_diagnose(_params(params), out, cache_dir=cache_dir, runs=runs, metrics=metrics)))
+
+
 if __name__ == "__main__":  # `torchrun -m stages.cli ...`
     sys.exit(app())

@@ -12,7 +12,7 @@ import torch
 from c2s_pipeline.cache.fingerprint import fingerprint_inputs, teacher_fingerprint, weights_digest
 from c2s_pipeline.cache.store import store_path
 from c2s_pipeline.config import Params
-from c2s_pipeline.data.registry import build_dataset
+from c2s_pipeline.data.registry import dataset_from_params
 
 log = logging.getLogger("c2s")
 
@@ -43,19 +43,19 @@ def resolve_device(name: str) -> torch.device:
 def teacher_inputs(params: Params, split: str, ids: list[str]) -> dict:
     """The fingerprint inputs of the teacher store for `split` under `params`."""
     t, d = params.teacher, params.data
-    spec = build_dataset(d.dataset, d.root, split, context_unseen_split=d.context_unseen_split).spec
+    spec = dataset_from_params(params, split).spec
     return fingerprint_inputs(
         dataset=d.dataset, split=split, ids=ids, clip_model=t.clip_model,
         weights_digest=weights_digest(t.clip_model, t.pretrained), image_size=d.image_size,
         dense_mode=t.dense_mode, crop_size=t.crop_size, templates=t.templates, mining=params.mining,
-        max_regions=t.max_regions, unseen=list(spec.unseen),
+        max_regions=t.max_regions, unseen=list(spec.unseen), view_crops=t.view_crops,
     )
 
 
 def locate_store(params: Params, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR) -> tuple[Path, str]:
     """(path, fingerprint) of the store that `c2s precompute` writes for these params and split."""
     d = params.data
-    ds = build_dataset(d.dataset, d.root, split, context_unseen_split=d.context_unseen_split)
+    ds = dataset_from_params(params, split)
     fp = teacher_fingerprint(teacher_inputs(params, split, list(ds.ids)))
     return Path(store_path(cache_dir, d.dataset, split, fp, params.teacher.store_format)), fp
 

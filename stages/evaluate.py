@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import Params, to_dict
-from c2s_pipeline.data.registry import build_dataset
-from c2s_pipeline.eval.inference import apply_seen_bias, segment
+from c2s_pipeline.data.registry import dataset_from_params
+from c2s_pipeline.eval.inference import apply_seen_bias, dense_text_logits, segment
 from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, summarize
 from c2s_pipeline.eval.report import write_per_class_csv
 from c2s_pipeline.eval.speed import count_flops, count_params, measure_fps
@@ -22,13 +21,9 @@ from stages.predict import load_student
 
 log = logging.getLogger(__name__)
 
-CLIP_LOGIT_SCALE = 100.0
-
 
 def _val_dataset(params: Params, split: str | None):
-    d = params.data
-    return build_dataset(d.dataset, d.root, split or d.val_split, seen_only=False,
-                         context_unseen_split=d.context_unseen_split)
+    return dataset_from_params(params, split or params.data.val_split)
 
 
 def _finish(name: str, cm: ConfusionMatrix, dataset, extra: dict, out_json: Path) -> Path:
@@ -81,9 +76,7 @@ def run_clip_baseline(params: Params, out_json: str | Path, *, split: str | None
     for i in tqdm(range(len(dataset)), desc="evaluate clip dense", unit="img"):
         label = torch.from_numpy(dataset[i].label).long()
         tokens = torch.from_numpy(reader.dense_tokens(i).astype(np.float32))  # (h, w, D)
-        # CLIP's own temperature (logit scale 100), so calibration acts on real class probabilities
-        logits = CLIP_LOGIT_SCALE * torch.einsum("hwd,cd->chw", F.normalize(tokens, dim=-1), text)[None]
-        logits = F.interpolate(logits, size=label.shape, mode="bilinear", align_corners=False)
+        logits = dense_text_logits(tokens, text, label.shape)
         pred = apply_seen_bias(logits, seen, params.eval.seen_bias)[0].argmax(0)
         cm.update(pred, label)
     extra = {"split": split or params.data.val_split, "teacher_store": str(path), "fingerprint": fp,

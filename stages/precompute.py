@@ -14,8 +14,8 @@ from c2s_pipeline import __version__
 from c2s_pipeline.cache.schema import CacheShape, TeacherRecord
 from c2s_pipeline.cache.store import CacheWriter
 from c2s_pipeline.config import Params, to_dict
-from c2s_pipeline.data.registry import build_dataset
-from c2s_pipeline.data.transforms import resize_pair
+from c2s_pipeline.data.registry import dataset_from_params
+from c2s_pipeline.data.transforms import resize_pair, view_windows
 from c2s_pipeline.teacher.clip import FrozenCLIP, load_clip
 from c2s_pipeline.teacher.mining import mine_pseudo_mask, region_crops
 from stages.common import DEFAULT_CACHE_DIR, locate_store, resolve_device, teacher_inputs
@@ -49,6 +49,9 @@ def _teach_batch(clip: FrozenCLIP, images: torch.Tensor, labels: torch.Tensor, p
     """Teacher outputs for one batch: one CLIP pass over the images, one over all their region crops."""
     x = clip.preprocess(images, params.data.image_size)                 # (B, 3, S, S)
     out = clip.encode_images(x)
+    views = view_windows(params.data.image_size, params.teacher.view_crops)
+    global_cls = torch.stack([out.global_cls] + [clip.encode_crops(x[..., y:y + s, x0:x0 + s])
+                                                 for y, x0, s in views[1:]], 1)  # (B, V, D)
     mined = [mine_pseudo_mask(out.dense_tokens[b], labels[b].numpy(), params.mining,
                               params.teacher.max_regions) for b in range(len(images))]
     crops = [region_crops(x[b], torch.from_numpy(m.pseudo_mask), m.region_count, crop_size)
@@ -62,7 +65,7 @@ def _teach_batch(clip: FrozenCLIP, images: torch.Tensor, labels: torch.Tensor, p
             slots[: m.region_count] = local[start:start + m.region_count].cpu().numpy()
         start += m.region_count
         records.append(TeacherRecord(
-            global_cls=out.global_cls[b].cpu().numpy().astype(np.float16),
+            global_cls=global_cls[b].cpu().numpy().astype(np.float16),
             dense_tokens=out.dense_tokens[b].cpu().numpy().astype(np.float16),
             pseudo_mask=m.pseudo_mask, region_class=m.region_class, local_cls=slots,
             region_count=m.region_count))
@@ -76,8 +79,7 @@ def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR
     rank/world_size shard the images (torchrun); limit computes only the first N missing (benchmarks).
     """
     d, t = params.data, params.teacher
-    dataset = build_dataset(d.dataset, d.root, split, seen_only=True,
-                            context_unseen_split=d.context_unseen_split)
+    dataset = dataset_from_params(params, split, seen_only=True)
     path, fingerprint = locate_store(params, split, cache_dir)
     device = resolve_device(t.device)
     clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device=device,
@@ -85,9 +87,11 @@ def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR
     crop_size = t.crop_size or clip.native_size
     shape = CacheShape(num_images=len(dataset), embed_dim=clip.embed_dim, grid=tuple(clip.grid),
                        mask_size=d.image_size, max_regions=t.max_regions,
-                       num_classes=dataset.spec.num_classes)
+                       num_classes=dataset.spec.num_classes,
+                       num_views=len(view_windows(d.image_size, t.view_crops)))
     manifest = {"fingerprint": fingerprint, "inputs": teacher_inputs(params, split, list(dataset.ids)),
                 "dataset": d.dataset, "split": split, "ids": list(dataset.ids),
+                "views": [list(v) for v in view_windows(d.image_size, t.view_crops)],
                 "class_names": list(dataset.spec.class_names), "config": to_dict(params),
                 "c2s_version": __version__}
     writer = _open_writer(path, shape, manifest, t.store_format, rank, barrier)

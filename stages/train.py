@@ -10,7 +10,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import Params, to_dict
-from c2s_pipeline.data.registry import build_dataset
+from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.student.data import DistillDataset, make_loader
 from c2s_pipeline.student.loop import train
 from c2s_pipeline.student.model import Student
@@ -42,8 +42,7 @@ def run(params: Params, run_dir: str | Path, *, cache: str | Path | None = None,
         fingerprint = None
     reader = CacheReader(cache, expect_fingerprint=fingerprint, seen_only=True)
     # The single gate: training reads labels through seen_only=True only.
-    dataset = build_dataset(d.dataset, d.root, d.train_split, seen_only=True,
-                            context_unseen_split=d.context_unseen_split)
+    dataset = dataset_from_params(params, d.train_split, seen_only=True)
     distill = DistillDataset(reader, dataset, d.image_size, tc, seed=tc.seed)
     student = Student(params.student.arch, params.student.encoder, params.student.encoder_weights,
                       embed_dim=reader.shape.embed_dim)

@@ -64,5 +64,5 @@ def make_cocostuff(root: Path, images: list[list[int]], split: str = "val2017") 
     return root
 
 
-def make_world_meta(root: Path, class_names: list[str], unseen: list[int]) -> None:
-    (root / "world.json").write_text(json.dumps({"class_names": class_names, "unseen": unseen}))
+def make_world_meta(root: Path, class_names: list[str]) -> None:
+    (root / "world.json").write_text(json.dumps({"class_names": class_names}))

@@ -16,7 +16,7 @@ from c2s_pipeline.cache.schema import CacheShape, TeacherRecord
 from c2s_pipeline.cache.store import CacheError, CacheReader, CacheWriter, UnseenAccessError
 from c2s_pipeline.config import MiningConfig
 
-SHAPE = CacheShape(num_images=4, embed_dim=8, grid=(4, 4), mask_size=16, max_regions=5, num_classes=6)
+SHAPE = CacheShape(num_images=4, embed_dim=8, grid=(4, 4), mask_size=16, max_regions=5, num_classes=6, num_views=2)
 SEEN = np.array([1, 1, 0, 1, 0, 1], bool)
 MANIFEST = {"fingerprint": "fp-a", "ids": ["a", "b", "c", "d"], "class_names": list("uvwxyz")}
 
@@ -25,7 +25,7 @@ def record(i: int) -> TeacherRecord:
     rng = np.random.default_rng(i)
     mask = rng.integers(0, 3, (16, 16)).astype(np.uint8)
     region_class = np.array([1, S.LATENT, 3, S.EMPTY_SLOT, S.EMPTY_SLOT], np.int16)
-    return TeacherRecord(rng.normal(size=8).astype(np.float16), rng.normal(size=(4, 4, 8)).astype(np.float16),
+    return TeacherRecord(rng.normal(size=(2, 8)).astype(np.float16), rng.normal(size=(4, 4, 8)).astype(np.float16),
                          mask, region_class, rng.normal(size=(5, 8)).astype(np.float16), 3)
 
 
@@ -100,7 +100,7 @@ def test_schema_mismatch_and_half_created_store(tmp_path, fmt, monkeypatch):
     import c2s_pipeline.cache.store as store
 
     monkeypatch.setattr(store, "SCHEMA_VERSION", S.SCHEMA_VERSION + 1)
-    with pytest.raises(CacheError, match="has schema 1, this c2s reads 2"):
+    with pytest.raises(CacheError, match=f"has schema {S.SCHEMA_VERSION}, this c2s reads {S.SCHEMA_VERSION + 1}"):
         store.CacheReader(path)
     monkeypatch.undo()
     half = tmp_path / ("half.h5" if fmt == "h5" else "half.zarr")
@@ -186,9 +186,10 @@ def test_list_and_verify(tmp_path):
 def test_fingerprint_tracks_teacher_settings_only():
     base = dict(dataset="world", split="train", ids=["a", "b"], clip_model="m", weights_digest="w", image_size=128,
                 dense_mode="maskclip", crop_size=0, templates="single", mining=MiningConfig(), max_regions=16,
-                unseen=[1])
+                unseen=[1], view_crops=(0.75,))
     fp = teacher_fingerprint(fingerprint_inputs(**base))
     assert fp == teacher_fingerprint(fingerprint_inputs(**base)) and len(fp) == 16
     changed = {**base, "mining": dataclasses.replace(MiningConfig(), merge_threshold=0.8)}
     assert teacher_fingerprint(fingerprint_inputs(**changed)) != fp
     assert teacher_fingerprint(fingerprint_inputs(**{**base, "ids": ["a", "c"]})) != fp
+    assert teacher_fingerprint(fingerprint_inputs(**{**base, "view_crops": (0.5,)})) != fp

@@ -7,7 +7,7 @@ from PIL import Image
 
 from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError
 from c2s_pipeline.data.registry import build_dataset, dataset_spec, describe_datasets
-from c2s_pipeline.data.transforms import random_scale_crop_flip, resize_pair
+from c2s_pipeline.data.transforms import resize_pair, view_crop_flip, view_windows
 from tests.layouts import make_cocostuff, make_context, make_voc, make_world_meta
 
 VOC_RAWS = {"train_aug": [[0, 1, 16, 255], [20, 3, 17, 0], [5, 5, 19, 2]], "val": [[1, 2, 3, 4], [16, 17, 18, 19]]}
@@ -70,20 +70,50 @@ def test_unseen_names_match_published_splits():
 
 def test_world_reads_voc_layout_with_its_own_spec(tmp_path):
     base = make_voc(tmp_path, {"train": [[1, 2, 3, 0]]})
-    make_world_meta(base, [f"class{i}" for i in range(4)], unseen=[2])
-    ds = build_dataset("world", base, "train", seen_only=True)
+    make_world_meta(base, [f"class{i}" for i in range(4)])
+    ds = build_dataset("world", base, "train", seen_only=True, world_unseen=("class2",))
     assert ds.spec.class_names[0] == "class0" and ds.spec.unseen == (2,)
     assert set(np.unique(ds[0].label)) == {0, 1, IGNORE_INDEX}
 
 
-def test_resize_and_random_crop_keep_image_and_label_aligned(voc_root):
+def test_world_split_is_a_parameter_validated_by_name(tmp_path):
+    base = make_voc(tmp_path, {"train": [[1, 2, 3, 0]]})
+    make_world_meta(base, [f"class{i}" for i in range(4)])
+    other = build_dataset("world", base, "train", seen_only=True, world_unseen=("class0", "class3"))
+    assert other.spec.unseen == (0, 3)
+    assert set(np.unique(other[0].label)) == {1, 2, IGNORE_INDEX}          # same image, other gate
+    with pytest.raises(DatasetError, match="unknown: class9"):
+        build_dataset("world", base, "train", world_unseen=("class9",))
+    with pytest.raises(DatasetError, match="no seen class"):
+        build_dataset("world", base, "train", world_unseen=tuple(f"class{i}" for i in range(4)))
+    with pytest.raises(DatasetError, match="at least one"):
+        build_dataset("world", base, "train", world_unseen=())
+
+
+def test_view_windows_are_the_whole_image_then_corner_crops():
+    assert view_windows(40, ()) == [(0, 0, 40)]
+    assert view_windows(40, (0.75,)) == [(0, 0, 40), (0, 0, 30), (0, 10, 30), (10, 0, 30), (10, 10, 30)]
+    with pytest.raises(ValueError, match="fractions"):
+        view_windows(40, (1.0,))
+
+
+def test_view_crop_shows_exactly_the_window(voc_root):
+    sample = build_dataset("voc", voc_root, "val")[1]
+    image, label = resize_pair(sample.image, sample.label, 40)
+    img, lab = view_crop_flip(image, label, window=(10, 0, 20), size=20, flip=False, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(img, image[10:30, 0:20])
+    np.testing.assert_array_equal(lab, label[10:30, 0:20])
+    with pytest.raises(ValueError, match="does not fit"):
+        view_crop_flip(image, label, window=(30, 0, 20), size=20, flip=False, rng=np.random.default_rng(0))
+
+
+def test_resize_and_view_crop_keep_image_and_label_aligned(voc_root):
     sample = build_dataset("voc", voc_root, "val")[1]
     image, label = resize_pair(sample.image, sample.label, 40)
     assert image.shape == (40, 40, 3) and label.shape == (40, 40)
     rng = np.random.default_rng(3)
-    for _ in range(10):
-        img, lab, lab2 = random_scale_crop_flip(image, label, label, size=32, scale_range=(0.5, 2.0),
-                                                flip=True, rng=rng)
+    for window in view_windows(40, (0.5, 0.75)):
+        img, lab, lab2 = view_crop_flip(image, label, label, window=window, size=32, flip=True, rng=rng)
         assert img.shape == (32, 32, 3) and lab.shape == (32, 32)
         np.testing.assert_array_equal(lab, lab2)
         # red channel encodes 12 * raw label = 12 * (mapped + 1); check 2 px away from region borders

@@ -12,7 +12,7 @@ from PIL import Image
 
 from c2s_pipeline.config import PretrainConfig, WorldConfig
 from c2s_pipeline.data.registry import build_dataset
-from c2s_pipeline.world.generator import CLASS_NAMES, COLOURS, SHAPES, UNSEEN, generate_world
+from c2s_pipeline.world.generator import CLASS_NAMES, COLOURS, SHAPES, generate_world
 from c2s_pipeline.world.pretrain import pretrain_teacher
 
 SMALL = WorldConfig(seed=3, n_train=8, n_val=4, n_caption=16, image_size=128)
@@ -23,17 +23,18 @@ def digest(root) -> str:
     return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
 
 
-def test_split_is_compositional_and_fixed():
-    assert len(CLASS_NAMES) == 20 and len(UNSEEN) == 5
-    seen = [CLASS_NAMES[i] for i in range(20) if i not in UNSEEN]
-    for i in UNSEEN:
-        colour, shape = CLASS_NAMES[i].split()
+def test_default_split_is_compositional():
+    unseen = WorldConfig().unseen
+    assert len(CLASS_NAMES) == 20 and len(unseen) == 5 and set(unseen) <= set(CLASS_NAMES)
+    seen = [n for n in CLASS_NAMES if n not in unseen]
+    for name in unseen:
+        colour, shape = name.split()
         assert any(n.startswith(colour + " ") for n in seen) and any(n.endswith(" " + shape) for n in seen)
 
 
 def test_layout_and_labels_match_pixels(tiny_world):
     meta = json.loads((tiny_world / "world.json").read_text())
-    assert meta["class_names"] == list(CLASS_NAMES) and meta["unseen"] == list(UNSEEN)
+    assert meta["class_names"] == list(CLASS_NAMES) and "unseen" not in meta   # the split is a parameter
     ds = build_dataset("world", tiny_world, "train")
     assert len(ds) == 8 and len(build_dataset("world", tiny_world, "val")) == 4
     colours = np.array(list(COLOURS.values()), float)
@@ -61,7 +62,8 @@ def test_captions_name_every_drawn_object(tiny_world):
     for row in rows:
         assert all(CLASS_NAMES[c] in row["caption"] for c in row["classes"])
         assert Image.open(tiny_world / row["image"]).size == (128, 128)
-    assert any(c in UNSEEN for row in rows for c in row["classes"])      # the teacher sees unseen names
+    unseen = {CLASS_NAMES.index(n) for n in WorldConfig().unseen}
+    assert any(c in unseen for row in rows for c in row["classes"])      # the teacher sees unseen names
 
 
 def test_same_seed_same_world_other_seed_other_world(tmp_path):

@@ -41,7 +41,7 @@ def weights_digest(model_name: str, pretrained: str | None) -> str:
 
 def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], clip_model: str, weights_digest: str,
                        image_size: int, dense_mode: str, crop_size: int, templates: str, mining,
-                       max_regions: int, unseen: list[int]) -> dict:
+                       max_regions: int, unseen: list[int], view_crops: tuple[float, ...]) -> dict:
     """Everything the teacher's outputs depend on, as a JSON-able dict."""
     mining_dict = dataclasses.asdict(mining) if dataclasses.is_dataclass(mining) else dict(mining)
     return {
@@ -51,4 +51,5 @@ def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], clip_model: 
         "clip_model": clip_model, "weights": weights_digest, "image_size": image_size,
         "dense_mode": dense_mode, "crop_size": crop_size, "templates": templates,
         "mining": json.loads(json.dumps(mining_dict)), "max_regions": max_regions,
+        "view_crops": [float(f) for f in view_crops],
     }

@@ -44,7 +44,7 @@ def verify_store(path) -> dict:
         done += 1
         rec = reader.read(i, dense=True)
         checks = {
-            "global_cls shape": rec.global_cls.shape == (s.embed_dim,),
+            "global_cls shape": rec.global_cls.shape == (s.num_views, s.embed_dim),
             "dense_tokens shape": rec.dense_tokens.shape == (*s.grid, s.embed_dim),
             "pseudo_mask shape": rec.pseudo_mask.shape == (s.mask_size, s.mask_size),
             "region_count <= max_regions": 0 <= rec.region_count <= s.max_regions,

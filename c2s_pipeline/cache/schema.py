@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-# Per-image arrays (first axis = image index). Shapes use N images, D embedding width,
+# Per-image arrays (first axis = image index). Shapes use N images, V views, D embedding width,
 # h x w teacher token grid, S x S pseudo-mask side, R region slots.
-GLOBAL_CLS = "global_cls"        # (N, D) float16   C_g, L2-normalised
+GLOBAL_CLS = "global_cls"        # (N, V, D) float16   C_g of each stored view, L2-normalised
 DENSE_TOKENS = "dense_tokens"    # (N, h, w, D) float16   C_d, L2-normalised per token
 PSEUDO_MASK = "pseudo_mask"      # (N, S, S) uint8   region slot id per pixel, NO_REGION elsewhere
 REGION_CLASS = "region_class"    # (N, R) int16   class id of each slot; LATENT or EMPTY_SLOT
@@ -45,13 +45,14 @@ class CacheShape:
     mask_size: int          # S, side of the stored pseudo mask
     max_regions: int        # R
     num_classes: int        # C
+    num_views: int = 1      # V, the whole image + corner crops (data.transforms.view_windows)
 
     def arrays(self) -> dict[str, tuple[tuple[int, ...], np.dtype, object]]:
         """name -> (shape, dtype, fill value) of every array in the store."""
-        n, d, (h, w), s, r, c = (self.num_images, self.embed_dim, self.grid, self.mask_size,
-                                 self.max_regions, self.num_classes)
+        n, d, (h, w), s, r, c, v = (self.num_images, self.embed_dim, self.grid, self.mask_size,
+                                    self.max_regions, self.num_classes, self.num_views)
         return {
-            GLOBAL_CLS: ((n, d), np.dtype("float16"), 0),
+            GLOBAL_CLS: ((n, v, d), np.dtype("float16"), 0),
             DENSE_TOKENS: ((n, h, w, d), np.dtype("float16"), 0),
             PSEUDO_MASK: ((n, s, s), np.dtype("uint8"), NO_REGION),
             REGION_CLASS: ((n, r), np.dtype("int16"), EMPTY_SLOT),
@@ -67,7 +68,7 @@ class CacheShape:
 class TeacherRecord:
     """Everything precompute stores for one image (numpy, storage dtypes)."""
 
-    global_cls: np.ndarray    # (D,)
+    global_cls: np.ndarray    # (V, D)
     dense_tokens: np.ndarray  # (h, w, D)
     pseudo_mask: np.ndarray   # (S, S) uint8 region slot ids, NO_REGION elsewhere
     region_class: np.ndarray  # (R,) int16

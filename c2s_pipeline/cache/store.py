@@ -32,7 +32,7 @@ def store_path(cache_dir, dataset: str, split: str, fingerprint: str, fmt: str =
 def _shape_of(manifest: dict) -> CacheShape:
     s = manifest["shape"]
     return CacheShape(s["num_images"], s["embed_dim"], tuple(s["grid"]), s["mask_size"],
-                      s["max_regions"], s["num_classes"])
+                      s["max_regions"], s["num_classes"], s["num_views"])
 
 
 class CacheWriter:
@@ -55,7 +55,8 @@ class CacheWriter:
         manifest = {**manifest, "schema_version": SCHEMA_VERSION, "format": fmt, "status": "incomplete",
                     "shape": {"num_images": shape.num_images, "embed_dim": shape.embed_dim,
                               "grid": list(shape.grid), "mask_size": shape.mask_size,
-                              "max_regions": shape.max_regions, "num_classes": shape.num_classes},
+                              "max_regions": shape.max_regions, "num_classes": shape.num_classes,
+                              "num_views": shape.num_views},
                     "created": manifest.get("created", time.strftime("%Y-%m-%dT%H:%M:%S"))}
         if backend_cls.exists(path):
             _check_existing(backend_cls.open(path, writable=False), path, manifest)
@@ -182,6 +183,10 @@ class CacheReader:
             dense_tokens=read_row(b.array(S.DENSE_TOKENS), i) if dense else None,
             pseudo_mask=read_row(b.array(S.PSEUDO_MASK), i), region_class=read_row(b.array(S.REGION_CLASS), i),
             local_cls=read_row(b.array(S.LOCAL_CLS), i), region_count=int(read_row(b.array(S.REGION_COUNT), i)))
+
+    def views(self) -> list[tuple[int, int, int]]:
+        """The (top, left, side) windows of the stored global CLS views, in pseudo-mask pixels."""
+        return [tuple(v) for v in self.manifest["views"]]
 
     def dense_tokens(self, i: int) -> np.ndarray:
         """(h, w, D) float16 teacher tokens of image i (the CLIP dense baseline)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from c2s_pipeline.config import Params
 from c2s_pipeline.data.base import DatasetError, DatasetSpec
 from c2s_pipeline.data.cocostuff import COCOSTUFF_SPEC, CocoStuffDataset
 from c2s_pipeline.data.context import ContextDataset, context_spec
@@ -26,7 +27,8 @@ def dataset_class(name: str) -> type[SegmentationDataset]:
 
 
 def build_dataset(name: str, root: str | Path, split: str, *, seen_only: bool = False,
-                  context_unseen_split: str = "A") -> SegmentationDataset:
+                  context_unseen_split: str = "A", world_unseen: tuple[str, ...] | None = None
+                  ) -> SegmentationDataset:
     """A reader over `root` in the dataset's standard layout.
 
     Args:
@@ -35,11 +37,21 @@ def build_dataset(name: str, root: str | Path, split: str, *, seen_only: bool = 
         split: split name, e.g. "train_aug" | "val" for VOC, "train" | "val" for the others.
         seen_only: relabel unseen pixels to ignore: True for every training use (the inductive gate).
         context_unseen_split: "A" | "B", used by "context" only.
+        world_unseen: unseen class names, used by "world" only (None = its default split).
     """
     cls = dataset_class(name)
     if cls is ContextDataset:
         return cls(root, split, seen_only=seen_only, unseen_split=context_unseen_split)
+    if cls is WorldDataset and world_unseen is not None:
+        return cls(root, split, seen_only=seen_only, unseen=world_unseen)
     return cls(root, split, seen_only=seen_only)
+
+
+def dataset_from_params(params: Params, split: str, *, seen_only: bool = False) -> SegmentationDataset:
+    """The dataset `params` describe (data section, Context split, world split), for one split."""
+    d = params.data
+    return build_dataset(d.dataset, d.root, split, seen_only=seen_only,
+                         context_unseen_split=d.context_unseen_split, world_unseen=params.world.unseen)
 
 
 def dataset_spec(name: str, root: str | Path | None = None, context_unseen_split: str = "A") -> DatasetSpec:

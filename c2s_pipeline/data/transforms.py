@@ -53,51 +53,44 @@ def resize_pair(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.nda
     return _resize_image(image, size, size), _resize_mask(label, size, size)
 
 
-def _pad_to(image: np.ndarray, masks: list[np.ndarray], size: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Pad bottom/right to at least size x size: image with 0, masks with IGNORE_INDEX."""
-    pad_h, pad_w = max(0, size - image.shape[0]), max(0, size - image.shape[1])
-    if pad_h == 0 and pad_w == 0:
-        return image, masks
-    image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)))
-    masks = [np.pad(m, ((0, pad_h), (0, pad_w)), constant_values=IGNORE_INDEX) for m in masks]
-    return image, masks
+def view_windows(size: int, crop_fractions: tuple[float, ...]) -> list[tuple[int, int, int]]:
+    """The fixed views whose teacher outputs are stored, as (top, left, side) pixel windows of the S x S image.
+
+    View 0 is the whole image; each fraction f < 1 adds the four corner crops of side round(f * size).
+    Teacher and student cut the same windows, so the global CLS belongs to exactly the pixels shown.
+    """
+    views = [(0, 0, size)]
+    for f in crop_fractions:
+        if not 0 < f < 1:
+            raise ValueError(f"view crop fractions must lie in (0, 1), got {f}")
+        side = max(1, round(f * size))
+        far = size - side
+        views += [(0, 0, side), (0, far, side), (far, 0, side), (far, far, side)]
+    return views
 
 
-def random_scale_crop_flip(image: np.ndarray, *masks: np.ndarray, size: int,
-                           scale_range: tuple[float, float], flip: bool,
-                           rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """One random geometry applied to an image and any number of masks.
-
-    Steps: rescale so the long side is `size * s`, s ~ U(scale_range) (for the usual size x size
-    input: a (size*s) x (size*s) image); pad to size x size if smaller (image 0, masks IGNORE_INDEX,
-    so padding never enters a loss); random size x size crop; horizontal flip with probability 0.5
-    when `flip`.
+def view_crop_flip(image: np.ndarray, *masks: np.ndarray, window: tuple[int, int, int], size: int, flip: bool,
+                   rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Cut one stored view out of an image and its masks, resize to size x size, maybe flip horizontally.
 
     Args:
         image: (H, W, 3) uint8 RGB (bilinear).
         *masks: (H, W) integer masks (nearest), e.g. label and pseudo mask.
+        window: (top, left, side) in pixels of the image, from `view_windows`.
         size: output side.
-        scale_range: (low, high) scale factors, 0 < low <= high.
-        flip: allow the random horizontal flip.
-        rng: the only source of randomness (a seeded Generator makes the geometry reproducible).
+        flip: allow the random horizontal flip (CLIP's global CLS is taken as flip-invariant).
+        rng: the only source of randomness.
 
     Returns:
         (image (size, size, 3) uint8, *masks (size, size) of their dtypes), new writable arrays.
     """
     _check_inputs(image, masks)
-    low, high = scale_range
-    if not 0 < low <= high:
-        raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
-    h, w = image.shape[:2]
-    factor = rng.uniform(low, high) * size / max(h, w)
-    new_h, new_w = max(1, round(h * factor)), max(1, round(w * factor))
-    image = _resize_image(image, new_h, new_w)
-    resized = [_resize_mask(m, new_h, new_w) for m in masks]
-    image, resized = _pad_to(image, resized, size)
-    y = int(rng.integers(0, image.shape[0] - size + 1))
-    x = int(rng.integers(0, image.shape[1] - size + 1))
-    window = (slice(y, y + size), slice(x, x + size))
-    image, resized = image[window], [m[window] for m in resized]
+    top, left, side = window
+    if top < 0 or left < 0 or top + side > image.shape[0] or left + side > image.shape[1]:
+        raise ValueError(f"view window {window} does not fit an image of size {image.shape[:2]}")
+    cut = (slice(top, top + side), slice(left, left + side))
+    image = _resize_image(np.ascontiguousarray(image[cut]), size, size)
+    masks = [_resize_mask(np.ascontiguousarray(m[cut]), size, size) for m in masks]
     if flip and rng.random() < 0.5:
-        image, resized = image[:, ::-1], [m[:, ::-1] for m in resized]
-    return (image.copy(), *(m.copy() for m in resized))
+        image, masks = image[:, ::-1], [m[:, ::-1] for m in masks]
+    return (image.copy(), *(m.copy() for m in masks))

@@ -49,6 +49,17 @@ def predict_logits(logits_fn: LogitsFn, image: torch.Tensor, *, mode: str = "who
     return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
 
 
+CLIP_LOGIT_SCALE = 100.0   # CLIP's own temperature, so calibration acts on real class probabilities
+
+
+def dense_text_logits(tokens: torch.Tensor, text: torch.Tensor, size: tuple[int, int],
+                      scale: float = CLIP_LOGIT_SCALE) -> torch.Tensor:
+    """CLIP's dense zero-shot map: tokens (h, w, D) vs text (C, D) -> (1, C, H, W) scaled cosine, upsampled."""
+    logits = scale * torch.einsum("hwd,cd->chw", F.normalize(tokens.float(), dim=-1),
+                                  F.normalize(text.float(), dim=-1))[None]
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
 def apply_seen_bias(logits: torch.Tensor, seen_mask: torch.Tensor, bias: float, dim: int = 1) -> torch.Tensor:
     """Class probabilities (softmax over `dim`) with `bias` subtracted from seen classes (ZegCLIP)."""
     probs = logits.softmax(dim)

@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from c2s_pipeline.config import TrainConfig
 from c2s_pipeline.data.base import IGNORE_INDEX
-from c2s_pipeline.data.transforms import random_scale_crop_flip, resize_pair
+from c2s_pipeline.data.transforms import resize_pair, view_crop_flip
 
 # CLIP's normalisation (open_clip.constants.OPENAI_DATASET_MEAN/STD), copied so training never imports open_clip.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -34,6 +34,7 @@ class DistillDataset(Dataset):
                              "re-run `c2s precompute` for this dataset and split")
         self.reader, self.dataset, self.size, self.cfg, self.seed = reader, dataset, image_size, cfg, seed
         self.epoch = 0
+        self.views = reader.views()                                           # (top, left, side) windows
         seen_ids = reader.class_ids()
         lut = np.full(256, IGNORE_INDEX, dtype=np.int64)
         lut[seen_ids] = np.arange(len(seen_ids))
@@ -48,8 +49,9 @@ class DistillDataset(Dataset):
         rec = self.reader.read(i)
         image, label = resize_pair(sample.image, sample.label, self.size)
         rng = np.random.default_rng([self.seed, step, i])
-        image, label, pseudo = random_scale_crop_flip(image, label, rec.pseudo_mask, size=self.size,
-                                                      scale_range=self.cfg.scale_range, flip=self.cfg.flip, rng=rng)
+        view = int(rng.integers(len(self.views)))   # only views whose teacher CLS is stored (DESIGN: views)
+        image, label, pseudo = view_crop_flip(image, label, rec.pseudo_mask, window=self.views[view],
+                                              size=self.size, flip=self.cfg.flip, rng=rng)
         region_class = rec.region_class.astype(np.int64)
         seen_slot = region_class >= 0
         region_class[seen_slot] = self.seen_index[region_class[seen_slot]]
@@ -61,7 +63,7 @@ class DistillDataset(Dataset):
             "pseudo_mask": torch.from_numpy(pseudo.astype(np.int64)),          # (S, S) slot ids / 255
             "region_class": torch.from_numpy(region_class),                    # (R,)
             "local_cls": torch.from_numpy(rec.local_cls.astype(np.float32)),   # (R, D)
-            "global_cls": torch.from_numpy(rec.global_cls.astype(np.float32)), # (D,)
+            "global_cls": torch.from_numpy(rec.global_cls[view].astype(np.float32)),  # (D,)
             "index": torch.tensor(i),
         }
 

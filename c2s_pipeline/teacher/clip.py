@@ -121,8 +121,9 @@ class FrozenCLIP:
     @torch.no_grad()
     def encode_crops(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, s, s) normalised -> (B, D) L2-normalised, through the standard forward at native size."""
-        if x.shape[-1] != self.native_size:
-            x = F.interpolate(x, size=(self.native_size,) * 2, mode="bilinear", align_corners=False)
+        if x.shape[-1] != self.native_size:  # antialiased like preprocess: a downsized crop must not alias
+            x = F.interpolate(x, size=(self.native_size,) * 2, mode="bilinear", align_corners=False,
+                              antialias=True)
         with self._autocast():
             return F.normalize(self.model.encode_image(x).float(), dim=-1)
 

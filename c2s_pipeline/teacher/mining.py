@@ -151,7 +151,7 @@ def region_crops(image: torch.Tensor, pseudo_mask: torch.Tensor, region_count: i
         left = min(max(cx - side // 2, 0), side_max - side)
         patch = (image * inside.to(image.dtype))[:, top:top + side, left:left + side]
         crops.append(F.interpolate(patch[None], size=(crop_size, crop_size), mode="bilinear",
-                                   align_corners=False)[0])
+                                   align_corners=False, antialias=True)[0])
     if not crops:
         return image.new_zeros((0, image.shape[0], crop_size, crop_size))
     return torch.stack(crops)

@@ -51,6 +51,29 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.rot90(x, int(torch.randint(0, 4, (), generator=gen)), dims=(-2, -1))
 
 
+def distinct_caption_batches(captions: list[str], batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """One epoch of index batches in which no caption repeats.
+
+    ClipLoss takes every other caption of a batch as a negative: an identical caption would be a false
+    negative (a world has few distinct captions, web data almost none). Items that do not fit a batch
+    of distinct captions wait for the next batch; leftovers at the end of the epoch are dropped.
+    """
+    batches, current, names, waiting = [], [], set(), []
+    for i in torch.randperm(len(captions), generator=gen).tolist():
+        for j in [*waiting, i]:
+            if captions[j] not in names and len(current) < batch_size:
+                current.append(j)
+                names.add(captions[j])
+                if j in waiting:
+                    waiting.remove(j)
+            elif j == i:
+                waiting.append(i)
+            if len(current) == batch_size:
+                batches.append(torch.tensor(current))
+                current, names = [], set()
+    return batches
+
+
 def _lr(step: int, total: int, cfg: PretrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -100,27 +123,26 @@ def pretrain_teacher(world_dir: str | Path, out_path: str | Path, cfg: PretrainC
     tokens = tokenizer(captions)
     loss_fn = open_clip.ClipLoss()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(captions) // cfg.batch_size
-    total = steps_per_epoch * cfg.epochs
     gen = torch.Generator().manual_seed(cfg.seed)
+    batches = [b for _ in range(cfg.epochs) for b in distinct_caption_batches(captions, cfg.batch_size, gen)]
+    total = len(batches)
     probe = torch.arange(min(256, len(captions)))
     loss_before = contrastive_loss(model, loss_fn, images[probe].to(device), tokens[probe].to(device))
     start, step = time.perf_counter(), 0
     bar = tqdm(total=total, desc="pretrain teacher", unit="step")
-    for _ in range(cfg.epochs):
-        for idx in torch.randperm(len(captions), generator=gen)[: steps_per_epoch * cfg.batch_size].view(-1, cfg.batch_size):
-            for group in opt.param_groups:
-                group["lr"] = _lr(step, total, cfg)
-            out = model(_normalise(_augment(images[idx], gen).to(device)), tokens[idx].to(device))
-            loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+    for idx in batches:
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, total, cfg)
+        out = model(_normalise(_augment(images[idx], gen).to(device)), tokens[idx].to(device))
+        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     metrics = {"loss_before": loss_before,
                "loss_after": contrastive_loss(model, loss_fn, images[probe].to(device), tokens[probe].to(device)),
