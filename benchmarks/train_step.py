@@ -31,7 +31,7 @@ def teacher_batch(clip, images, labels, args, params):
     region_class[region_class >= 0] = region_class[region_class >= 0] % 15            # into seen-index space
     return {"image": clip.preprocess(images, args.size), "pseudo_mask": stack("pseudo_mask").long(),
             "region_class": region_class, "local_cls": stack("local_cls").float(),
-            "global_cls": stack("global_cls").float(), "label": labels.long()}
+            "global_cls": stack("global_cls")[:, 0].float(), "label": labels.long()}  # whole-image view
 
 
 def main() -> None:

@@ -40,11 +40,14 @@ def test_store_contents(tiny_params, tmp_path):
     reader = CacheReader(path, seen_only=False)
     s = reader.shape
     assert (s.num_images, s.embed_dim, s.grid, s.mask_size) == (8, 32, (8, 8), 128)
-    spec_unseen = set(json.loads((Path(tiny_params.data.root) / "world.json").read_text())["unseen"])
+    names = json.loads((Path(tiny_params.data.root) / "world.json").read_text())["class_names"]
+    spec_unseen = {names.index(n) for n in tiny_params.world.unseen}
+    assert reader.views() == [(0, 0, 128), (0, 0, 96), (0, 32, 96), (32, 0, 96), (32, 32, 96)]
     for i in range(len(reader)):
         rec = reader.read(i, dense=True)
         assert rec.global_cls.dtype == rec.dense_tokens.dtype == rec.local_cls.dtype == np.float16
         assert rec.dense_tokens.shape == (8, 8, 32) and rec.pseudo_mask.shape == (128, 128)
+        assert rec.global_cls.shape == (5, 32)
         n = rec.region_count
         assert 1 <= n <= 8 and set(np.unique(rec.pseudo_mask)) <= set(range(n)) | {NO_REGION}
         seen_slots = rec.region_class[:n][rec.region_class[:n] >= 0]
@@ -52,6 +55,24 @@ def test_store_contents(tiny_params, tmp_path):
         assert (rec.region_class[:n] >= LATENT).all()
         np.testing.assert_allclose(np.linalg.norm(rec.local_cls[:n].astype(np.float32), axis=1), 1, atol=2e-3)
     assert reader.text_embeddings().shape == (20, 32)
+
+
+def test_each_stored_view_is_the_clip_embedding_of_exactly_that_window(tiny_params, tmp_path):
+    from c2s_pipeline.data.registry import dataset_from_params
+    from c2s_pipeline.data.transforms import resize_pair
+    from c2s_pipeline.teacher.clip import load_clip
+
+    path = precompute.run(tiny_params, split="val", cache_dir=tmp_path)
+    reader = CacheReader(path, seen_only=False)
+    t, size = tiny_params.teacher, tiny_params.data.image_size
+    clip = load_clip(t.clip_model, t.pretrained, image_size=size, dense_mode=t.dense_mode)
+    image = resize_pair(dataset_from_params(tiny_params, "val")[1].image, np.zeros((128, 128), np.uint8), size)[0]
+    stored = reader.read(1).global_cls.astype(np.float32)                          # (V, D)
+    for v, (top, left, side) in enumerate(reader.views()):
+        window = np.ascontiguousarray(image[top:top + side, left:left + side])
+        expected = clip.encode_crops(clip.preprocess(window[None], side))[0].numpy()
+        np.testing.assert_allclose(stored[v], expected, atol=2e-3, err_msg=f"view {v}")
+    assert np.abs(stored[0] - stored[1]).max() > 1e-2                                # views differ
     assert reader.manifest["inputs"]["clip_model"] == "c2s-tiny-vit"
 
 

@@ -156,3 +156,28 @@ def test_a_few_hundred_steps_reduce_every_loss_term(cached, tmp_path):
         first = np.mean([r[key] for r in rows[:30]])
         last = np.mean([r[key] for r in rows[-30:]])
         assert last < first, f"{key}: {first:.3f} -> {last:.3f}"
+
+
+def test_a_training_item_is_one_stored_view_with_that_views_global_cls(cached):
+    from c2s_pipeline.cache.store import CacheReader
+    from c2s_pipeline.data.registry import dataset_from_params
+    from c2s_pipeline.data.transforms import resize_pair, view_crop_flip
+    from c2s_pipeline.student.data import image_to_tensor
+    from stages.common import locate_store
+
+    params, cache_dir = cached
+    reader = CacheReader(locate_store(params, "train", cache_dir)[0], seen_only=True)
+    dataset = dataset_from_params(params, "train", seen_only=True)
+    distill = DistillDataset(reader, dataset, 128, dataclasses.replace(params.train, flip=False))
+    image = resize_pair(dataset[0].image, dataset[0].label, 128)[0]
+    views = [image_to_tensor(view_crop_flip(image, window=w, size=128, flip=False, rng=None)[0])
+             for w in reader.views()]
+    stored = reader.read(0).global_cls.astype(np.float32)                     # (V, D)
+    shown = set()
+    for step in range(16):
+        item = distill[(0, step)]
+        match = [v for v, x in enumerate(views) if torch.equal(x, item["image"])]
+        assert len(match) == 1, "the student was shown pixels of no stored view"
+        np.testing.assert_array_equal(item["global_cls"].numpy(), stored[match[0]])
+        shown.add(match[0])
+    assert len(shown) > 2                                                     # augmentation picks among them

@@ -117,6 +117,21 @@ def _objects(rng: np.random.Generator, max_objects: int) -> list[int]:
     return [int(c) for c in rng.choice(len(CLASS_NAMES), size=n, replace=False)]
 
 
+# Half the caption photos show one large object ("a photo of a red circle", like a web photo of a thing),
+# half a scene of 1-3 objects at the segmentation images' scale.
+SINGLE_OBJECT_SHARE = 0.5
+SINGLE_OBJECT_RADIUS = (0.25, 0.45)
+
+
+def caption_photo(rng: np.random.Generator, size: int) -> tuple[list[int], np.ndarray]:
+    """The classes and the (S, S, 3) uint8 image of one caption photo."""
+    if rng.random() < SINGLE_OBJECT_SHARE:
+        classes = _objects(rng, 1)
+        return classes, render(rng, size, classes, radius=SINGLE_OBJECT_RADIUS)[0]
+    classes = _objects(rng, 3)
+    return classes, render(rng, size, classes)[0]
+
+
 def caption_for(classes: list[int]) -> str:
     names = [CLASS_NAMES[c] for c in classes]
     return "a photo of a " + (names[0] if len(names) == 1 else ", a ".join(names[:-1]) + " and a " + names[-1]) + "."
@@ -148,8 +163,7 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig) -> dict:
     _write_split(root, "val", cfg.n_val, rng, cfg.image_size, stats)
     with (root / CAPTIONS_FILE).open("w") as f:
         for k in tqdm(range(cfg.n_caption), desc="world captions", unit="img", leave=False):
-            classes = _objects(rng, 3)
-            image, _ = render(rng, cfg.image_size, classes)
+            classes, image = caption_photo(rng, cfg.image_size)
             rel = f"{CAPTION_DIR}/cap_{k:05d}.jpg"
             Image.fromarray(image).save(root / rel, quality=95)
             f.write(json.dumps({"image": rel, "caption": caption_for(classes), "classes": classes}) + "\n")

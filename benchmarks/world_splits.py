@@ -1,0 +1,99 @@
+"""C2S vs seen-only on several world seeds x unseen splits, and the ablation of the C2S terms.
+
+    python -m benchmarks.world_splits --seeds 0 1 2 --out metrics/world_splits.md          # ~1 h on 2 cores
+    python -m benchmarks.world_splits --seeds 0 --splits default --ablation --out metrics/ablation.md
+
+Every arm runs the pipeline's own stages with params.yaml; one world and one teacher per seed (the
+teacher never depends on the split), one teacher store per (seed, split). Prints and writes a markdown
+table of sIoU / uIoU / hIoU per arm: mean and standard deviation over all (seed, split) pairs.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+from c2s_pipeline.config import Params, load_params, override
+from stages import evaluate, precompute, train, world
+
+SPLITS = {
+    "default": None,   # world.unseen of params.yaml
+    # one per shape again, other colours, so every unseen colour and shape still occurs among seen classes
+    "other": ("green circle", "blue square", "yellow triangle", "red star", "green cross"),
+}
+ARMS = {"seen-only": {"use_global": False, "use_local": False, "use_latent": False},
+        "c2s": {"use_global": True, "use_local": True, "use_latent": True}}
+ABLATION = {"seen-only": {"use_global": False, "use_local": False, "use_latent": False},
+            "+ global": {"use_global": True, "use_local": False, "use_latent": False},
+            "+ local": {"use_global": False, "use_local": True, "use_latent": False},
+            "+ latent": {"use_global": False, "use_local": False, "use_latent": True},
+            "all (C2S)": {"use_global": True, "use_local": True, "use_latent": True}}
+COLUMNS = ("sIoU", "uIoU", "hIoU")
+
+
+def run_pair(params: Params, work: Path, arms: dict[str, dict]) -> dict[str, dict]:
+    """Precompute train/val for params, train and evaluate every arm; {arm: metrics}."""
+    cache = work / "data_cache"
+    for split in (params.data.train_split, params.data.val_split):
+        precompute.run(params, split=split, cache_dir=cache)
+    results = {}
+    for name, switches in arms.items():
+        slug = name.replace(" ", "").replace("+", "plus_").replace("(", "").replace(")", "")
+        p = dataclasses.replace(params, loss=dataclasses.replace(params.loss, **switches))
+        run_dir = train.run(p, work / "runs" / slug, cache_dir=cache)
+        out = evaluate.run(p, run_dir, work / "metrics" / f"{slug}.json")
+        results[name] = json.loads(Path(out).read_text())
+    return results
+
+
+def table(rows: dict[str, list[dict]]) -> str:
+    head = "| arm | runs | " + " | ".join(COLUMNS) + " |\n|---|---:|" + "---:|" * len(COLUMNS)
+    lines = []
+    for arm, runs in rows.items():
+        cells = []
+        for c in COLUMNS:
+            values = [r[c] for r in runs]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.mean(values):.2f} ± {spread:.2f}")
+        lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join([head, *lines])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
+    ap.add_argument("--ablation", action="store_true", help="all five arms of the ablation, not just two")
+    ap.add_argument("--work", default="benchmarks/_world_splits", help="worlds, teachers, stores and runs")
+    ap.add_argument("--out", default="metrics/world_splits.md")
+    args = ap.parse_args()
+    base = load_params(args.params)
+    arms = ABLATION if args.ablation else ARMS
+    rows: dict[str, list[dict]] = {name: [] for name in arms}
+    for seed in args.seeds:
+        seed_dir = Path(args.work) / f"seed{seed}"
+        params = override(base, world={"seed": seed}, data={"root": str(seed_dir / "world")},
+                          teacher={"pretrained": str(seed_dir / "teacher" / "clip.pt")})
+        if not (seed_dir / "world" / "world.json").is_file():
+            world.run_generate(params, seed_dir / "world")
+        if not (seed_dir / "teacher" / "clip.pt").is_file():
+            world.run_pretrain(params, seed_dir / "world", seed_dir / "teacher" / "clip.pt")
+        for split in args.splits:
+            p = params if SPLITS[split] is None else override(params, world={"unseen": list(SPLITS[split])})
+            results = run_pair(p, seed_dir / split, arms)
+            for name, metrics in results.items():
+                rows[name].append(metrics)
+                print(f"seed {seed} split {split} {name}: " + ", ".join(f"{c} {metrics[c]:.2f}" for c in COLUMNS),
+                      flush=True)
+    text = (f"seeds {args.seeds} x splits {args.splits}; mean ± standard deviation over the runs\n\n"
+            + table(rows) + "\n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
