@@ -68,7 +68,7 @@ def test_pipeline_end_to_end(project):
     (["precompute", "--root", "nowhere"], "nowhere/world.json not found; generate the world"),
     (["precompute", "--dataset", "voc", "--root", "nowhere"], "dataset root folder nowhere not found"),
     (["train", "--run", "models/x", "--arch", "segformer", "--cache", "missing.zarr"], "missing.zarr not found"),
-    (["evaluate", "--run", "models/none"], "student.pt not found; train first"),
+    (["evaluate", "--run", "models/none"], "student.pt not found; train it with `c2s train"),
     (["precompute", "--pretrained", "ghost.pt"], "checkpoint file ghost.pt not found"),
 ])
 def test_bad_input_is_one_line_and_exit_2(project, args, message):

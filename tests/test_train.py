@@ -61,11 +61,11 @@ def test_killed_training_resumes_to_identical_weights(cached, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    ckpt = torch.load(run_dir / CHECKPOINT_FILE, weights_only=False)
+    ckpt = torch.load(run_dir / CHECKPOINT_FILE, weights_only=True)
     assert ckpt["iteration"] == 3 and not (run_dir / STUDENT_FILE).exists()
     train.run(params, run_dir, cache_dir=cache_dir)                   # resumes at iteration 3
-    a = torch.load(tmp_path / "straight" / STUDENT_FILE, weights_only=False)["state_dict"]
-    b = torch.load(run_dir / STUDENT_FILE, weights_only=False)["state_dict"]
+    a = torch.load(tmp_path / "straight" / STUDENT_FILE, weights_only=True)["state_dict"]
+    b = torch.load(run_dir / STUDENT_FILE, weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     log = [json.loads(x) for x in (run_dir / LOG_FILE).read_text().splitlines()]
     assert [r["iter"] for r in log] == list(range(1, 7))
@@ -122,7 +122,7 @@ def test_training_reads_only_seen_labels_and_seen_text(cached, tmp_path, monkeyp
     for item in batches:
         values = set(item["label"].unique().tolist()) | set(item["region_class"].tolist())
         assert all(v < num_seen or v in (255, -1, -2) for v in values)
-    ckpt = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)
     assert ckpt["task"]["seen_text"].shape == (num_seen, 32)
 
 
