@@ -1,10 +1,12 @@
-"""Hostile and damaged files, as a user would meet them: refused with one line, and nothing in them runs.
+"""Hostile, damaged and mismatched files, as a user would meet them: refused with one line, nothing in them runs.
 
 The CLI runs as a real subprocess here because what the user sees (exit code, one line, no traceback)
 and whether a crafted pickle ran code on this machine are the point.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import pickle
 import re
@@ -19,7 +21,7 @@ import torch
 from PIL import Image
 
 from c2s_pipeline.student.checkpoint import CheckpointError, safe_load
-from c2s_pipeline.student.loop import CHECKPOINT_FILE, CONFIG_FILE, STUDENT_FILE
+from c2s_pipeline.student.loop import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE
 from stages import precompute, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,6 +144,28 @@ def test_truncated_files_are_one_line(trained, image, kind):
     target.write_bytes(data[: len(data) // 2])
     line = error_line(c2s(trained, *args))
     assert CORRUPT in line and fix in line
+
+
+@pytest.mark.parametrize("flags, differs", [(["--seed", "1"], "train.seed 0 -> 1"),
+                                             (["--arch", "fpn"], "student.arch 'segformer' -> 'fpn'"),
+                                             (["--baseline"], "loss.use_global True -> False")],
+                         ids=["seed", "arch", "baseline"])
+def test_resume_under_other_settings_is_refused(trained, flags, differs):
+    run = trained / "models" / "c2s"
+    kept = {name: (run / name).read_bytes() for name in (CHECKPOINT_FILE, CONFIG_FILE, STUDENT_FILE, LOG_FILE)}
+    line = error_line(c2s(trained, "train", "--run", "models/c2s", *flags))
+    assert "written under other settings" in line and differs in line and "--no-resume" in line
+    assert {name: (run / name).read_bytes() for name in kept} == kept
+
+
+def test_resume_may_grow_iterations_only(trained, project_params):
+    run = trained / "models" / "c2s"
+    longer = dataclasses.replace(project_params, train=dataclasses.replace(project_params.train, iterations=6))
+    train.run(longer, run, cache_dir=trained / "data_cache")
+    logged = [json.loads(x)["iter"] for x in (run / LOG_FILE).read_text().splitlines()]
+    assert logged == list(range(1, 7))
+    with pytest.raises(CheckpointError, match=r"train.iterations 6 -> 4 \(it may only grow\)"):
+        train.run(project_params, run, cache_dir=trained / "data_cache")
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04" + b"\0" * 64], ids=["empty", "broken-zip"])

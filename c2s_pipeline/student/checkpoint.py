@@ -1,4 +1,7 @@
-"""The one loader of files a user may get from elsewhere (student.pt, checkpoint.pt, vocab.pt): it never runs code."""
+"""The one loader of files a user may get from elsewhere (student.pt, checkpoint.pt, vocab.pt): it never runs code.
+
+Also what a checkpoint may be resumed under: its own settings, with only train.iterations allowed to grow.
+"""
 from __future__ import annotations
 
 import logging
@@ -12,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
-    """A student, checkpoint or vocabulary file that is missing, refused or unreadable; says what to do."""
+    """A student, checkpoint or vocabulary file that is missing, refused, unreadable or not resumable; what to do."""
 
 
 def safe_load(path: str | Path, what: str, fix: str, *, keys: tuple[str, ...] = ()) -> dict:
@@ -43,3 +46,41 @@ def safe_load(path: str | Path, what: str, fix: str, *, keys: tuple[str, ...] = 
     if missing:
         raise CheckpointError(f"{path} is not a c2s {what} file (no {', '.join(missing)}); {fix}")
     return obj
+
+
+# Saved-config entries that shape the weights: the store (by fingerprint, wherever it lies) and its classes,
+# data, student, loss and train. Teacher, mining, eval and world reach training only through the store.
+RESUME_COMPARED = ("data", "student", "loss", "train", "fingerprint", "class_names")
+# Bookkeeping a resumed run may change; train.iterations may only grow (checked on its own).
+RESUME_MAY_CHANGE = ("train.log_every", "train.checkpoint_every", "train.iterations")
+
+
+def check_resumable(path: str | Path, saved: dict | None, current: dict | None) -> None:
+    """Refuse to continue a checkpoint under other settings than it was written with; names what differs."""
+    old, new = _flatten(saved or {}), _flatten(current or {})
+    keys = sorted(k for k in old.keys() | new.keys()
+                  if k.split(".")[0] in RESUME_COMPARED and k not in RESUME_MAY_CHANGE)
+    diffs = [f"{k} {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys if old.get(k) != new.get(k)]
+    before, after = old.get("train.iterations"), new.get("train.iterations")
+    if before is not None and after is not None and after < before:
+        diffs.append(f"train.iterations {before} -> {after} (it may only grow)")
+    if diffs:
+        more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+        raise CheckpointError(f"{path} was written under other settings: {'; '.join(diffs[:3])}{more}; restore "
+                              "them, or pass --no-resume to start this run afresh")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """{"train": {"seed": 0}} -> {"train.seed": 0}; lists stay values."""
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

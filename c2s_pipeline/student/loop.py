@@ -15,7 +15,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from c2s_pipeline.config import TrainConfig
-from c2s_pipeline.student.checkpoint import safe_load
+from c2s_pipeline.student.checkpoint import check_resumable, safe_load
 from c2s_pipeline.student.task import LOSS_KEYS, C2STask
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLo
         # On the CPU: RNG states must stay there, and load_state_dict moves the rest to the model's device.
         ckpt = safe_load(ckpt_path, "checkpoint", "delete it, or pass --no-resume to start this run afresh",
                          keys=("task", "optimizer", "scheduler", "rng", "iteration"))
+        check_resumable(ckpt_path, ckpt.get("config"), config_dict)
         task.load_state_dict(ckpt["task"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
