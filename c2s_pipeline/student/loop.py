@@ -72,6 +72,22 @@ def atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _trim_log(path: Path, last: int) -> None:
+    """Keep the rows up to iteration `last`: a killed run logged past its checkpoint, and those are redone."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["iter"] <= last:
+                keep.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # a row cut short by the kill
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(keep))
+    os.replace(tmp, path)
+
+
 def _is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
@@ -98,6 +114,8 @@ def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLo
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         start = ckpt["iteration"]
+        if _is_main():
+            _trim_log(run_dir / LOG_FILE, start)
         log.info("resumed %s at iteration %d", run_dir, start)
     elif _is_main():
         (run_dir / LOG_FILE).unlink(missing_ok=True)
