@@ -12,6 +12,7 @@ from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import Params
 from c2s_pipeline.eval.inference import segment
 from c2s_pipeline.eval.report import overlay_png
+from c2s_pipeline.student.checkpoint import safe_load
 from c2s_pipeline.student.data import image_to_tensor
 from c2s_pipeline.student.loop import STUDENT_FILE
 from c2s_pipeline.student.model import Student
@@ -26,10 +27,8 @@ class PredictError(RuntimeError):
 
 def load_student(run_dir: str | Path, device: torch.device | str = "cpu"):
     """(student in eval mode, all-class text embeddings of its teacher store (C, D), checkpoint dict)."""
-    path = Path(run_dir) / STUDENT_FILE
-    if not path.is_file():
-        raise PredictError(f"{path} not found; train first with `c2s train --run {run_dir}`")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = safe_load(Path(run_dir) / STUDENT_FILE, "student", f"train it with `c2s train --run {run_dir}`",
+                     keys=("state_dict", "embed_dim", "config"))
     s = ckpt["config"]["student"]
     student = Student(s["arch"], s["encoder"], None, embed_dim=ckpt["embed_dim"])
     student.load_state_dict(ckpt["state_dict"])
@@ -63,7 +62,8 @@ def _vocabulary(ckpt: dict, text: torch.Tensor, vocab: str | Path | None,
     """Class names and embeddings to predict with: a vocab file, or the training vocabulary."""
     names, emb = list(ckpt["config"]["class_names"]), text
     if vocab is not None:
-        v = torch.load(vocab, map_location="cpu", weights_only=False)
+        v = safe_load(vocab, "vocabulary", f"rebuild it with `c2s vocab \"cat,dog,...\" -o {vocab}`",
+                      keys=("class_names", "text_embeddings"))
         if v["text_embeddings"].shape[1] != text.shape[1]:
             raise PredictError(f"{vocab}: embedding width {v['text_embeddings'].shape[1]} does not match "
                                f"the student's {text.shape[1]}; rebuild it with `c2s vocab` for this teacher")

@@ -12,8 +12,9 @@ import dataclasses  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 
-from c2s_pipeline.config import Params  # noqa: E402
+from c2s_pipeline.config import Params, to_dict  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -41,9 +42,9 @@ def tiny_teacher(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_params(tiny_world, tiny_teacher) -> Params:
-    """Params of the whole pipeline scaled down to the tiny world, teacher and student."""
+    """Params of the whole pipeline scaled down to the tiny world, teacher and student (frozen, so shared)."""
     p = Params()
     return dataclasses.replace(
         p,
@@ -54,3 +55,17 @@ def tiny_params(tiny_world, tiny_teacher) -> Params:
                                   checkpoint_every=3, log_every=1, device="cpu"),
         eval=dataclasses.replace(p.eval, fps_iters=2, fps_warmup=1, device="cpu"),
     )
+
+
+@pytest.fixture(scope="session")
+def project_params(tiny_params) -> Params:
+    """The params `project` writes: the tiny pipeline with 4 training iterations."""
+    return dataclasses.replace(tiny_params, train=dataclasses.replace(tiny_params.train, iterations=4))
+
+
+@pytest.fixture
+def project(project_params, tmp_path, monkeypatch):
+    """A project folder, made the current directory, with project_params in its params.yaml."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(to_dict(project_params)))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -1,7 +1,6 @@
 """The `c2s` command line end to end on the tiny world: precompute -> train -> evaluate -> report -> predict."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +9,6 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from c2s_pipeline.config import to_dict
 from stages.cli import app
 
 runner = CliRunner()
@@ -19,14 +17,6 @@ runner = CliRunner()
 def c2s(*args: str):
     result = runner.invoke(app, list(args), catch_exceptions=False)
     return result
-
-
-@pytest.fixture
-def project(tiny_params, tmp_path, monkeypatch):
-    params = dataclasses.replace(tiny_params, train=dataclasses.replace(tiny_params.train, iterations=4))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(to_dict(params)))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def test_help_and_datasets():
@@ -78,7 +68,7 @@ def test_pipeline_end_to_end(project):
     (["precompute", "--root", "nowhere"], "nowhere/world.json not found; generate the world"),
     (["precompute", "--dataset", "voc", "--root", "nowhere"], "dataset root folder nowhere not found"),
     (["train", "--run", "models/x", "--arch", "segformer", "--cache", "missing.zarr"], "missing.zarr not found"),
-    (["evaluate", "--run", "models/none"], "student.pt not found; train first"),
+    (["evaluate", "--run", "models/none"], "student.pt not found; train it with `c2s train"),
     (["precompute", "--pretrained", "ghost.pt"], "checkpoint file ghost.pt not found"),
 ])
 def test_bad_input_is_one_line_and_exit_2(project, args, message):

@@ -19,6 +19,7 @@ from c2s_pipeline.cache import store as cache_store
 from c2s_pipeline.data import reader as data_reader
 from c2s_pipeline.student.data import DistillDataset
 from c2s_pipeline.student.loop import CHECKPOINT_FILE, LOG_FILE, STUDENT_FILE, lr_factor
+from c2s_pipeline.student.task import C2STask
 from stages import precompute, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,13 +62,35 @@ def test_killed_training_resumes_to_identical_weights(cached, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    ckpt = torch.load(run_dir / CHECKPOINT_FILE, weights_only=False)
+    ckpt = torch.load(run_dir / CHECKPOINT_FILE, weights_only=True)
     assert ckpt["iteration"] == 3 and not (run_dir / STUDENT_FILE).exists()
     train.run(params, run_dir, cache_dir=cache_dir)                   # resumes at iteration 3
-    a = torch.load(tmp_path / "straight" / STUDENT_FILE, weights_only=False)["state_dict"]
-    b = torch.load(run_dir / STUDENT_FILE, weights_only=False)["state_dict"]
+    a = torch.load(tmp_path / "straight" / STUDENT_FILE, weights_only=True)["state_dict"]
+    b = torch.load(run_dir / STUDENT_FILE, weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     log = [json.loads(x) for x in (run_dir / LOG_FILE).read_text().splitlines()]
+    assert [r["iter"] for r in log] == list(range(1, 7))
+
+
+def test_resume_logs_each_iteration_once(cached, tmp_path, monkeypatch):
+    """A run that dies after logging past its checkpoint redoes those iterations and logs each once."""
+    params, cache_dir = cached
+    forward, calls = C2STask.forward, []
+
+    def dies_in_iteration_five(self, batch):
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("killed")
+        return forward(self, batch)
+
+    monkeypatch.setattr(C2STask, "forward", dies_in_iteration_five)
+    with pytest.raises(RuntimeError, match="killed"):
+        train.run(params, tmp_path / "run", cache_dir=cache_dir)     # checkpoint at 3, rows 1..4
+    with (tmp_path / "run" / LOG_FILE).open("a") as f:
+        f.write('{"iter": 5, "lo')                                    # and a row cut short by the kill
+    monkeypatch.undo()
+    train.run(params, tmp_path / "run", cache_dir=cache_dir)
+    log = [json.loads(x) for x in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
     assert [r["iter"] for r in log] == list(range(1, 7))
 
 
@@ -122,7 +145,7 @@ def test_training_reads_only_seen_labels_and_seen_text(cached, tmp_path, monkeyp
     for item in batches:
         values = set(item["label"].unique().tolist()) | set(item["region_class"].tolist())
         assert all(v < num_seen or v in (255, -1, -2) for v in values)
-    ckpt = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)
     assert ckpt["task"]["seen_text"].shape == (num_seen, 32)
 
 

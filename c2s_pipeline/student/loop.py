@@ -15,6 +15,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from c2s_pipeline.config import TrainConfig
+from c2s_pipeline.student.checkpoint import check_resumable, safe_load
 from c2s_pipeline.student.task import LOSS_KEYS, C2STask
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,11 @@ def build_optimizer(task: C2STask, cfg: TrainConfig):
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG training draws from, as tensors and plain values so checkpoints load with weights_only=True."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -53,7 +58,8 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -63,6 +69,22 @@ def atomic_save(obj, path: Path) -> None:
     """torch.save to a temporary file, then rename: a kill never leaves half a checkpoint."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _trim_log(path: Path, last: int) -> None:
+    """Keep the rows up to iteration `last`: a killed run logged past its checkpoint, and those are redone."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["iter"] <= last:
+                keep.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # a row cut short by the kill
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(keep))
     os.replace(tmp, path)
 
 
@@ -84,11 +106,16 @@ def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLo
     start, ckpt = 0, None
     ckpt_path = run_dir / CHECKPOINT_FILE
     if resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        # On the CPU: RNG states must stay there, and load_state_dict moves the rest to the model's device.
+        ckpt = safe_load(ckpt_path, "checkpoint", "delete it, or pass --no-resume to start this run afresh",
+                         keys=("task", "optimizer", "scheduler", "rng", "iteration"))
+        check_resumable(ckpt_path, ckpt.get("config"), config_dict)
         task.load_state_dict(ckpt["task"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         start = ckpt["iteration"]
+        if _is_main():
+            _trim_log(run_dir / LOG_FILE, start)
         log.info("resumed %s at iteration %d", run_dir, start)
     elif _is_main():
         (run_dir / LOG_FILE).unlink(missing_ok=True)

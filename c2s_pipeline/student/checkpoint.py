@@ -1,0 +1,86 @@
+"""The one loader of files a user may get from elsewhere (student.pt, checkpoint.pt, vocab.pt): it never runs code.
+
+Also what a checkpoint may be resumed under: its own settings, with only train.iterations allowed to grow.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import warnings
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A student, checkpoint or vocabulary file that is missing, refused, unreadable or not resumable; what to do."""
+
+
+def safe_load(path: str | Path, what: str, fix: str, *, keys: tuple[str, ...] = ()) -> dict:
+    """torch.load with weights_only=True, onto the CPU; every failure becomes one CheckpointError line.
+
+    Full unpickling would run whatever a crafted file asks for, so only tensors and plain values load.
+    `what` names the kind of file ("student"), `fix` says what to do instead, and `keys` are entries every
+    c2s file of that kind has (so another torch file is named as such, not met later as a KeyError).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found; {fix}")
+    try:
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of a file it may be about to refuse; the user gets one line.
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's restricted unpickler refused it: a crafted pickle, or one too damaged to tell apart.
+        log.debug("refused %s", path, exc_info=True)
+        raise CheckpointError(f"{path} is not a safe c2s {what} file: it asks for more than tensors and plain "
+                              f"values (code could run), so it was not loaded; {fix}") from None
+    except Exception as err:  # noqa: BLE001 - damage surfaces as RuntimeError, EOFError, KeyError, zip errors...
+        log.debug("cannot read %s", path, exc_info=True)
+        raise CheckpointError(f"{path} is not a valid c2s {what} file: it is corrupt or truncated "
+                              f"({err.__class__.__name__}); {fix}") from None
+    missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise CheckpointError(f"{path} is not a c2s {what} file (no {', '.join(missing)}); {fix}")
+    return obj
+
+
+# Saved-config entries that shape the weights: the store (by fingerprint, wherever it lies) and its classes,
+# data, student, loss and train. Teacher, mining, eval and world reach training only through the store.
+RESUME_COMPARED = ("data", "student", "loss", "train", "fingerprint", "class_names")
+# Bookkeeping a resumed run may change; train.iterations may only grow (checked on its own).
+RESUME_MAY_CHANGE = ("train.log_every", "train.checkpoint_every", "train.iterations")
+
+
+def check_resumable(path: str | Path, saved: dict | None, current: dict | None) -> None:
+    """Refuse to continue a checkpoint under other settings than it was written with; names what differs."""
+    old, new = _flatten(saved or {}), _flatten(current or {})
+    keys = sorted(k for k in old.keys() | new.keys()
+                  if k.split(".")[0] in RESUME_COMPARED and k not in RESUME_MAY_CHANGE)
+    diffs = [f"{k} {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys if old.get(k) != new.get(k)]
+    before, after = old.get("train.iterations"), new.get("train.iterations")
+    if before is not None and after is not None and after < before:
+        diffs.append(f"train.iterations {before} -> {after} (it may only grow)")
+    if diffs:
+        more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+        raise CheckpointError(f"{path} was written under other settings: {'; '.join(diffs[:3])}{more}; restore "
+                              "them, or pass --no-resume to start this run afresh")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """{"train": {"seed": 0}} -> {"train.seed": 0}; lists stay values."""
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,188 @@
+"""Hostile, damaged and mismatched files, as a user would meet them: refused with one line, nothing in them runs.
+
+The CLI runs as a real subprocess here because what the user sees (exit code, one line, no traceback)
+and whether a crafted pickle ran code on this machine are the point.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from c2s_pipeline.student.checkpoint import CheckpointError, safe_load
+from c2s_pipeline.student.loop import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE
+from stages import precompute, train
+
+REPO = Path(__file__).resolve().parents[1]
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING) ")   # stages/common.py setup_logging
+REFUSED = "is not a safe c2s"
+CORRUPT = "corrupt or truncated"
+
+
+class WritesMarker:
+    """Unpickling this touches `marker`: it stands in for any code a crafted file could run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def craft(path: Path, marker: Path, legacy: bool = False) -> Path:
+    """A file that runs code when loaded with full pickle; torch.save's zip format or a bare pickle."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"state_dict": WritesMarker(marker), "iteration": 0}
+    if legacy:
+        path.write_bytes(pickle.dumps(payload))
+    else:
+        torch.save(payload, path)
+    return path
+
+
+def c2s(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`c2s ARGS` in a fresh interpreter on this checkout's code."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "stages.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one line the user gets: exit 2, nothing on stdout, and stderr is log lines plus that line only."""
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    other = [line for line in result.stderr.splitlines() if not LOG_LINE.match(line)]
+    assert len(other) == 1 and other[0].startswith("error: "), result.stderr
+    return other[0]
+
+
+@pytest.fixture
+def image(project) -> Path:
+    path = project / "example.png"
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(project_params, tmp_path_factory) -> Path:
+    """The train store and a trained student, computed once for this module and copied into each project."""
+    root = tmp_path_factory.mktemp("built")
+    precompute.run(project_params, split="train", cache_dir=root / "data_cache")
+    train.run(project_params, root / "models" / "c2s", cache_dir=root / "data_cache")
+    return root
+
+
+@pytest.fixture
+def stored(built, project) -> Path:
+    """The project with the teacher store of its train split."""
+    shutil.copytree(built / "data_cache", project / "data_cache")
+    return project
+
+
+@pytest.fixture
+def trained(built, stored) -> Path:
+    """The project with the store and a trained student in models/c2s."""
+    shutil.copytree(built / "models", stored / "models")
+    return stored
+
+
+@pytest.mark.parametrize("command, legacy", [("evaluate", False), ("predict", False), ("evaluate", True)],
+                         ids=["evaluate", "predict", "evaluate-bare-pickle"])
+def test_crafted_student_is_refused_and_runs_nothing(project, image, tmp_path, command, legacy):
+    marker = tmp_path / "marker"
+    craft(project / "models" / "evil" / STUDENT_FILE, marker, legacy)
+    args = ["evaluate", "--run", "models/evil"] if command == "evaluate" else \
+        ["predict", str(image), "--run", "models/evil"]
+    result = c2s(project, *args)
+    assert not marker.exists(), "the crafted student.pt ran code"
+    line = error_line(result)
+    assert REFUSED in line and "c2s train" in line
+
+
+def test_crafted_vocab_is_refused_and_runs_nothing(trained, image, tmp_path):
+    marker = tmp_path / "marker"
+    craft(trained / "evil_vocab.pt", marker)
+    result = c2s(trained, "predict", str(image), "--run", "models/c2s", "--vocab", "evil_vocab.pt")
+    assert not marker.exists(), "the crafted vocab.pt ran code"
+    line = error_line(result)
+    assert REFUSED in line and "c2s vocab" in line and not (trained / "predictions").exists()
+
+
+def test_crafted_checkpoint_is_refused_on_resume_and_runs_nothing(stored, tmp_path):
+    marker = tmp_path / "marker"
+    ckpt = craft(stored / "models" / "c2s" / CHECKPOINT_FILE, marker)
+    before = ckpt.read_bytes()
+    result = c2s(stored, "train", "--run", "models/c2s")
+    assert not marker.exists(), "the crafted checkpoint.pt ran code"
+    line = error_line(result)
+    assert REFUSED in line and "--no-resume" in line
+    # Nothing in the run folder was touched: the refused file stays for inspection, no config was written.
+    assert ckpt.read_bytes() == before and not (stored / "models" / "c2s" / CONFIG_FILE).exists()
+
+
+@pytest.mark.parametrize("kind", ["student", "checkpoint", "vocab"])
+def test_truncated_files_are_one_line(trained, image, kind):
+    run = trained / "models" / "c2s"
+    target, args, fix = {
+        "student": (run / STUDENT_FILE, ["evaluate", "--run", "models/c2s"], "c2s train"),
+        "checkpoint": (run / CHECKPOINT_FILE, ["train", "--run", "models/c2s"], "--no-resume"),
+        "vocab": (trained / "vocab.pt", ["predict", str(image), "--run", "models/c2s", "--vocab", "vocab.pt"],
+                  "c2s vocab"),
+    }[kind]
+    data = (run / STUDENT_FILE if kind == "vocab" else target).read_bytes()   # any real torch file will do
+    target.write_bytes(data[: len(data) // 2])
+    line = error_line(c2s(trained, *args))
+    assert CORRUPT in line and fix in line
+
+
+@pytest.mark.parametrize("flags, differs", [(["--seed", "1"], "train.seed 0 -> 1"),
+                                             (["--arch", "fpn"], "student.arch 'segformer' -> 'fpn'"),
+                                             (["--baseline"], "loss.use_global True -> False")],
+                         ids=["seed", "arch", "baseline"])
+def test_resume_under_other_settings_is_refused(trained, flags, differs):
+    run = trained / "models" / "c2s"
+    kept = {name: (run / name).read_bytes() for name in (CHECKPOINT_FILE, CONFIG_FILE, STUDENT_FILE, LOG_FILE)}
+    line = error_line(c2s(trained, "train", "--run", "models/c2s", *flags))
+    assert "written under other settings" in line and differs in line and "--no-resume" in line
+    assert {name: (run / name).read_bytes() for name in kept} == kept
+
+
+def test_resume_may_grow_iterations_only(trained, project_params):
+    run = trained / "models" / "c2s"
+    longer = dataclasses.replace(project_params, train=dataclasses.replace(project_params.train, iterations=6))
+    train.run(longer, run, cache_dir=trained / "data_cache")
+    logged = [json.loads(x)["iter"] for x in (run / LOG_FILE).read_text().splitlines()]
+    assert logged == list(range(1, 7))
+    with pytest.raises(CheckpointError, match=r"train.iterations 6 -> 4 \(it may only grow\)"):
+        train.run(project_params, run, cache_dir=trained / "data_cache")
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04" + b"\0" * 64], ids=["empty", "broken-zip"])
+def test_unreadable_files_are_named_corrupt(tmp_path, content):
+    (tmp_path / "x.pt").write_bytes(content)
+    with pytest.raises(CheckpointError, match=CORRUPT):
+        safe_load(tmp_path / "x.pt", "student", "retrain it")
+
+
+def test_safe_load_refuses_before_anything_runs(tmp_path):
+    marker = tmp_path / "marker"
+    with pytest.raises(CheckpointError, match=REFUSED):
+        safe_load(craft(tmp_path / "x.pt", marker), "student", "retrain it")
+    assert not marker.exists()
+
+
+def test_safe_load_names_a_file_of_another_kind(tmp_path):
+    torch.save({"visual.proj": torch.zeros(2, 2)}, tmp_path / "teacher.pt")   # a CLIP state_dict, say
+    with pytest.raises(CheckpointError, match="not a c2s student file .*state_dict"):
+        safe_load(tmp_path / "teacher.pt", "student", "retrain it", keys=("state_dict", "config"))
