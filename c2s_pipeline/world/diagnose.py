@@ -98,7 +98,8 @@ def mining_quality(reader, dataset, image_size: int) -> dict:
     unseen = np.asarray(dataset.spec.unseen)
     inter = latent_px = unseen_px = 0
     for i in tqdm(range(len(dataset)), desc="diagnose mining", unit="img", leave=False):
-        _, label = resize_pair(dataset[i].image, dataset[i].label, image_size)
+        sample = dataset[i]
+        _, label = resize_pair(sample.image, sample.label, image_size)
         rec = reader.read(i)
         latent_slots = np.nonzero(rec.region_class == LATENT)[0]
         latent = np.isin(rec.pseudo_mask, latent_slots)
