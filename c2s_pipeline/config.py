@@ -223,6 +223,33 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return yaml.safe_load(yaml.safe_dump(_listify(dataclasses.asdict(obj))))
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"train": {"seed": 0}} -> {"train.seed": 0}; lists stay values."""
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def changes(old: dict, new: dict, keys) -> list[str]:
+    """"key old -> new" for each of `keys` whose value differs between the flat dicts `old` and `new`."""
+    return [f"{k} {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys if old.get(k) != new.get(k)]
+
+
+def first_few(items: list[str], limit: int = 3) -> str:
+    """"a; b; c and 2 more": a one-line listing of what differs."""
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _listify(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _listify(v) for k, v in x.items()}

@@ -6,6 +6,7 @@ and whether a crafted pickle ran code on this machine are the point.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pickle
@@ -18,11 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
+import zarr
 from PIL import Image
 
+from c2s_pipeline.cache.store import CacheReader
+from c2s_pipeline.config import to_dict
 from c2s_pipeline.student.checkpoint import CheckpointError, safe_load
 from c2s_pipeline.student.loop import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE
 from stages import precompute, train
+from stages.common import locate_store
 
 REPO = Path(__file__).resolve().parents[1]
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING) ")   # stages/common.py setup_logging
@@ -186,3 +192,98 @@ def test_safe_load_names_a_file_of_another_kind(tmp_path):
     torch.save({"visual.proj": torch.zeros(2, 2)}, tmp_path / "teacher.pt")   # a CLIP state_dict, say
     with pytest.raises(CheckpointError, match="not a c2s student file .*state_dict"):
         safe_load(tmp_path / "teacher.pt", "student", "retrain it", keys=("state_dict", "config"))
+
+
+# --- a store is what it claims to be: the data it was computed from, the settings, the split -------------------
+
+
+@pytest.fixture
+def own_world(stored, project_params) -> Path:
+    """The stored project on its own copy of the world (mtimes kept), so its files may be changed."""
+    shutil.copytree(project_params.data.root, stored / "world")
+    params = dataclasses.replace(project_params, data=dataclasses.replace(project_params.data, root="world"))
+    (stored / "params.yaml").write_text(yaml.safe_dump(to_dict(params)))
+    return stored
+
+
+def invert_images(world: Path) -> None:
+    for path in sorted((world / "JPEGImages").glob("*.jpg")):
+        Image.fromarray(255 - np.asarray(Image.open(path).convert("RGB"))).save(path, quality=95)
+
+
+def relabel_one(world: Path) -> None:
+    path = sorted((world / "SegmentationClass").glob("*.png"))[0]
+    label = np.asarray(Image.open(path)).copy()
+    label[label == label.max()] = 1 if label.max() != 1 else 2   # another class where the image's last one was
+    Image.fromarray(label, mode="L").save(path)
+
+
+@pytest.mark.parametrize("change", [invert_images, relabel_one], ids=["inverted-images", "one-relabelled"])
+def test_store_of_changed_data_is_refused(own_world, change):
+    store = only_store(own_world / "data_cache")
+    before = tree_digest(store)
+    change(own_world / "world")
+    for args in (["precompute", "--split", "train"], ["train", "--run", "models/c2s"]):
+        line = error_line(c2s(own_world, *args))
+        assert "images or labels of split 'train' changed" in line and "c2s precompute" in line, line
+    assert tree_digest(store) == before and not (own_world / "models").exists()
+
+
+def test_train_cache_flag_gets_the_located_checks(stored, project_params):
+    other = dataclasses.replace(project_params, mining=dataclasses.replace(project_params.mining, merge_threshold=0.5))
+    other_store = precompute.run(other, split="train", cache_dir=stored / "other_cache")
+    val_store = precompute.run(project_params, split="val", cache_dir=stored / "data_cache")
+    for store, differs in ((other_store, "mining.merge_threshold 0.5 -> 0.9"), (val_store, "split 'val' -> 'train'")):
+        before = tree_digest(store)
+        line = error_line(c2s(stored, "train", "--run", "models/x", "--cache", str(store)))
+        assert "computed under other settings" in line and differs in line, line
+        assert tree_digest(store) == before and not (stored / "models" / "x").exists()
+
+
+def only_store(cache_dir: Path) -> Path:
+    (store,) = [p for p in cache_dir.iterdir() if p.suffix in (".zarr", ".h5")]
+    return store
+
+
+def tree_digest(path: Path) -> dict:
+    """Every file of a store (or the file itself) -> (bytes digest, mtime_ns): equal means nothing was written."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(p): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in files}
+
+
+# --- precompute: one writer, no half-created store, nothing written when nothing is left to do -----------------
+
+
+def test_second_precompute_on_a_locked_store_is_refused(project, project_params):
+    import fcntl
+
+    path, _ = locate_store(project_params, "train", project / "data_cache")
+    path.parent.mkdir()
+    with open(f"{path}.lock", "a") as held:          # what a running precompute of this store holds
+        fcntl.flock(held, fcntl.LOCK_EX)
+        line = error_line(c2s(project, "precompute", "--split", "train"))
+    assert "being written by another c2s precompute" in line, line
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "h5"])
+def test_half_created_store_is_recreated(project_params, tmp_path, fmt):
+    import h5py
+
+    params = dataclasses.replace(project_params, teacher=dataclasses.replace(project_params.teacher, store_format=fmt))
+    path, _ = locate_store(params, "val", tmp_path)
+    if fmt == "zarr":
+        zarr.create_group(store=str(path), zarr_format=3)             # killed before its manifest was written
+    else:
+        path.with_name(path.name + ".partial").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)   # killed mid-creation
+    assert precompute.run(params, split="val", cache_dir=tmp_path) == path
+    assert CacheReader(path).manifest["status"] == "complete"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [path.name]
+
+
+def test_precompute_with_nothing_to_do_writes_nothing(stored, project_params, monkeypatch):
+    store = only_store(stored / "data_cache")
+    before = tree_digest(store)
+    monkeypatch.setattr(precompute, "load_clip", lambda *a, **k: pytest.fail("CLIP loaded for a complete store"))
+    assert precompute.run(project_params, split="train", cache_dir=stored / "data_cache") == store
+    assert tree_digest(store) == before
