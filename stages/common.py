@@ -75,9 +75,17 @@ def open_store(params: Params, split: str, *, cache_dir: str | Path = DEFAULT_CA
 
 
 def write_json(path: Path, payload: dict) -> Path:
-    """Atomic JSON write (tmp + rename) so a killed stage never leaves half a file."""
+    """Atomic JSON write so a killed stage never leaves half a file."""
+    return write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write `text` to a temporary file, then rename it over `path`; a failed write leaves no temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -13,15 +14,20 @@ from tqdm import tqdm
 
 from c2s_pipeline import __version__
 from c2s_pipeline.cache.schema import CacheShape, TeacherRecord
+from c2s_pipeline.cache.backends import is_url
 from c2s_pipeline.cache.store import CacheWriter, StoreIdentity, is_complete, store_lock
 from c2s_pipeline.config import Params, to_dict
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.data.transforms import resize_pair, view_windows
 from c2s_pipeline.teacher.clip import FrozenCLIP, load_clip
 from c2s_pipeline.teacher.mining import mine_pseudo_mask, region_crops
-from stages.common import DEFAULT_CACHE_DIR, locate_store, resolve_device
+from stages.common import DEFAULT_CACHE_DIR, locate_store, resolve_device, write_text
 
 log = logging.getLogger(__name__)
+
+# Beside the stores: which store holds a split now, under a name that does not change with the settings.
+# dvc.yaml's train stages depend on it, not on the whole cache folder.
+STORE_POINTER = "{dataset}-{split}.json"
 
 
 class _Resized(Dataset):
@@ -86,10 +92,20 @@ def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR
     path, identity = locate_store(params, split, cache_dir)
     if is_complete(path, identity):
         log.info("store %s: %d/%d images done, 0 to compute", path.name, len(dataset), len(dataset))
-        return path
-    with store_lock(path) if rank == 0 else contextlib.nullcontext():
-        _compute(params, split, dataset, path, identity, rank, world_size, barrier, limit)
+    else:
+        with store_lock(path) if rank == 0 else contextlib.nullcontext():
+            _compute(params, split, dataset, path, identity, rank, world_size, barrier, limit)
+    if rank == 0 and not is_url(cache_dir) and is_complete(path, identity):
+        _point_to(path, identity, Path(cache_dir) / STORE_POINTER.format(dataset=params.data.dataset, split=split))
     return path
+
+
+def _point_to(path: Path, identity: StoreIdentity, pointer: Path) -> None:
+    """Name the split's complete store in `pointer`; an unchanged pointer is not rewritten."""
+    text = json.dumps({"store": path.name, "fingerprint": identity.fingerprint,
+                       "data_digest": identity.data_digest}, indent=2) + "\n"
+    if not pointer.is_file() or pointer.read_text() != text:
+        write_text(pointer, text)
 
 
 def _compute(params: Params, split: str, dataset, path: Path, identity: StoreIdentity, rank: int,
