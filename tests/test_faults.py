@@ -24,7 +24,7 @@ import zarr
 from PIL import Image
 
 from c2s_pipeline.cache.store import CacheReader
-from c2s_pipeline.config import to_dict
+from c2s_pipeline.config import ConfigError, Params, load_params, to_dict
 from c2s_pipeline.student.checkpoint import CheckpointError, safe_load
 from c2s_pipeline.student.loop import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE
 from stages import precompute, train
@@ -287,3 +287,40 @@ def test_precompute_with_nothing_to_do_writes_nothing(stored, project_params, mo
     monkeypatch.setattr(precompute, "load_clip", lambda *a, **k: pytest.fail("CLIP loaded for a complete store"))
     assert precompute.run(project_params, split="train", cache_dir=stored / "data_cache") == store
     assert tree_digest(stored / "data_cache") == before       # store, pointer, lock: nothing written
+
+
+# --- params: one line naming the key and what is allowed ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("train", "batch_size", 0, "train.batch_size: 0 is out of range; allowed: >= 1"),
+    ("train", "iterations", -5, "train.iterations: -5 is out of range; allowed: >= 1"),
+    ("train", "checkpoint_every", 0, "train.checkpoint_every: 0 is out of range; allowed: >= 1"),
+    ("data", "image_size", 0, "data.image_size: 0 is out of range; allowed: >= 1"),
+    ("loss", "bank_size", -1, "loss.bank_size: -1 is out of range; allowed: >= 0"),
+    ("loss", "temperature", 0.0, "loss.temperature: 0.0 is out of range; allowed: > 0"),
+    ("teacher", "max_regions", 300, "teacher.max_regions: 300 is out of range; allowed: >= 1 and <= 255"),
+    ("teacher", "view_crops", [0.75, 1.5], "teacher.view_crops: 1.5 is out of range; allowed: > 0 and <= 1"),
+    ("world", "unseen", [], "world.unseen: the list is empty; it needs at least one value"),
+    ("mining", "window_sizes", [], "mining.window_sizes: the list is empty; it needs at least one value"),
+    ("train", None, 5, "train: expected a mapping of keys, got 5"),
+])
+def test_params_out_of_range_name_the_key_and_range(tmp_path, section, key, value, message):
+    raw = to_dict(Params())
+    if key is None:
+        raw[section] = value
+    else:
+        raw[section][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as err:
+        load_params(tmp_path / "params.yaml")
+    assert str(err.value) == message
+
+
+def test_bad_params_are_one_line_from_the_cli(project):
+    assert "train.batch_size: 0 is out of range; allowed: >= 1" in error_line(
+        c2s(project, "train", "--run", "models/x", "--batch-size", "0"))
+    (project / "params.yaml").write_text("train:\n  iterations: 4\n lr: [0.1\n")
+    line = error_line(c2s(project, "train", "--run", "models/x"))
+    assert "params.yaml is not valid YAML at line 3" in line, line
+    assert not (project / "models").exists()
