@@ -17,6 +17,7 @@ from c2s_pipeline.cache.schema import CacheShape, TeacherRecord
 from c2s_pipeline.cache.backends import is_url
 from c2s_pipeline.cache.store import CacheWriter, StoreIdentity, is_complete, store_lock
 from c2s_pipeline.config import Params, to_dict
+from c2s_pipeline.data.base import as_in_main_process
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.data.transforms import resize_pair, view_windows
 from c2s_pipeline.teacher.clip import FrozenCLIP, load_clip
@@ -136,7 +137,7 @@ def _compute(params: Params, split: str, dataset, path: Path, identity: StoreIde
                         num_workers=t.workers if mine else 0)
     start = time.perf_counter()
     with tqdm(total=len(mine), desc=f"precompute {split}", unit="img", disable=rank != 0) as bar:
-        for idx, images, labels in loader:
+        for idx, images, labels in as_in_main_process(loader):
             for i, rec in zip(idx.tolist(), _teach_batch(clip, images, labels, params, crop_size)):
                 writer.write_image(i, rec)
             bar.update(len(idx))

@@ -32,6 +32,7 @@ from stages.common import locate_store
 
 REPO = Path(__file__).resolve().parents[1]
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING) ")   # stages/common.py setup_logging
+PROGRESS = re.compile(r"\[\d+:\d\d[<,\]]")                               # a tqdm bar: "[00:01<00:02, ..."
 REFUSED = "is not a safe c2s"
 CORRUPT = "corrupt or truncated"
 
@@ -65,10 +66,12 @@ def c2s(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
-    """The one line the user gets: exit 2, nothing on stdout, and stderr is log lines plus that line only."""
+    """The one line the user gets: exit 2, nothing on stdout, and stderr is log lines (and progress bars) plus
+    that line only."""
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
-    other = [line for line in result.stderr.splitlines() if not LOG_LINE.match(line)]
+    other = [line for line in result.stderr.splitlines()
+             if line.strip() and not LOG_LINE.match(line) and not PROGRESS.search(line)]
     assert len(other) == 1 and other[0].startswith("error: "), result.stderr
     return other[0]
 
@@ -324,3 +327,72 @@ def test_bad_params_are_one_line_from_the_cli(project):
     line = error_line(c2s(project, "train", "--run", "models/x"))
     assert "params.yaml is not valid YAML at line 3" in line, line
     assert not (project / "models").exists()
+
+
+# --- errors in DataLoader workers, unwritable outputs, a full disk, damaged chunks -------------------------------
+
+
+def set_params(project: Path, **sections) -> None:
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    for section, values in sections.items():
+        raw[section].update(values)
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+
+
+def damage_keeping_stat(path: Path) -> None:
+    """Garbage of the same size and mtime: the store's data digest cannot see it, the decoder can."""
+    st = path.stat()
+    path.write_bytes(b"\0" * st.st_size)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("command", ["precompute", "train"])
+def test_error_in_a_dataloader_worker_is_one_line(own_world, command):
+    set_params(own_world, teacher={"workers": 1}, train={"num_workers": 1})
+    image = sorted((own_world / "world" / "JPEGImages").glob("*.jpg"))[0]
+    if command == "precompute":
+        shutil.rmtree(own_world / "data_cache")
+        image.write_bytes(image.read_bytes()[:100])                           # truncated
+        args = ["precompute", "--split", "train"]
+    else:
+        damage_keeping_stat(image)
+        args = ["train", "--run", "models/c2s"]
+    line = error_line(c2s(own_world, *args))
+    assert f"image {Path('world') / 'JPEGImages' / image.name} is corrupt or truncated" in line, line
+
+
+def test_unwritable_run_folder_is_one_line(stored):
+    (stored / "blocker").write_text("a file where the run folder's parent should be")
+    line = error_line(c2s(stored, "train", "--run", "blocker/run"))
+    assert "cannot use blocker/run" in line and "Not a directory" in line, line
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(trained, project_params, monkeypatch):
+    import errno
+
+    from c2s_pipeline.student import loop
+
+    run = trained / "models" / "c2s"
+    before = {name: (run / name).read_bytes() for name in (CHECKPOINT_FILE, STUDENT_FILE)}
+
+    def full_disk(obj, f):
+        Path(f).write_bytes(b"PK\x03\x04 half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loop.torch, "save", full_disk)
+    longer = dataclasses.replace(project_params, train=dataclasses.replace(project_params.train, iterations=6))
+    with pytest.raises(CheckpointError, match=r"cannot write .*checkpoint.pt \(No space left on device\); "
+                                              "the previous checkpoint.pt is kept"):
+        train.run(longer, run, cache_dir=trained / "data_cache")
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert not list(run.glob("*.tmp"))
+
+
+def test_cache_verify_lists_a_corrupt_chunk_and_ls_names_a_missing_folder(stored):
+    store = only_store(stored / "data_cache")
+    chunk = store / "local_cls" / "c" / "2" / "0" / "0"
+    chunk.write_bytes(b"\xff" * 7)
+    result = c2s(stored, "cache", "verify", str(store))
+    assert result.returncode == 1, result.stderr
+    assert "image 2: unreadable" in json.loads(result.stdout)["problems"][0]
+    assert "cache folder nowhere not found" in error_line(c2s(stored, "cache", "ls", "--cache-dir", "nowhere"))
