@@ -111,6 +111,7 @@ def _point_to(path: Path, identity: StoreIdentity, pointer: Path) -> None:
 
 def _compute(params: Params, split: str, dataset, path: Path, identity: StoreIdentity, rank: int,
              world_size: int, barrier, limit: int | None) -> None:
+    """Create or resume the store and write this rank's missing images (rank 0: vocabulary and manifest)."""
     d, t = params.data, params.teacher
     device = resolve_device(t.device)
     clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device=device,
