@@ -19,13 +19,33 @@ class ConfigError(ValueError):
     """A params file or override that does not match the schema."""
 
 
+def bounded(default: Any, *, low: float | None = None, above: float | None = None, high: float | None = None,
+            nonempty: bool = False):
+    """A field whose value (each value, for a list) must be >= low, > above and <= high; lists non-empty.
+
+    `build_section` checks it and names the key and the allowed range.
+    """
+    return field(default=default, metadata={"low": low, "above": above, "high": high, "nonempty": nonempty})
+
+
+def _check_range(key: str, value: Any, meta: dict) -> None:
+    if meta.get("nonempty") and not value:
+        raise ConfigError(f"{key}: the list is empty; it needs at least one value")
+    low, above, high = meta.get("low"), meta.get("above"), meta.get("high")
+    allowed = " and ".join(f"{op} {b}" for op, b in ((">=", low), (">", above), ("<=", high)) if b is not None)
+    for v in value if isinstance(value, tuple) else (value,):
+        if ((low is not None and v < low) or (above is not None and v <= above)
+                or (high is not None and v > high)):
+            raise ConfigError(f"{key}: {v!r} is out of range; allowed: {allowed}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "world"          # voc | context | cocostuff | world
     root: str = "data/world"        # dataset root in its standard on-disk layout
     train_split: str = "train"
     val_split: str = "val"
-    image_size: int = 128           # side of the square the teacher and student see (512 for VOC)
+    image_size: int = bounded(128, low=1)  # side of the square the teacher and student see (512 for VOC)
     context_unseen_split: str = "A"  # PASCAL Context: A (ZS3Net/MaskCLIP+/OTSeg) or B (Cascade-CLIP)
 
 
@@ -35,22 +55,25 @@ class TeacherConfig:
     pretrained: str = "models/teacher/clip.pt"  # open_clip tag (e.g. openai) or a local checkpoint
     dense_mode: str = "maskclip"        # maskclip | clearclip | sclip
     templates: str = "single"           # single ("a photo of a {}") | ensemble (15 ZegCLIP templates)
-    crop_size: int = 0                  # local-CLS crop side; 0 = the model's native image size
-    view_crops: tuple[float, ...] = (0.75,)  # stored views: the whole image + 4 corner crops per fraction
-    batch_size: int = 16
-    max_regions: int = 16               # fixed per-image region slots in the cache
+    crop_size: int = bounded(0, low=0)  # local-CLS crop side; 0 = the model's native image size
+    # stored views: the whole image + 4 corner crops per fraction
+    view_crops: tuple[float, ...] = bounded((0.75,), above=0, high=1)
+    batch_size: int = bounded(16, low=1)
+    max_regions: int = bounded(16, low=1, high=255)  # fixed per-image region slots in the cache
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     store_format: str = "zarr"          # zarr | h5
-    workers: int = 2                    # image decode workers
+    workers: int = bounded(2, low=0)  # image decode workers
 
 
 @dataclass(frozen=True)
 class MiningConfig:
-    window_sizes: tuple[int, ...] = (4, 8)  # sliding windows O over the token grid; stride o/2
-    kmeans_iters: int = 20
-    merge_threshold: float = 0.9        # merge clusters whose centroids' cosine passes this
-    min_region_frac: float = 0.01       # drop latent clusters smaller than this fraction of tokens
-    max_latent: int = 8                 # cap on latent regions per image
+    # sliding windows O over the token grid; stride o/2
+    window_sizes: tuple[int, ...] = bounded((4, 8), low=1, nonempty=True)
+    kmeans_iters: int = bounded(20, low=0)
+    merge_threshold: float = bounded(0.9, low=-1, high=1)  # merge clusters whose centroids' cosine passes this
+    # drop latent clusters smaller than this fraction of tokens
+    min_region_frac: float = bounded(0.01, low=0, high=1)
+    max_latent: int = bounded(8, low=0)  # cap on latent regions per image
     seed: int = 0
 
 
@@ -59,7 +82,7 @@ class StudentConfig:
     arch: str = "segformer"             # any smp architecture name
     encoder: str = "mit_b0"
     encoder_weights: str | None = None  # e.g. "imagenet"; None trains from scratch (offline)
-    logit_scale: float = 50.0           # tau in logits = tau * norm(F) norm(A)^T
+    logit_scale: float = bounded(50.0, above=0)  # tau in logits = tau * norm(F) norm(A)^T
 
 
 @dataclass(frozen=True)
@@ -67,32 +90,32 @@ class LossConfig:
     use_global: bool = True
     use_local: bool = True
     use_latent: bool = True             # latent embedding generation; off = seen classes only in L_p
-    temperature: float = 0.07           # InfoNCE temperature
-    bank_size: int = 24                 # FIFO bank of global CLS tokens
-    alpha: float = 50.0                 # scale of F.A_s in the pseudo-label logits
-    beta: float = 50.0                  # scale of cos(F, A'_u)
-    focal_weight: float = 100.0         # NEL = focal_weight * focal + dice_weight * dice (ZegCLIP)
-    dice_weight: float = 1.0
-    ce_weight: float = 1.0
-    decoder_layers: int = 2             # latent embedding generator
-    decoder_heads: int = 4
+    temperature: float = bounded(0.07, above=0)  # InfoNCE temperature
+    bank_size: int = bounded(24, low=0)  # FIFO bank of global CLS tokens
+    alpha: float = bounded(50.0, above=0)  # scale of F.A_s in the pseudo-label logits
+    beta: float = bounded(50.0, above=0)  # scale of cos(F, A'_u)
+    focal_weight: float = bounded(100.0, low=0)  # NEL = focal_weight * focal + dice_weight * dice (ZegCLIP)
+    dice_weight: float = bounded(1.0, low=0)
+    ce_weight: float = bounded(1.0, low=0)
+    decoder_layers: int = bounded(2, low=1)  # latent embedding generator
+    decoder_heads: int = bounded(4, low=1)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    iterations: int = 2000
-    batch_size: int = 8
-    lr: float = 2e-4
-    head_lr_mult: float = 10.0
-    weight_decay: float = 0.01
-    warmup_iters: int = 100
-    poly_power: float = 0.9
-    min_lr: float = 1e-6
-    grad_clip: float = 1.0
+    iterations: int = bounded(2000, low=1)
+    batch_size: int = bounded(8, low=1)
+    lr: float = bounded(2e-4, above=0)
+    head_lr_mult: float = bounded(10.0, above=0)
+    weight_decay: float = bounded(0.01, low=0)
+    warmup_iters: int = bounded(100, low=0)
+    poly_power: float = bounded(0.9, low=0)
+    min_lr: float = bounded(1e-6, low=0)
+    grad_clip: float = bounded(1.0, low=0)
     flip: bool = True
-    checkpoint_every: int = 500
-    log_every: int = 20
-    num_workers: int = 2
+    checkpoint_every: int = bounded(500, low=1)
+    log_every: int = bounded(20, low=1)
+    num_workers: int = bounded(2, low=0)
     seed: int = 0
     device: str = "auto"
     amp: bool = True                    # autocast on CUDA only; CPU always runs fp32
@@ -101,11 +124,11 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     mode: str = "whole"                 # whole | slide
-    stride: int = 0                     # slide stride; 0 = image_size * 5 / 6 (426 at 512)
+    stride: int = bounded(0, low=0)  # slide stride; 0 = image_size * 5 / 6 (426 at 512)
     flip: bool = False
     seen_bias: float = 0.1              # subtracted from seen-class scores (ZegCLIP calibration); 0 disables
-    fps_iters: int = 50
-    fps_warmup: int = 10
+    fps_iters: int = bounded(50, low=1)
+    fps_warmup: int = bounded(10, low=0)
     device: str = "auto"
 
 
@@ -113,20 +136,21 @@ class EvalConfig:
 class WorldConfig:
     seed: int = 0
     # The zero-shot split, by class name; changing it needs no new images (only a new teacher store).
-    unseen: tuple[str, ...] = ("red circle", "green square", "blue triangle", "yellow star", "red cross")
-    n_train: int = 600
-    n_val: int = 150
-    n_caption: int = 3000               # image-caption pairs for teacher pretraining
-    image_size: int = 128
+    unseen: tuple[str, ...] = bounded(("red circle", "green square", "blue triangle", "yellow star", "red cross"),
+                                      nonempty=True)
+    n_train: int = bounded(600, low=1)
+    n_val: int = bounded(150, low=1)
+    n_caption: int = bounded(3000, low=1)  # image-caption pairs for teacher pretraining
+    image_size: int = bounded(128, low=1)
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    epochs: int = 8
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 50
+    epochs: int = bounded(8, low=1)
+    batch_size: int = bounded(64, low=1)
+    lr: float = bounded(1e-3, above=0)
+    weight_decay: float = bounded(0.1, low=0)
+    warmup_steps: int = bounded(50, low=0)
     seed: int = 0
 
 
@@ -170,8 +194,10 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 
 
 def build_section(cls: type, values: dict[str, Any] | None, section: str) -> Any:
-    """Build one frozen section dataclass from a mapping, rejecting unknown keys."""
+    """Build one frozen section dataclass from a mapping, rejecting unknown keys and values out of range."""
     values = values or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section}: expected a mapping of keys, got {values!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
@@ -181,6 +207,9 @@ def build_section(cls: type, values: dict[str, Any] | None, section: str) -> Any
             f"valid keys of '{section}': {', '.join(sorted(known))}"
         )
     kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()}
+    for f in dataclasses.fields(cls):
+        if f.name in kwargs and f.metadata:
+            _check_range(f"{section}.{f.name}", kwargs[f.name], f.metadata)
     return cls(**kwargs)
 
 
@@ -199,7 +228,13 @@ def load_params(path: str | Path | None = None) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file {path} not found; pass --params PATH or run from the repo root")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where} ({getattr(err, 'problem', None) or err}); "
+                          "fix it and run again") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at top level")
     return params_from_dict(raw)
@@ -221,6 +256,33 @@ def override(params: Params, **sections: dict[str, Any]) -> Params:
 def to_dict(obj: Any) -> dict[str, Any]:
     """JSON-friendly dict of a section or of Params (tuples become lists)."""
     return yaml.safe_load(yaml.safe_dump(_listify(dataclasses.asdict(obj))))
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"train": {"seed": 0}} -> {"train.seed": 0}; lists stay values."""
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def changes(old: dict, new: dict, keys) -> list[str]:
+    """"key old -> new" for each of `keys` whose value differs between the flat dicts `old` and `new`."""
+    return [f"{k} {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys if old.get(k) != new.get(k)]
+
+
+def first_few(items: list[str], limit: int = 3) -> str:
+    """"a; b; c and 2 more": a one-line listing of what differs."""
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _listify(x: Any) -> Any:

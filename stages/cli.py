@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -38,6 +39,11 @@ def friendly(fn):
         except Exception as err:  # noqa: BLE001 - re-raised unless it is one of ours
             if isinstance(err, ConfigError) or _is_ours(err):
                 typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(2) from None
+            if isinstance(err, OSError) and err.filename:   # an unwritable, missing or full output place
+                logging.getLogger("c2s").debug("%s", err, exc_info=True)
+                typer.echo(f"error: cannot use {err.filename} ({err.strerror}); check that its folder exists and "
+                           "is writable, and that the disk has space", err=True)
                 raise typer.Exit(2) from None
             raise
     return wrapper

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from c2s_pipeline.cache.fingerprint import fingerprint_inputs, teacher_fingerprint, weights_digest
-from c2s_pipeline.cache.store import store_path
+from c2s_pipeline.cache.fingerprint import data_digest, fingerprint_inputs, teacher_fingerprint, weights_digest
+from c2s_pipeline.cache.store import CacheReader, StoreIdentity, store_path
 from c2s_pipeline.config import Params
 from c2s_pipeline.data.registry import dataset_from_params
 
@@ -52,18 +52,40 @@ def teacher_inputs(params: Params, split: str, ids: list[str]) -> dict:
     )
 
 
-def locate_store(params: Params, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR) -> tuple[Path, str]:
-    """(path, fingerprint) of the store that `c2s precompute` writes for these params and split."""
+def locate_store(params: Params, split: str,
+                 cache_dir: str | Path = DEFAULT_CACHE_DIR) -> tuple[Path, StoreIdentity]:
+    """(path, identity) of the store that `c2s precompute` writes for these params and split.
+
+    The identity is what the store must have been computed under: teacher settings and the split's files.
+    """
     d = params.data
     ds = dataset_from_params(params, split)
-    fp = teacher_fingerprint(teacher_inputs(params, split, list(ds.ids)))
-    return Path(store_path(cache_dir, d.dataset, split, fp, params.teacher.store_format)), fp
+    inputs = teacher_inputs(params, split, list(ds.ids))
+    files = [p for i in range(len(ds)) for p in (ds.image_path(i), ds.label_path(i))]
+    identity = StoreIdentity(teacher_fingerprint(inputs), inputs, data_digest(files))
+    return Path(store_path(cache_dir, d.dataset, split, identity.fingerprint, params.teacher.store_format)), identity
+
+
+def open_store(params: Params, split: str, *, cache_dir: str | Path = DEFAULT_CACHE_DIR, cache=None,
+               seen_only: bool = True) -> CacheReader:
+    """The store of `split` under `params`, or the one at `cache`: either is refused unless it was computed
+    under these teacher settings, this split and its zero-shot classes, from these files."""
+    path, identity = locate_store(params, split, cache_dir)
+    return CacheReader(cache or path, expect=identity, seen_only=seen_only)
 
 
 def write_json(path: Path, payload: dict) -> Path:
-    """Atomic JSON write (tmp + rename) so a killed stage never leaves half a file."""
+    """Atomic JSON write so a killed stage never leaves half a file."""
+    return write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write `text` to a temporary file, then rename it over `path`; a failed write leaves no temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import Params, to_dict
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.eval.inference import apply_seen_bias, dense_text_logits, segment
@@ -16,7 +15,7 @@ from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, summarize
 from c2s_pipeline.eval.report import write_per_class_csv
 from c2s_pipeline.eval.speed import count_flops, count_params, measure_fps
 from c2s_pipeline.student.data import image_to_tensor
-from stages.common import DEFAULT_CACHE_DIR, locate_store, resolve_device, write_json
+from stages.common import DEFAULT_CACHE_DIR, open_store, resolve_device, write_json
 from stages.predict import load_student
 
 log = logging.getLogger(__name__)
@@ -68,8 +67,7 @@ def run_clip_baseline(params: Params, out_json: str | Path, *, split: str | None
                       cache_dir: str | Path = DEFAULT_CACHE_DIR) -> Path:
     """CLIP's own dense zero-shot map: cached dense tokens of the split vs all text embeddings."""
     dataset = _val_dataset(params, split)
-    path, fp = locate_store(params, split or params.data.val_split, cache_dir)
-    reader = CacheReader(path, expect_fingerprint=fp, seen_only=False)
+    reader = open_store(params, split or params.data.val_split, cache_dir=cache_dir, seen_only=False)
     text = torch.from_numpy(reader.text_embeddings()).float()               # (C, D)
     seen = torch.from_numpy(dataset.spec.seen_mask())
     cm = ConfusionMatrix(dataset.spec.num_classes)
@@ -79,6 +77,6 @@ def run_clip_baseline(params: Params, out_json: str | Path, *, split: str | None
         logits = dense_text_logits(tokens, text, label.shape)
         pred = apply_seen_bias(logits, seen, params.eval.seen_bias)[0].argmax(0)
         cm.update(pred, label)
-    extra = {"split": split or params.data.val_split, "teacher_store": str(path), "fingerprint": fp,
-             "eval": to_dict(params.eval)}
+    extra = {"split": split or params.data.val_split, "teacher_store": str(reader.path),
+             "fingerprint": reader.fingerprint, "eval": to_dict(params.eval)}
     return _finish("clip_dense", cm, dataset, extra, Path(out_json))

@@ -1,6 +1,8 @@
 """Stage `precompute`: run the frozen CLIP teacher once per image into the content-addressed store."""
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -12,15 +14,21 @@ from tqdm import tqdm
 
 from c2s_pipeline import __version__
 from c2s_pipeline.cache.schema import CacheShape, TeacherRecord
-from c2s_pipeline.cache.store import CacheWriter
+from c2s_pipeline.cache.backends import is_url
+from c2s_pipeline.cache.store import CacheWriter, StoreIdentity, is_complete, store_lock
 from c2s_pipeline.config import Params, to_dict
+from c2s_pipeline.data.base import as_in_main_process
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.data.transforms import resize_pair, view_windows
 from c2s_pipeline.teacher.clip import FrozenCLIP, load_clip
 from c2s_pipeline.teacher.mining import mine_pseudo_mask, region_crops
-from stages.common import DEFAULT_CACHE_DIR, locate_store, resolve_device, teacher_inputs
+from stages.common import DEFAULT_CACHE_DIR, locate_store, resolve_device, write_text
 
 log = logging.getLogger(__name__)
+
+# Beside the stores: which store holds a split now, under a name that does not change with the settings.
+# dvc.yaml's train stages depend on it, not on the whole cache folder.
+STORE_POINTER = "{dataset}-{split}.json"
 
 
 class _Resized(Dataset):
@@ -76,11 +84,35 @@ def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR
         rank: int = 0, world_size: int = 1, barrier=None, limit: int | None = None) -> Path:
     """Precompute the teacher store for `split`; resumes a store that a killed run left behind.
 
-    rank/world_size shard the images (torchrun); limit computes only the first N missing (benchmarks).
+    A complete store of these settings and files is left as it is (nothing is written, CLIP is not loaded);
+    one of other data is refused. Rank 0 holds the store's lock while writing, so a second precompute of the
+    same store is refused. rank/world_size shard the images (torchrun); limit computes only the first N
+    missing (benchmarks).
     """
-    d, t = params.data, params.teacher
     dataset = dataset_from_params(params, split, seen_only=True)
-    path, fingerprint = locate_store(params, split, cache_dir)
+    path, identity = locate_store(params, split, cache_dir)
+    if is_complete(path, identity):
+        log.info("store %s: %d/%d images done, 0 to compute", path.name, len(dataset), len(dataset))
+    else:
+        with store_lock(path) if rank == 0 else contextlib.nullcontext():
+            _compute(params, split, dataset, path, identity, rank, world_size, barrier, limit)
+    if rank == 0 and not is_url(cache_dir) and is_complete(path, identity):
+        _point_to(path, identity, Path(cache_dir) / STORE_POINTER.format(dataset=params.data.dataset, split=split))
+    return path
+
+
+def _point_to(path: Path, identity: StoreIdentity, pointer: Path) -> None:
+    """Name the split's complete store in `pointer`; an unchanged pointer is not rewritten."""
+    text = json.dumps({"store": path.name, "fingerprint": identity.fingerprint,
+                       "data_digest": identity.data_digest}, indent=2) + "\n"
+    if not pointer.is_file() or pointer.read_text() != text:
+        write_text(pointer, text)
+
+
+def _compute(params: Params, split: str, dataset, path: Path, identity: StoreIdentity, rank: int,
+             world_size: int, barrier, limit: int | None) -> None:
+    """Create or resume the store and write this rank's missing images (rank 0: vocabulary and manifest)."""
+    d, t = params.data, params.teacher
     device = resolve_device(t.device)
     clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device=device,
                      dense_mode=t.dense_mode)
@@ -89,7 +121,7 @@ def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR
                        mask_size=d.image_size, max_regions=t.max_regions,
                        num_classes=dataset.spec.num_classes,
                        num_views=len(view_windows(d.image_size, t.view_crops)))
-    manifest = {"fingerprint": fingerprint, "inputs": teacher_inputs(params, split, list(dataset.ids)),
+    manifest = {"fingerprint": identity.fingerprint, "inputs": identity.inputs, "data_digest": identity.data_digest,
                 "dataset": d.dataset, "split": split, "ids": list(dataset.ids),
                 "views": [list(v) for v in view_windows(d.image_size, t.view_crops)],
                 "class_names": list(dataset.spec.class_names), "config": to_dict(params),
@@ -106,7 +138,7 @@ def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR
                         num_workers=t.workers if mine else 0)
     start = time.perf_counter()
     with tqdm(total=len(mine), desc=f"precompute {split}", unit="img", disable=rank != 0) as bar:
-        for idx, images, labels in loader:
+        for idx, images, labels in as_in_main_process(loader):
             for i, rec in zip(idx.tolist(), _teach_batch(clip, images, labels, params, crop_size)):
                 writer.write_image(i, rec)
             bar.update(len(idx))
@@ -117,7 +149,6 @@ def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR
     if rank == 0:
         writer.finalize()
     writer.close()
-    return path
 
 
 def _open_writer(path, shape, manifest, fmt, rank, barrier):

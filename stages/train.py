@@ -8,14 +8,13 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import Params, to_dict
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.student.data import DistillDataset, make_loader
 from c2s_pipeline.student.loop import train
 from c2s_pipeline.student.model import Student
 from c2s_pipeline.student.task import C2STask
-from stages.common import DEFAULT_CACHE_DIR, locate_store, resolve_device, seed_everything
+from stages.common import DEFAULT_CACHE_DIR, open_store, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +35,8 @@ def run(params: Params, run_dir: str | Path, *, cache: str | Path | None = None,
     run_dir = Path(run_dir)
     d, tc = params.data, params.train
     seed_everything(tc.seed)
-    if cache is None:
-        cache, fingerprint = locate_store(params, d.train_split, cache_dir)
-    else:
-        fingerprint = None
-    reader = CacheReader(cache, expect_fingerprint=fingerprint, seen_only=True)
+    reader = open_store(params, d.train_split, cache_dir=cache_dir, cache=cache, seen_only=True)
+    cache = reader.path
     # The single gate: training reads labels through seen_only=True only.
     dataset = dataset_from_params(params, d.train_split, seen_only=True)
     distill = DistillDataset(reader, dataset, d.image_size, tc, seed=tc.seed)

@@ -4,14 +4,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from c2s_pipeline.cache.store import CacheError, CacheReader
+from c2s_pipeline.cache.store import CacheError
 from c2s_pipeline.config import Params
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.teacher.clip import load_clip
 from c2s_pipeline.world import diagnose as D
 from c2s_pipeline.world.generator import generate_world
 from c2s_pipeline.world.pretrain import pretrain_teacher
-from stages.common import DEFAULT_CACHE_DIR, locate_store, resolve_device, seed_everything, write_json
+from stages.common import DEFAULT_CACHE_DIR, open_store, resolve_device, seed_everything, write_json
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,8 @@ def run_diagnose(params: Params, out_json: str | Path, *, cache_dir: str | Path 
     report = {"text": D.text_similarity(text, names),
               "crops": D.crop_zero_shot(clip, val, text),
               "dense": D.dense_modes_miou(clip, val, text, d.image_size, params.eval.seen_bias)}
-    store, fingerprint = locate_store(params, d.train_split, cache_dir)
     try:
-        reader = CacheReader(store, expect_fingerprint=fingerprint, seen_only=True)
+        reader = open_store(params, d.train_split, cache_dir=cache_dir, seen_only=True)
     except CacheError as err:
         log.warning("no mining diagnostics: %s", err)
     else:

@@ -13,7 +13,7 @@ from c2s_pipeline.cache import schema as S
 from c2s_pipeline.cache.fingerprint import fingerprint_inputs, teacher_fingerprint
 from c2s_pipeline.cache.inspect import list_stores, verify_store
 from c2s_pipeline.cache.schema import CacheShape, TeacherRecord
-from c2s_pipeline.cache.store import CacheError, CacheReader, CacheWriter, UnseenAccessError
+from c2s_pipeline.cache.store import CacheError, CacheReader, CacheWriter, StoreIdentity, UnseenAccessError
 from c2s_pipeline.config import MiningConfig
 
 SHAPE = CacheShape(num_images=4, embed_dim=8, grid=(4, 4), mask_size=16, max_regions=5, num_classes=6, num_views=2)
@@ -54,7 +54,7 @@ def fmt(request):
 def test_round_trip_every_array(tmp_path, fmt):
     path = path_for(tmp_path, fmt)
     write_store(path, fmt)
-    reader = CacheReader(path, expect_fingerprint="fp-a", seen_only=False)
+    reader = CacheReader(path, expect=StoreIdentity("fp-a"), seen_only=False)
     assert len(reader) == 4 and reader.ids == MANIFEST["ids"] and reader.shape == SHAPE
     for i in range(4):
         got, want = reader.read(i, dense=True), record(i)
@@ -87,10 +87,10 @@ def test_mismatched_store_is_refused_and_left_untouched(tmp_path, fmt):
     path = path_for(tmp_path, fmt)
     write_store(path, fmt)
     before = tree_digest(path)
-    with pytest.raises(CacheError, match="different teacher setting"):
+    with pytest.raises(CacheError, match="computed under other settings: fingerprint 'fp-a' -> 'fp-b'"):
         CacheWriter.open(path, SHAPE, {**MANIFEST, "fingerprint": "fp-b"}, fmt=fmt)
-    with pytest.raises(CacheError, match="fingerprint fp-a but the current teacher settings give fp-b"):
-        CacheReader(path, expect_fingerprint="fp-b")
+    with pytest.raises(CacheError, match="computed under other settings: fingerprint 'fp-a' -> 'fp-b'"):
+        CacheReader(path, expect=StoreIdentity("fp-b"))
     assert tree_digest(path) == before
 
 
@@ -115,7 +115,9 @@ def test_schema_mismatch_and_half_created_store(tmp_path, fmt, monkeypatch):
     with pytest.raises(CacheError, match="half-created"):
         CacheReader(half)
     with pytest.raises(CacheError, match="half-created"):
-        CacheWriter.open(half, SHAPE, MANIFEST, fmt=fmt)
+        CacheWriter.open(half, SHAPE, MANIFEST, fmt=fmt, create=False)
+    write_store(half, fmt)                                   # the creating writer makes it again
+    assert CacheReader(half).manifest["status"] == "complete"
 
 
 def test_seen_only_reader_never_exposes_unseen_text(tmp_path, fmt):

@@ -6,6 +6,7 @@ and whether a crafted pickle ran code on this machine are the point.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pickle
@@ -18,14 +19,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
+import zarr
 from PIL import Image
 
+from c2s_pipeline.cache.store import CacheReader
+from c2s_pipeline.config import ConfigError, Params, load_params, to_dict
 from c2s_pipeline.student.checkpoint import CheckpointError, safe_load
 from c2s_pipeline.student.loop import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE
 from stages import precompute, train
+from stages.common import locate_store
 
 REPO = Path(__file__).resolve().parents[1]
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING) ")   # stages/common.py setup_logging
+PROGRESS = re.compile(r"\[\d+:\d\d[<,\]]")                               # a tqdm bar: "[00:01<00:02, ..."
 REFUSED = "is not a safe c2s"
 CORRUPT = "corrupt or truncated"
 
@@ -59,10 +66,12 @@ def c2s(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
-    """The one line the user gets: exit 2, nothing on stdout, and stderr is log lines plus that line only."""
+    """The one line the user gets: exit 2, nothing on stdout, and stderr is log lines (and progress bars) plus
+    that line only."""
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
-    other = [line for line in result.stderr.splitlines() if not LOG_LINE.match(line)]
+    other = [line for line in result.stderr.splitlines()
+             if line.strip() and not LOG_LINE.match(line) and not PROGRESS.search(line)]
     assert len(other) == 1 and other[0].startswith("error: "), result.stderr
     return other[0]
 
@@ -186,3 +195,204 @@ def test_safe_load_names_a_file_of_another_kind(tmp_path):
     torch.save({"visual.proj": torch.zeros(2, 2)}, tmp_path / "teacher.pt")   # a CLIP state_dict, say
     with pytest.raises(CheckpointError, match="not a c2s student file .*state_dict"):
         safe_load(tmp_path / "teacher.pt", "student", "retrain it", keys=("state_dict", "config"))
+
+
+# --- a store is what it claims to be: the data it was computed from, the settings, the split -------------------
+
+
+@pytest.fixture
+def own_world(stored, project_params) -> Path:
+    """The stored project on its own copy of the world (mtimes kept), so its files may be changed."""
+    shutil.copytree(project_params.data.root, stored / "world")
+    params = dataclasses.replace(project_params, data=dataclasses.replace(project_params.data, root="world"))
+    (stored / "params.yaml").write_text(yaml.safe_dump(to_dict(params)))
+    return stored
+
+
+def invert_images(world: Path) -> None:
+    for path in sorted((world / "JPEGImages").glob("*.jpg")):
+        Image.fromarray(255 - np.asarray(Image.open(path).convert("RGB"))).save(path, quality=95)
+
+
+def relabel_one(world: Path) -> None:
+    path = sorted((world / "SegmentationClass").glob("*.png"))[0]
+    label = np.asarray(Image.open(path)).copy()
+    label[label == label.max()] = 1 if label.max() != 1 else 2   # another class where the image's last one was
+    Image.fromarray(label, mode="L").save(path)
+
+
+@pytest.mark.parametrize("change", [invert_images, relabel_one], ids=["inverted-images", "one-relabelled"])
+def test_store_of_changed_data_is_refused(own_world, change):
+    store = only_store(own_world / "data_cache")
+    before = tree_digest(store)
+    change(own_world / "world")
+    for args in (["precompute", "--split", "train"], ["train", "--run", "models/c2s"]):
+        line = error_line(c2s(own_world, *args))
+        assert "images or labels of split 'train' changed" in line and "c2s precompute" in line, line
+    assert tree_digest(store) == before and not (own_world / "models").exists()
+
+
+def test_train_cache_flag_gets_the_located_checks(stored, project_params):
+    other = dataclasses.replace(project_params, mining=dataclasses.replace(project_params.mining, merge_threshold=0.5))
+    other_store = precompute.run(other, split="train", cache_dir=stored / "other_cache")
+    val_store = precompute.run(project_params, split="val", cache_dir=stored / "data_cache")
+    for store, differs in ((other_store, "mining.merge_threshold 0.5 -> 0.9"), (val_store, "split 'val' -> 'train'")):
+        before = tree_digest(store)
+        line = error_line(c2s(stored, "train", "--run", "models/x", "--cache", str(store)))
+        assert "computed under other settings" in line and differs in line, line
+        assert tree_digest(store) == before and not (stored / "models" / "x").exists()
+
+
+def only_store(cache_dir: Path) -> Path:
+    (store,) = [p for p in cache_dir.iterdir() if p.suffix in (".zarr", ".h5")]
+    return store
+
+
+def tree_digest(path: Path) -> dict:
+    """Every file of a store (or the file itself) -> (bytes digest, mtime_ns): equal means nothing was written."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(p): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in files}
+
+
+# --- precompute: one writer, no half-created store, nothing written when nothing is left to do -----------------
+
+
+def test_second_precompute_on_a_locked_store_is_refused(project, project_params):
+    import fcntl
+
+    path, _ = locate_store(project_params, "train", project / "data_cache")
+    path.parent.mkdir()
+    with open(f"{path}.lock", "a") as held:          # what a running precompute of this store holds
+        fcntl.flock(held, fcntl.LOCK_EX)
+        line = error_line(c2s(project, "precompute", "--split", "train"))
+    assert "being written by another c2s precompute" in line, line
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "h5"])
+def test_half_created_store_is_recreated(project_params, tmp_path, fmt):
+    import h5py
+
+    params = dataclasses.replace(project_params, teacher=dataclasses.replace(project_params.teacher, store_format=fmt))
+    path, _ = locate_store(params, "val", tmp_path)
+    if fmt == "zarr":
+        zarr.create_group(store=str(path), zarr_format=3)             # killed before its manifest was written
+    else:
+        path.with_name(path.name + ".partial").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)   # killed mid-creation
+    assert precompute.run(params, split="val", cache_dir=tmp_path) == path
+    assert CacheReader(path).manifest["status"] == "complete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, f"{path.name}.lock", "world-val.json"])
+
+
+def test_precompute_with_nothing_to_do_writes_nothing(stored, project_params, monkeypatch):
+    store = only_store(stored / "data_cache")
+    before = tree_digest(stored / "data_cache")
+    monkeypatch.setattr(precompute, "load_clip", lambda *a, **k: pytest.fail("CLIP loaded for a complete store"))
+    assert precompute.run(project_params, split="train", cache_dir=stored / "data_cache") == store
+    assert tree_digest(stored / "data_cache") == before       # store, pointer, lock: nothing written
+
+
+# --- params: one line naming the key and what is allowed ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("train", "batch_size", 0, "train.batch_size: 0 is out of range; allowed: >= 1"),
+    ("train", "iterations", -5, "train.iterations: -5 is out of range; allowed: >= 1"),
+    ("train", "checkpoint_every", 0, "train.checkpoint_every: 0 is out of range; allowed: >= 1"),
+    ("data", "image_size", 0, "data.image_size: 0 is out of range; allowed: >= 1"),
+    ("loss", "bank_size", -1, "loss.bank_size: -1 is out of range; allowed: >= 0"),
+    ("loss", "temperature", 0.0, "loss.temperature: 0.0 is out of range; allowed: > 0"),
+    ("teacher", "max_regions", 300, "teacher.max_regions: 300 is out of range; allowed: >= 1 and <= 255"),
+    ("teacher", "view_crops", [0.75, 1.5], "teacher.view_crops: 1.5 is out of range; allowed: > 0 and <= 1"),
+    ("world", "unseen", [], "world.unseen: the list is empty; it needs at least one value"),
+    ("mining", "window_sizes", [], "mining.window_sizes: the list is empty; it needs at least one value"),
+    ("train", None, 5, "train: expected a mapping of keys, got 5"),
+])
+def test_params_out_of_range_name_the_key_and_range(tmp_path, section, key, value, message):
+    raw = to_dict(Params())
+    if key is None:
+        raw[section] = value
+    else:
+        raw[section][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as err:
+        load_params(tmp_path / "params.yaml")
+    assert str(err.value) == message
+
+
+def test_bad_params_are_one_line_from_the_cli(project):
+    assert "train.batch_size: 0 is out of range; allowed: >= 1" in error_line(
+        c2s(project, "train", "--run", "models/x", "--batch-size", "0"))
+    (project / "params.yaml").write_text("train:\n  iterations: 4\n lr: [0.1\n")
+    line = error_line(c2s(project, "train", "--run", "models/x"))
+    assert "params.yaml is not valid YAML at line 3" in line, line
+    assert not (project / "models").exists()
+
+
+# --- errors in DataLoader workers, unwritable outputs, a full disk, damaged chunks -------------------------------
+
+
+def set_params(project: Path, **sections) -> None:
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    for section, values in sections.items():
+        raw[section].update(values)
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+
+
+def damage_keeping_stat(path: Path) -> None:
+    """Garbage of the same size and mtime: the store's data digest cannot see it, the decoder can."""
+    st = path.stat()
+    path.write_bytes(b"\0" * st.st_size)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("command", ["precompute", "train"])
+def test_error_in_a_dataloader_worker_is_one_line(own_world, command):
+    set_params(own_world, teacher={"workers": 1}, train={"num_workers": 1})
+    image = sorted((own_world / "world" / "JPEGImages").glob("*.jpg"))[0]
+    if command == "precompute":
+        shutil.rmtree(own_world / "data_cache")
+        image.write_bytes(image.read_bytes()[:100])                           # truncated
+        args = ["precompute", "--split", "train"]
+    else:
+        damage_keeping_stat(image)
+        args = ["train", "--run", "models/c2s"]
+    line = error_line(c2s(own_world, *args))
+    assert f"image {Path('world') / 'JPEGImages' / image.name} is corrupt or truncated" in line, line
+
+
+def test_unwritable_run_folder_is_one_line(stored):
+    (stored / "blocker").write_text("a file where the run folder's parent should be")
+    line = error_line(c2s(stored, "train", "--run", "blocker/run"))
+    assert "cannot use blocker/run" in line and "Not a directory" in line, line
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(trained, project_params, monkeypatch):
+    import errno
+
+    from c2s_pipeline.student import loop
+
+    run = trained / "models" / "c2s"
+    before = {name: (run / name).read_bytes() for name in (CHECKPOINT_FILE, STUDENT_FILE)}
+
+    def full_disk(obj, f):
+        Path(f).write_bytes(b"PK\x03\x04 half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loop.torch, "save", full_disk)
+    longer = dataclasses.replace(project_params, train=dataclasses.replace(project_params.train, iterations=6))
+    with pytest.raises(CheckpointError, match=r"cannot write .*checkpoint.pt \(No space left on device\); "
+                                              "the previous checkpoint.pt is kept"):
+        train.run(longer, run, cache_dir=trained / "data_cache")
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert not list(run.glob("*.tmp"))
+
+
+def test_cache_verify_lists_a_corrupt_chunk_and_ls_names_a_missing_folder(stored):
+    store = only_store(stored / "data_cache")
+    chunk = store / "local_cls" / "c" / "2" / "0" / "0"
+    chunk.write_bytes(b"\xff" * 7)
+    result = c2s(stored, "cache", "verify", str(store))
+    assert result.returncode == 1, result.stderr
+    assert "image 2: unreadable" in json.loads(result.stdout)["problems"][0]
+    assert "cache folder nowhere not found" in error_line(c2s(stored, "cache", "ls", "--cache-dir", "nowhere"))

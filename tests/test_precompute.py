@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from c2s_pipeline.cache.schema import LATENT, NO_REGION
 from c2s_pipeline.cache.store import CacheReader
 from stages import precompute
 from stages.common import locate_store
 
+REPO = Path(__file__).resolve().parents[1]
 ARRAYS = ("global_cls", "dense_tokens", "pseudo_mask", "region_class", "local_cls", "region_count")
 
 
@@ -146,3 +149,15 @@ def test_killed_precompute_resumes_to_the_same_store(tiny_params, tmp_path):
     assert sum(partial.is_done(i) for i in range(8)) < 8
     precompute.run(p, split="train", cache_dir=tmp_path / "killed")
     assert_same_store(reference, path)
+
+
+def test_train_stages_depend_on_the_one_store_they_read(tiny_params, tmp_path):
+    """dvc.yaml: stages reading one store depend on the pointer precompute writes for it, not on data_cache/."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    values = yaml.safe_load((REPO / "params.yaml").read_text())           # what dvc fills ${section.key} from
+    path = precompute.run(tiny_params, split="train", cache_dir=tmp_path / "data_cache")
+    for name in ("train_c2s", "train_seen_only", "diagnose"):
+        deps = [re.sub(r"\$\{(\w+)\.(\w+)\}", lambda m: str(values[m[1]][m[2]]), d) for d in stages[name]["deps"]]
+        (pointer,) = [d for d in deps if d.split("/")[0] == "data_cache"]
+        assert pointer != "data_cache", name
+        assert json.loads((tmp_path / pointer).read_text())["store"] == path.name, name

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -39,7 +40,7 @@ class ZarrBackend:
 
     @classmethod
     def create(cls, path, shape: CacheShape, manifest: dict) -> "ZarrBackend":
-        group = zarr.create_group(store=str(path), zarr_format=3)
+        group = zarr.create_group(store=str(path), zarr_format=3, overwrite=True)  # over a half-created one
         for name, (dims, dtype, fill) in shape.arrays().items():
             chunks = (1, *dims[1:]) if name in PER_IMAGE else dims
             group.create_array(name, shape=dims, dtype=dtype, chunks=chunks, fill_value=fill)
@@ -78,15 +79,18 @@ class H5Backend:
 
     @classmethod
     def create(cls, path, shape: CacheShape, manifest: dict) -> "H5Backend":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        f = h5py.File(path, "w")
-        for name, (dims, dtype, fill) in shape.arrays().items():
-            chunks = (1, *dims[1:]) if name in PER_IMAGE else None
-            f.create_dataset(name, shape=dims, dtype=dtype, chunks=chunks, fillvalue=fill,
-                             compression="gzip" if chunks else None, compression_opts=1 if chunks else None)
-        f.attrs[MANIFEST] = json.dumps(manifest)
-        f.flush()
-        return cls(f)
+        """Built as `<path>.partial` and renamed when whole: a killed creation leaves no unreadable store."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")   # a leftover of a killed creation is overwritten
+        with h5py.File(partial, "w") as f:
+            for name, (dims, dtype, fill) in shape.arrays().items():
+                chunks = (1, *dims[1:]) if name in PER_IMAGE else None
+                f.create_dataset(name, shape=dims, dtype=dtype, chunks=chunks, fillvalue=fill,
+                                 compression="gzip" if chunks else None, compression_opts=1 if chunks else None)
+            f.attrs[MANIFEST] = json.dumps(manifest)
+        os.replace(partial, path)
+        return cls.open(path, writable=True)
 
     @classmethod
     def open(cls, path, writable: bool) -> "H5Backend":

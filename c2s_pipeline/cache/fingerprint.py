@@ -25,6 +25,24 @@ def file_list_digest(ids: list[str]) -> str:
     return _sha256("\n".join(ids).encode())[:16]
 
 
+def data_digest(paths) -> str:
+    """16 hex chars over each file's name, size and mtime_ns: the data a store was computed from.
+
+    Cheap (one stat per file, no reads: 2 x 118k for COCO-Stuff), and it changes when any image or label is
+    rewritten, replaced, added or removed. A rewrite that keeps both size and mtime_ns is not seen; moving or
+    copying the dataset with its mtimes kept (cp -p, rsync -t) keeps the digest.
+    """
+    sha = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        try:
+            st = path.stat()
+            sha.update(f"{path.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            sha.update(f"{path.name}\tmissing\n".encode())
+    return sha.hexdigest()[:16]
+
+
 def weights_digest(model_name: str, pretrained: str | None) -> str:
     """Identity of the teacher weights without loading them: a checkpoint's sha256, or model:tag."""
     if not pretrained:

@@ -15,6 +15,8 @@ def _size(path: Path) -> int:
 
 def list_stores(cache_dir: str | Path) -> list[dict]:
     """One row per store under cache_dir (fingerprint, size, completeness)."""
+    if not Path(cache_dir).is_dir():
+        raise CacheError(f"cache folder {cache_dir} not found; run `c2s precompute` first, or pass --cache-dir")
     rows = []
     for path in sorted(Path(cache_dir).glob("*.zarr")) + sorted(Path(cache_dir).glob("*.h5")):
         row = {"path": str(path), "size_mb": round(_size(path) / 2**20, 2)}
@@ -42,7 +44,11 @@ def verify_store(path) -> dict:
         if not reader.is_done(i):
             continue
         done += 1
-        rec = reader.read(i, dense=True)
+        try:
+            rec = reader.read(i, dense=True)
+        except Exception as err:  # noqa: BLE001 - a damaged chunk fails in the codec, zarr or h5py: listed
+            problems.append(f"image {i}: unreadable ({err.__class__.__name__}); recompute it or the store")
+            continue
         checks = {
             "global_cls shape": rec.global_cls.shape == (s.num_views, s.embed_dim),
             "dense_tokens shape": rec.dense_tokens.shape == (*s.grid, s.embed_dim),

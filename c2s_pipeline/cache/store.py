@@ -1,9 +1,12 @@
 """Writer and reader of a teacher store; the reader checks schema and fingerprint before anything else."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import numpy as np
 from c2s_pipeline.cache import schema as S
 from c2s_pipeline.cache.backends import backend_for, format_of, is_url, read_row
 from c2s_pipeline.cache.schema import SCHEMA_VERSION, CacheShape, TeacherRecord
+from c2s_pipeline.config import changes, first_few, flatten
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +25,79 @@ class CacheError(RuntimeError):
 
 class UnseenAccessError(CacheError):
     """A seen-only reader was asked for unseen-class data (the inductive rule)."""
+
+
+@dataclass(frozen=True)
+class StoreIdentity:
+    """What a store must have been computed under: the teacher settings and the files of its split.
+
+    fingerprint: hash of `inputs` (stages.common.teacher_inputs); data_digest: fingerprint.data_digest of the
+    split's images and labels. Either of inputs / data_digest may be None when not known (not checked).
+    """
+
+    fingerprint: str
+    inputs: dict | None = None
+    data_digest: str | None = None
+
+
+def check_identity(path, manifest: dict, expect: StoreIdentity) -> None:
+    """Refuse a store of another schema, other teacher settings or other data, naming what differs."""
+    split = manifest.get("split", "?")
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise CacheError(f"store {path} has schema {manifest.get('schema_version')}, this c2s reads "
+                         f"{SCHEMA_VERSION}; delete it and run `c2s precompute --split {split}` to rebuild it")
+    if manifest.get("fingerprint") != expect.fingerprint:
+        old, new = flatten(manifest.get("inputs") or {}), flatten(expect.inputs or {})
+        diffs = changes(old, new, list(new)) or changes(manifest, {"fingerprint": expect.fingerprint}, ["fingerprint"])
+        raise CacheError(f"store {path} was computed under other settings: {first_few(diffs)}; pass the store of "
+                         f"these settings, or run `c2s precompute` with them")
+    have = manifest.get("data_digest")
+    if expect.data_digest is None:
+        return
+    if have is None:
+        log.warning("store %s predates data digests: its images and labels cannot be checked", path)
+    elif have != expect.data_digest:
+        raise CacheError(f"the images or labels of split '{split}' changed since store {path} was computed from "
+                         f"them (a file's size or modification time differs), so its teacher outputs are stale; "
+                         f"delete it (or use another --cache-dir) and run `c2s precompute --split {split}` again")
+
+
+@contextlib.contextmanager
+def store_lock(path):
+    """Hold `<store>.lock` while writing a store: a second writer is refused at once instead of interleaving.
+
+    The lock dies with its process (a killed precompute never leaves a stale lock). Not for URLs: object
+    stores have no such lock, so concurrent precomputes there are the user's to avoid.
+    """
+    if is_url(path):
+        yield
+        return
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CacheError(f"store {path} is being written by another c2s precompute (it holds {lock.name}); "
+                             "wait for it to finish, then run again") from None
+        yield
+
+
+def is_complete(path, expect: StoreIdentity) -> bool:
+    """True when the store exists, every image is done and it was computed under `expect` (else CacheError)."""
+    backend_cls = backend_for(format_of(path))
+    if not backend_cls.exists(path):
+        return False
+    try:
+        backend = backend_cls.open(path, writable=False)
+    except OSError:
+        return False          # unreadable: CacheWriter.open says what it is
+    manifest = backend.manifest()
+    backend.close()
+    if manifest is None or manifest.get("status") != "complete":
+        return False
+    check_identity(path, manifest, expect)
+    return True
 
 
 def store_path(cache_dir, dataset: str, split: str, fingerprint: str, fmt: str = "zarr") -> Path | str:
@@ -45,10 +122,10 @@ class CacheWriter:
     @classmethod
     def open(cls, path, shape: CacheShape, manifest: dict, fmt: str | None = None,
              create: bool = True) -> "CacheWriter":
-        """Create the store, or reopen it when fingerprint and schema match (resume).
+        """Create the store, or reopen it when schema, fingerprint and data digest match (resume).
 
-        create=False only reopens (non-zero ranks after rank 0 created it behind a barrier).
-        A mismatched or half-created store is refused and never modified.
+        create=False only reopens (non-zero ranks after rank 0 created it behind a barrier). A mismatched
+        store is refused and never modified; a half-created one (no manifest) is created again.
         """
         fmt = fmt or format_of(path)
         backend_cls = backend_for(fmt)
@@ -59,9 +136,16 @@ class CacheWriter:
                               "num_views": shape.num_views},
                     "created": manifest.get("created", time.strftime("%Y-%m-%dT%H:%M:%S"))}
         if backend_cls.exists(path):
-            _check_existing(backend_cls.open(path, writable=False), path, manifest)
-            return cls(backend_cls.open(path, writable=True), path, shape)
-        if not create:
+            existing = _manifest_of(backend_cls, path)
+            if existing is not None:
+                check_identity(path, existing, StoreIdentity(manifest["fingerprint"], manifest.get("inputs"),
+                                                             manifest.get("data_digest")))
+                return cls(backend_cls.open(path, writable=True), path, shape)
+            if not create:
+                raise CacheError(f"store {path} is half-created (no manifest); rank 0 recreates it")
+            # Only a creation killed before its manifest leaves this (the caller holds store_lock).
+            log.warning("store %s was left half-created by a killed run; creating it again", path)
+        elif not create:
             raise CacheError(f"store {path} does not exist yet; rank 0 creates it first")
         log.info("creating store %s", path)
         return cls(backend_cls.create(path, shape, manifest), path, shape)
@@ -113,39 +197,33 @@ class CacheWriter:
         self.close()
 
 
-def _check_existing(backend, path, manifest: dict) -> None:
-    existing = backend.manifest()
-    backend.close()
-    if existing is None:
-        raise CacheError(f"store {path} is half-created (no manifest); delete it and run precompute again")
-    if existing.get("schema_version") != SCHEMA_VERSION:
-        raise CacheError(f"store {path} has schema {existing.get('schema_version')}, this c2s writes "
-                         f"{SCHEMA_VERSION}; delete it or use another --cache-dir")
-    if existing.get("fingerprint") != manifest.get("fingerprint"):
-        raise CacheError(f"store {path} was written by a different teacher setting "
-                         f"({existing.get('fingerprint')}); delete it or use another --cache-dir")
+def _manifest_of(backend_cls, path) -> dict | None:
+    try:
+        backend = backend_cls.open(path, writable=False)
+    except OSError as err:
+        raise CacheError(f"store {path} cannot be opened ({err.__class__.__name__}: {err}); if no other process "
+                         "holds it, delete it and run `c2s precompute` again") from None
+    try:
+        return backend.manifest()
+    finally:
+        backend.close()
 
 
 class CacheReader:
     """Read access for training and evaluation; opens lazily so DataLoader workers each get a handle."""
 
-    def __init__(self, path, *, expect_fingerprint: str | None = None, seen_only: bool = True,
+    def __init__(self, path, *, expect: StoreIdentity | None = None, seen_only: bool = True,
                  require_complete: bool = True):
         self.path, self.seen_only = path, seen_only
         self.format = format_of(path)
         if not backend_for(self.format).exists(path):
             raise CacheError(f"teacher store {path} not found; run `c2s precompute` for this dataset/split")
         self._backend, self._pid = None, None
-        self.manifest = self._open().manifest()
+        self.manifest = _manifest_of(backend_for(self.format), path)
         if self.manifest is None:
-            raise CacheError(f"store {path} is half-created (no manifest); delete it and run `c2s precompute`")
-        if self.manifest.get("schema_version") != SCHEMA_VERSION:
-            raise CacheError(f"store {path} has schema {self.manifest.get('schema_version')}, this c2s reads "
-                             f"{SCHEMA_VERSION}; re-run `c2s precompute` to rebuild it")
+            raise CacheError(f"store {path} is half-created (no manifest); run `c2s precompute` again to create it")
+        check_identity(path, self.manifest, expect or StoreIdentity(self.manifest.get("fingerprint")))
         self.fingerprint = self.manifest["fingerprint"]
-        if expect_fingerprint is not None and expect_fingerprint != self.fingerprint:
-            raise CacheError(f"store {path} has fingerprint {self.fingerprint} but the current teacher settings "
-                             f"give {expect_fingerprint}; run `c2s precompute` with these params")
         self.shape = _shape_of(self.manifest)
         self.ids = list(self.manifest.get("ids", []))
         self.class_names = list(self.manifest.get("class_names", []))

@@ -1,15 +1,41 @@
 """What every dataset reader shares: the class spec, the sample type and the seen-only gate."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
 
 
 class DatasetError(RuntimeError):
     """Bad dataset input; the message is one line naming the file and what to do."""
+
+
+def as_in_main_process(loader):
+    """Iterate `loader`; an error raised in one of its workers comes out as it would with workers 0.
+
+    torch re-raises a worker's exception with the worker's whole traceback as its message, so a one-line
+    DatasetError (a corrupt image, a label out of range) would reach the user as twenty lines. The same
+    type is raised with the original message; the worker's traceback goes to the debug log and the chain.
+    """
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as err:  # noqa: BLE001 - re-raised, shortened only when it comes from a worker
+            text = str(err)
+            if not (text.startswith("Caught ") and "DataLoader worker" in text.split("\n", 1)[0]):
+                raise
+            log.debug("%s", text)
+            last = text.rstrip().splitlines()[-1]             # "package.module.Type: the original message"
+            raise type(err)(last.split(": ", 1)[-1]) from err
+        yield batch
 
 
 @dataclass(frozen=True)

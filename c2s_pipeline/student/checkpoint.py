@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from c2s_pipeline.config import changes, first_few, flatten
+
 log = logging.getLogger(__name__)
 
 
@@ -57,30 +59,14 @@ RESUME_MAY_CHANGE = ("train.log_every", "train.checkpoint_every", "train.iterati
 
 def check_resumable(path: str | Path, saved: dict | None, current: dict | None) -> None:
     """Refuse to continue a checkpoint under other settings than it was written with; names what differs."""
-    old, new = _flatten(saved or {}), _flatten(current or {})
+    old, new = flatten(saved or {}), flatten(current or {})
     keys = sorted(k for k in old.keys() | new.keys()
                   if k.split(".")[0] in RESUME_COMPARED and k not in RESUME_MAY_CHANGE)
-    diffs = [f"{k} {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys if old.get(k) != new.get(k)]
+    diffs = changes(old, new, keys)
     before, after = old.get("train.iterations"), new.get("train.iterations")
     if before is not None and after is not None and after < before:
         diffs.append(f"train.iterations {before} -> {after} (it may only grow)")
     if diffs:
-        more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
-        raise CheckpointError(f"{path} was written under other settings: {'; '.join(diffs[:3])}{more}; restore "
+        raise CheckpointError(f"{path} was written under other settings: {first_few(diffs)}; restore "
                               "them, or pass --no-resume to start this run afresh")
 
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    """{"train": {"seed": 0}} -> {"train.seed": 0}; lists stay values."""
-    flat = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

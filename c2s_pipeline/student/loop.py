@@ -15,7 +15,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from c2s_pipeline.config import TrainConfig
-from c2s_pipeline.student.checkpoint import check_resumable, safe_load
+from c2s_pipeline.data.base import as_in_main_process
+from c2s_pipeline.student.checkpoint import CheckpointError, check_resumable, safe_load
 from c2s_pipeline.student.task import LOSS_KEYS, C2STask
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,21 @@ def _set_rng_state(state: dict) -> None:
 
 
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves half a checkpoint."""
+    """torch.save to a temporary file, then rename: a kill or a full disk never leaves half a checkpoint.
+
+    A failed write (no space, no permission) removes the temporary file and keeps the previous file.
+    """
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:   # torch's zip writer reports a full disk as a RuntimeError
+        log.debug("cannot write %s", path, exc_info=True)
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise CheckpointError(f"cannot write {path} ({reason}); the previous {path.name} is kept: free space or "
+                              "fix the folder, then run again (training resumes from the last checkpoint)") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _trim_log(path: Path, last: int) -> None:
@@ -120,7 +132,7 @@ def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLo
     elif _is_main():
         (run_dir / LOG_FILE).unlink(missing_ok=True)
     # Creating the batch iterator draws from the global RNG: do it before restoring the saved state.
-    batches = iter(loader_factory(start))
+    batches = as_in_main_process(loader_factory(start))
     if ckpt is not None:
         _set_rng_state(ckpt["rng"])
     if _is_main():
