@@ -40,15 +40,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def teacher_inputs(params: Params, split: str, ids: list[str]) -> dict:
-    """The fingerprint inputs of the teacher store for `split` under `params`."""
+def teacher_inputs(params: Params, split: str, dataset) -> dict:
+    """The fingerprint inputs of the teacher store for `split` under `params`, computed from `dataset`'s files."""
     t, d = params.teacher, params.data
-    spec = dataset_from_params(params, split).spec
+    files = [p for i in range(len(dataset)) for p in (dataset.image_path(i), dataset.label_path(i))]
     return fingerprint_inputs(
-        dataset=d.dataset, split=split, ids=ids, clip_model=t.clip_model,
+        dataset=d.dataset, split=split, ids=list(dataset.ids), data=data_digest(files), clip_model=t.clip_model,
         weights_digest=weights_digest(t.clip_model, t.pretrained), image_size=d.image_size,
         dense_mode=t.dense_mode, crop_size=t.crop_size, templates=t.templates, mining=params.mining,
-        max_regions=t.max_regions, unseen=list(spec.unseen), view_crops=t.view_crops,
+        max_regions=t.max_regions, unseen=list(dataset.spec.unseen), view_crops=t.view_crops,
     )
 
 
@@ -58,12 +58,10 @@ def locate_store(params: Params, split: str,
 
     The identity is what the store must have been computed under: teacher settings and the split's files.
     """
-    d = params.data
-    ds = dataset_from_params(params, split)
-    inputs = teacher_inputs(params, split, list(ds.ids))
-    files = [p for i in range(len(ds)) for p in (ds.image_path(i), ds.label_path(i))]
-    identity = StoreIdentity(teacher_fingerprint(inputs), inputs, data_digest(files))
-    return Path(store_path(cache_dir, d.dataset, split, identity.fingerprint, params.teacher.store_format)), identity
+    inputs = teacher_inputs(params, split, dataset_from_params(params, split))
+    identity = StoreIdentity(teacher_fingerprint(inputs), inputs)
+    return Path(store_path(cache_dir, params.data.dataset, split, identity.fingerprint,
+                           params.teacher.store_format)), identity
 
 
 def open_store(params: Params, split: str, *, cache_dir: str | Path = DEFAULT_CACHE_DIR, cache=None,

@@ -103,8 +103,7 @@ def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR
 
 def _point_to(path: Path, identity: StoreIdentity, pointer: Path) -> None:
     """Name the split's complete store in `pointer`; an unchanged pointer is not rewritten."""
-    text = json.dumps({"store": path.name, "fingerprint": identity.fingerprint,
-                       "data_digest": identity.data_digest}, indent=2) + "\n"
+    text = json.dumps({"store": path.name, "fingerprint": identity.fingerprint}, indent=2) + "\n"
     if not pointer.is_file() or pointer.read_text() != text:
         write_text(pointer, text)
 
@@ -121,7 +120,7 @@ def _compute(params: Params, split: str, dataset, path: Path, identity: StoreIde
                        mask_size=d.image_size, max_regions=t.max_regions,
                        num_classes=dataset.spec.num_classes,
                        num_views=len(view_windows(d.image_size, t.view_crops)))
-    manifest = {"fingerprint": identity.fingerprint, "inputs": identity.inputs, "data_digest": identity.data_digest,
+    manifest = {"fingerprint": identity.fingerprint, "inputs": identity.inputs,
                 "dataset": d.dataset, "split": split, "ids": list(dataset.ids),
                 "views": [list(v) for v in view_windows(d.image_size, t.view_crops)],
                 "class_names": list(dataset.spec.class_names), "config": to_dict(params),

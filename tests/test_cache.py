@@ -186,7 +186,7 @@ def test_list_and_verify(tmp_path):
 
 
 def test_fingerprint_tracks_teacher_settings_only():
-    base = dict(dataset="world", split="train", ids=["a", "b"], clip_model="m", weights_digest="w", image_size=128,
+    base = dict(dataset="world", split="train", ids=["a", "b"], data="d0", clip_model="m", weights_digest="w", image_size=128,
                 dense_mode="maskclip", crop_size=0, templates="single", mining=MiningConfig(), max_regions=16,
                 unseen=[1], view_crops=(0.75,))
     fp = teacher_fingerprint(fingerprint_inputs(**base))
@@ -195,3 +195,4 @@ def test_fingerprint_tracks_teacher_settings_only():
     assert teacher_fingerprint(fingerprint_inputs(**changed)) != fp
     assert teacher_fingerprint(fingerprint_inputs(**{**base, "ids": ["a", "c"]})) != fp
     assert teacher_fingerprint(fingerprint_inputs(**{**base, "view_crops": (0.5,)})) != fp
+    assert teacher_fingerprint(fingerprint_inputs(**{**base, "data": "d1"})) != fp   # images or labels changed

@@ -222,14 +222,21 @@ def relabel_one(world: Path) -> None:
 
 
 @pytest.mark.parametrize("change", [invert_images, relabel_one], ids=["inverted-images", "one-relabelled"])
-def test_store_of_changed_data_is_refused(own_world, change):
-    store = only_store(own_world / "data_cache")
-    before = tree_digest(store)
+def test_store_of_changed_data_is_never_reused(own_world, change):
+    """A store never outlives its data: changed files address a new store; the old one is refused and kept."""
+    old = only_store(own_world / "data_cache")
+    before = tree_digest(old)
     change(own_world / "world")
-    for args in (["precompute", "--split", "train"], ["train", "--run", "models/c2s"]):
-        line = error_line(c2s(own_world, *args))
-        assert "images or labels of split 'train' changed" in line and "c2s precompute" in line, line
-    assert tree_digest(store) == before and not (own_world / "models").exists()
+    line = error_line(c2s(own_world, "train", "--run", "models/c2s", "--cache", str(old)))
+    assert "images or labels of split 'train' changed" in line and "c2s precompute --split train" in line, line
+    line = error_line(c2s(own_world, "train", "--run", "models/c2s"))
+    assert "not found" in line and "c2s precompute" in line, line
+    assert not (own_world / "models").exists()
+    done = c2s(own_world, "precompute", "--split", "train")
+    n = len(list((own_world / "world" / "JPEGImages").glob("train_*.jpg")))
+    assert done.returncode == 0 and f"0/{n} images done, {n} to compute" in done.stderr, done.stderr
+    stores = [p for p in (own_world / "data_cache").iterdir() if p.suffix == ".zarr"]
+    assert len(stores) == 2 and tree_digest(old) == before
 
 
 def test_train_cache_flag_gets_the_located_checks(stored, project_params):

@@ -57,7 +57,7 @@ def weights_digest(model_name: str, pretrained: str | None) -> str:
     return sha.hexdigest()
 
 
-def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], clip_model: str, weights_digest: str,
+def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], data: str, clip_model: str, weights_digest: str,
                        image_size: int, dense_mode: str, crop_size: int, templates: str, mining,
                        max_regions: int, unseen: list[int], view_crops: tuple[float, ...]) -> dict:
     """Everything the teacher's outputs depend on, as a JSON-able dict."""
@@ -65,6 +65,7 @@ def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], clip_model: 
     return {
         "schema_version": SCHEMA_VERSION,
         "dataset": dataset, "split": split, "num_images": len(ids), "file_list": file_list_digest(ids),
+        "data": data,
         "unseen": sorted(int(u) for u in unseen),
         "clip_model": clip_model, "weights": weights_digest, "image_size": image_size,
         "dense_mode": dense_mode, "crop_size": crop_size, "templates": templates,

@@ -31,13 +31,12 @@ class UnseenAccessError(CacheError):
 class StoreIdentity:
     """What a store must have been computed under: the teacher settings and the files of its split.
 
-    fingerprint: hash of `inputs` (stages.common.teacher_inputs); data_digest: fingerprint.data_digest of the
-    split's images and labels. Either of inputs / data_digest may be None when not known (not checked).
+    fingerprint: hash of `inputs` (stages.common.teacher_inputs, which include a digest of the split's images
+    and labels); inputs may be None when not known (then a mismatch cannot say what differs).
     """
 
     fingerprint: str
     inputs: dict | None = None
-    data_digest: str | None = None
 
 
 def check_identity(path, manifest: dict, expect: StoreIdentity) -> None:
@@ -48,18 +47,14 @@ def check_identity(path, manifest: dict, expect: StoreIdentity) -> None:
                          f"{SCHEMA_VERSION}; delete it and run `c2s precompute --split {split}` to rebuild it")
     if manifest.get("fingerprint") != expect.fingerprint:
         old, new = flatten(manifest.get("inputs") or {}), flatten(expect.inputs or {})
-        diffs = changes(old, new, list(new)) or changes(manifest, {"fingerprint": expect.fingerprint}, ["fingerprint"])
+        diffs = changes(old, new, [k for k in new if k != "data"])
+        if new and not diffs and old.get("data") != new.get("data"):
+            raise CacheError(f"the images or labels of split '{split}' changed since store {path} was computed "
+                             f"from them (a file's size or modification time differs), so its teacher outputs are "
+                             f"stale; run `c2s precompute --split {split}` to compute the store of the current files")
+        diffs = diffs or changes(manifest, {"fingerprint": expect.fingerprint}, ["fingerprint"])
         raise CacheError(f"store {path} was computed under other settings: {first_few(diffs)}; pass the store of "
                          f"these settings, or run `c2s precompute` with them")
-    have = manifest.get("data_digest")
-    if expect.data_digest is None:
-        return
-    if have is None:
-        log.warning("store %s predates data digests: its images and labels cannot be checked", path)
-    elif have != expect.data_digest:
-        raise CacheError(f"the images or labels of split '{split}' changed since store {path} was computed from "
-                         f"them (a file's size or modification time differs), so its teacher outputs are stale; "
-                         f"delete it (or use another --cache-dir) and run `c2s precompute --split {split}` again")
 
 
 @contextlib.contextmanager
@@ -138,8 +133,7 @@ class CacheWriter:
         if backend_cls.exists(path):
             existing = _manifest_of(backend_cls, path)
             if existing is not None:
-                check_identity(path, existing, StoreIdentity(manifest["fingerprint"], manifest.get("inputs"),
-                                                             manifest.get("data_digest")))
+                check_identity(path, existing, StoreIdentity(manifest["fingerprint"], manifest.get("inputs")))
                 return cls(backend_cls.open(path, writable=True), path, shape)
             if not create:
                 raise CacheError(f"store {path} is half-created (no manifest); rank 0 recreates it")
