@@ -57,5 +57,5 @@ def run_diagnose(params: Params, out_json: str | Path, *, cache_dir: str | Path 
     summary = {"same_colour_cos": report["text"]["same_colour_mean"], "crop_seen": report["crops"]["seen_top1"],
                "crop_unseen": report["crops"]["unseen_top1"],
                **{f"dense_{m}_uIoU": r["uIoU"] for m, r in report["dense"].items()}, **report.get("mining", {})}
-    log.info("diagnostics: %s", {k: round(v, 2) for k, v in summary.items()})
+    log.info("diagnostics: %s", {k: v if v is None else round(v, 2) for k, v in summary.items()})
     return out_json
