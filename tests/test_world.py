@@ -102,3 +102,64 @@ def test_unknown_shape_is_a_clear_error():
 
     with pytest.raises(KeyError, match="choose one of " + ", ".join(SHAPES)):
         shape_polygon("hexagon", 0, 0, 1, 0)
+
+
+def test_object_crops_are_square_boxes_and_measure_what_else_they_show():
+    from c2s_pipeline.world.diagnose import object_crops
+
+    image = np.arange(20 * 20 * 3, dtype=np.uint8).reshape(20, 20, 3)
+    label = np.full((20, 20), 255, dtype=np.uint8)
+    label[2:8, 2:7] = 4                      # a 6 x 5 box: the crop is the 6 x 6 square centred on it
+    label[2:8, 1] = 9                        # another object inside that square: 6 of its 36 pixels
+    label[12:18, 12:18] = 9
+    crops = {c: (crop, other) for crop, c, other in object_crops(image, label)}
+    crop, other = crops[4]
+    assert crop.shape == (6, 6, 3) and np.array_equal(crop, image[2:8, 1:7])
+    assert other == pytest.approx(6 / 36)
+    crop, other = crops[9]                   # rows 2-17, columns 1-17: a 17 x 17 square holding object 4 too
+    assert np.array_equal(crop, image[1:18, 1:18]) and other == pytest.approx(30 / 289)
+
+
+@pytest.mark.parametrize("pattern", ["striped", "checked"])
+def test_a_pattern_repeats_at_its_period(pattern):
+    from c2s_pipeline.world.generator import surface
+
+    for period in (8.0, 16.0):
+        shade = surface(pattern, np.random.default_rng(0), 128, period)
+        power = np.abs(np.fft.fft2(shade - shade.mean())) ** 2
+        fy, fx = np.meshgrid(np.fft.fftfreq(128), np.fft.fftfreq(128), indexing="ij")
+        strongest = 1 / np.hypot(fy, fx).flat[power.argmax()]         # px per cycle
+        # the checks' strongest components run along the diagonals of their squares: period / sqrt(2)
+        expected = period / np.sqrt(2) if pattern == "checked" else period
+        assert strongest == pytest.approx(expected, rel=0.1), (pattern, period, strongest)
+
+
+def test_pattern_scales_with_its_object(monkeypatch):
+    from c2s_pipeline.world import generator
+
+    periods = []
+    real_surface = generator.surface
+    monkeypatch.setattr(generator, "surface", lambda p, rng, size, period: periods.append(period) or
+                        real_surface(p, rng, size, period))
+    for radius in (0.1, 0.3):
+        generator.render(np.random.default_rng(0), 128, [CLASS_NAMES.index("red triangle")], radius=(radius, radius))
+    assert periods == pytest.approx([generator.PATTERN_PERIOD * 0.1 * 128, generator.PATTERN_PERIOD * 0.3 * 128])
+
+
+def test_pretraining_crops_zoom_in_and_full_side_keeps_every_pixel(monkeypatch):
+    from c2s_pipeline.world import pretrain
+
+    yy, xx = np.mgrid[0:64, 0:64]
+    board = torch.from_numpy(((yy // 8 + xx // 8) % 2 * 255).astype(np.uint8)).expand(4, 3, 64, 64)
+    turns = [board.float()]
+    turns += [torch.rot90(t, k, dims=(-2, -1)) for t in (board.float(), board.float().flip(-1),
+                                                         board.float().flip(-2), board.float().flip(-1).flip(-2))
+              for k in range(4)]
+    monkeypatch.setattr(pretrain, "CROP_SIDE", (1.0, 1.0))
+    out = pretrain._augment(board, torch.Generator().manual_seed(0))
+    assert out.shape == (4, 3, 64, 64) and any(torch.allclose(out, t, atol=1e-3) for t in turns)
+    monkeypatch.setattr(pretrain, "CROP_SIDE", (0.5, 0.5))
+    out = pretrain._augment(board, torch.Generator().manual_seed(0))
+    row = out[:, 0, 32] > 127
+    edges = (row[:, 1:] != row[:, :-1]).sum(1)            # 7 in the board; a 2x zoom keeps 3 or 4
+    assert edges.tolist() == pytest.approx([3.5] * 4, abs=0.5)

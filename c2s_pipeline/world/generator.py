@@ -2,8 +2,8 @@
 
 20 classes = 5 shapes x 4 colours ("red circle", ...). The unseen classes are a parameter
 (`world.unseen`, by default one per shape, so every unseen class's shape and colour also occur in seen
-classes); the images do not depend on it. Captions for teacher pretraining name every object, unseen ones included;
-segmentation labels come from the drawing masks, never from re-segmenting pixels.
+classes); the images do not depend on it. Each caption photo for teacher pretraining shows one object and names it,
+unseen classes included; segmentation labels come from the drawing masks, never from re-segmenting pixels.
 """
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from c2s_pipeline.config import WorldConfig
+from c2s_pipeline.teacher.clip import SINGLE_TEMPLATE
 
 log = logging.getLogger(__name__)
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 COLOURS = {"red": (200, 45, 40), "green": (45, 165, 60), "blue": (45, 75, 205), "yellow": (225, 200, 45)}
 CLASS_NAMES = tuple(f"{c} {s}" for s in SHAPES for c in COLOURS)
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 CAPTION_DIR = "CaptionImages"
 CAPTIONS_FILE = "captions.jsonl"
 
@@ -53,15 +54,17 @@ def shape_polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> l
 # Each shape has its own surface pattern, as real classes differ in texture as well as outline (CLIP leans
 # on texture). Outline alone is learnt too slowly by a from-scratch ViT within the demo's CPU budget.
 PATTERNS = {"circle": "plain", "square": "checked", "triangle": "striped", "star": "dotted", "cross": "speckled"}
+# A pattern's period is a fraction of its object's radius: texture scales with the object, as a near or far
+# object's does in a photo, so a crop of an object looks alike at every size.
+PATTERN_PERIOD = 0.5
 
 
-def surface(pattern: str, rng: np.random.Generator, size: int) -> np.ndarray:
-    """(size, size) brightness factor of a pattern, about 0.55 (dark) to 1.0, at a random phase and angle."""
+def surface(pattern: str, rng: np.random.Generator, size: int, period: float) -> np.ndarray:
+    """(size, size) brightness factor of a pattern of `period` px, 0.55 (dark) to 1.0, at a random phase and angle."""
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
     theta = rng.uniform(0, np.pi)
     u = np.cos(theta) * xx + np.sin(theta) * yy + rng.uniform(0, 100)
     v = -np.sin(theta) * xx + np.cos(theta) * yy + rng.uniform(0, 100)
-    period = size / 8   # 16 px at the world's 128 px: still visible to a teacher that sees it at 64 px
     if pattern == "plain":
         return 0.9 + 0.1 * np.sin(u / rng.uniform(6, 12))   # smooth shading only
     if pattern == "striped":
@@ -106,7 +109,7 @@ def render(rng: np.random.Generator, size: int, classes: list[int],
         ImageDraw.Draw(mask_img).polygon(shape_polygon(shape, cx, cy, r, rng.uniform(0, 2 * np.pi)), fill=1)
         mask = np.asarray(mask_img).astype(bool)
         tint = np.array(colour) + rng.uniform(-25, 25, size=3)
-        shade = surface(PATTERNS[shape], rng, size)
+        shade = surface(PATTERNS[shape], rng, size, PATTERN_PERIOD * r)
         img[mask] = tint * shade[mask][:, None] + rng.normal(0, 10, size=(mask.sum(), 3))
         label[mask] = cls + 1
     return np.clip(img, 0, 255).astype(np.uint8), label
@@ -117,24 +120,20 @@ def _objects(rng: np.random.Generator, max_objects: int) -> list[int]:
     return [int(c) for c in rng.choice(len(CLASS_NAMES), size=n, replace=False)]
 
 
-# Half the caption photos show one large object ("a photo of a red circle", like a web photo of a thing),
-# half a scene of 1-3 objects at the segmentation images' scale.
-SINGLE_OBJECT_SHARE = 0.5
-SINGLE_OBJECT_RADIUS = (0.25, 0.45)
+# Every caption photo shows one large object and names it, as a web photo of a thing does. Photos of
+# several small objects named in one caption ("a red star and a blue circle") kept the from-scratch teacher
+# at 40-55 % crop top-1: its text tower would have to bind each colour to its shape (README, diagnostics).
+CAPTION_OBJECT_RADIUS = (0.25, 0.45)
 
 
-def caption_photo(rng: np.random.Generator, size: int) -> tuple[list[int], np.ndarray]:
-    """The classes and the (S, S, 3) uint8 image of one caption photo."""
-    if rng.random() < SINGLE_OBJECT_SHARE:
-        classes = _objects(rng, 1)
-        return classes, render(rng, size, classes, radius=SINGLE_OBJECT_RADIUS)[0]
-    classes = _objects(rng, 3)
-    return classes, render(rng, size, classes)[0]
+def caption_photo(rng: np.random.Generator, size: int) -> tuple[int, np.ndarray]:
+    """The class and the (S, S, 3) uint8 image of one caption photo."""
+    cls = int(rng.integers(len(CLASS_NAMES)))
+    return cls, render(rng, size, [cls], radius=CAPTION_OBJECT_RADIUS)[0]
 
 
-def caption_for(classes: list[int]) -> str:
-    names = [CLASS_NAMES[c] for c in classes]
-    return "a photo of a " + (names[0] if len(names) == 1 else ", a ".join(names[:-1]) + " and a " + names[-1]) + "."
+def caption_for(cls: int) -> str:
+    return SINGLE_TEMPLATE[0].format(CLASS_NAMES[cls])
 
 
 def _write_split(root: Path, split: str, n: int, rng: np.random.Generator, size: int, stats: dict) -> list[str]:
@@ -163,10 +162,10 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig) -> dict:
     _write_split(root, "val", cfg.n_val, rng, cfg.image_size, stats)
     with (root / CAPTIONS_FILE).open("w") as f:
         for k in tqdm(range(cfg.n_caption), desc="world captions", unit="img", leave=False):
-            classes, image = caption_photo(rng, cfg.image_size)
+            cls, image = caption_photo(rng, cfg.image_size)
             rel = f"{CAPTION_DIR}/cap_{k:05d}.jpg"
             Image.fromarray(image).save(root / rel, quality=95)
-            f.write(json.dumps({"image": rel, "caption": caption_for(classes), "classes": classes}) + "\n")
+            f.write(json.dumps({"image": rel, "caption": caption_for(cls), "classes": [cls]}) + "\n")
     meta = {"class_names": list(CLASS_NAMES), "seed": cfg.seed,
             "image_size": cfg.image_size, "n_train": cfg.n_train, "n_val": cfg.n_val,
             "n_caption": cfg.n_caption, "version": WORLD_VERSION, "pixels_per_class": stats}

@@ -42,8 +42,23 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
     return (x.float() / 255.0 - mean) / std
 
 
+CROP_SIDE = (0.6, 1.0)   # random crop side as a fraction of the photo's, then resized back (RandomResizedCrop)
+
+
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal/vertical flips and 90-degree turns: shapes keep their names under these."""
+    """A random square crop per photo, resized back, then flips and 90-degree turns of the batch.
+
+    Crops show objects at more scales and as tight as a segment's bounding box; shapes keep their names
+    under flips and turns.
+    """
+    b = x.shape[0]
+    side = torch.empty(b).uniform_(*CROP_SIDE, generator=gen)
+    shift = (torch.rand(b, 2, generator=gen) * 2 - 1) * (1 - side)[:, None]
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = side
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
     if torch.rand((), generator=gen) < 0.5:
         x = x.flip(-1)
     if torch.rand((), generator=gen) < 0.5:
