@@ -146,8 +146,8 @@ class WorldConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    epochs: int = bounded(8, low=1)
-    batch_size: int = bounded(64, low=1)
+    epochs: int = bounded(16, low=1)
+    batch_size: int = bounded(20, low=1)   # at most the world's distinct captions (20): a batch never repeats one
     lr: float = bounded(1e-3, above=0)
     weight_decay: float = bounded(0.1, low=0)
     warmup_steps: int = bounded(50, low=0)
@@ -195,7 +195,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 
 def build_section(cls: type, values: dict[str, Any] | None, section: str) -> Any:
     """Build one frozen section dataclass from a mapping, rejecting unknown keys and values out of range."""
-    values = values or {}
+    values = {} if values is None else values
     if not isinstance(values, dict):
         raise ConfigError(f"{section}: expected a mapping of keys, got {values!r}")
     hints = typing.get_type_hints(cls)

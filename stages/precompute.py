@@ -85,7 +85,7 @@ def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR
     """Precompute the teacher store for `split`; resumes a store that a killed run left behind.
 
     A complete store of these settings and files is left as it is (nothing is written, CLIP is not loaded);
-    one of other data is refused. Rank 0 holds the store's lock while writing, so a second precompute of the
+    changed files address another store (the data digest is part of the fingerprint). Rank 0 holds the store's lock while writing, so a second precompute of the
     same store is refused. rank/world_size shard the images (torchrun); limit computes only the first N
     missing (benchmarks).
     """
@@ -95,7 +95,8 @@ def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR
         log.info("store %s: %d/%d images done, 0 to compute", path.name, len(dataset), len(dataset))
     else:
         with store_lock(path) if rank == 0 else contextlib.nullcontext():
-            _compute(params, split, dataset, path, identity, rank, world_size, barrier, limit)
+            if not (rank == 0 and is_complete(path, identity)):   # another precompute may have finished it
+                _compute(params, split, dataset, path, identity, rank, world_size, barrier, limit)
     if rank == 0 and not is_url(cache_dir) and is_complete(path, identity):
         _point_to(path, identity, Path(cache_dir) / STORE_POINTER.format(dataset=params.data.dataset, split=split))
     return path

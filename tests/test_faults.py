@@ -314,6 +314,7 @@ def test_precompute_with_nothing_to_do_writes_nothing(stored, project_params, mo
     ("world", "unseen", [], "world.unseen: the list is empty; it needs at least one value"),
     ("mining", "window_sizes", [], "mining.window_sizes: the list is empty; it needs at least one value"),
     ("train", None, 5, "train: expected a mapping of keys, got 5"),
+    ("train", None, [], "train: expected a mapping of keys, got []"),     # empty, but not a mapping either
 ])
 def test_params_out_of_range_name_the_key_and_range(tmp_path, section, key, value, message):
     raw = to_dict(Params())

@@ -163,3 +163,12 @@ def test_pretraining_crops_zoom_in_and_full_side_keeps_every_pixel(monkeypatch):
     row = out[:, 0, 32] > 127
     edges = (row[:, 1:] != row[:, :-1]).sum(1)            # 7 in the board; a 2x zoom keeps 3 or 4
     assert edges.tolist() == pytest.approx([3.5] * 4, abs=0.5)
+
+
+def test_pretraining_batches_larger_than_the_distinct_captions_are_refused(tiny_world, tmp_path):
+    from c2s_pipeline.config import ConfigError
+
+    cfg = PretrainConfig(epochs=1, batch_size=21, warmup_steps=1)   # the world has at most 20 distinct captions
+    with pytest.raises(ConfigError, match="pretrain.batch_size 21 is more than the .* distinct captions"):
+        pretrain_teacher(tiny_world, tmp_path / "clip.pt", cfg, model_name="c2s-tiny-vit")
+    assert not (tmp_path / "clip.pt").exists()

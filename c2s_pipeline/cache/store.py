@@ -48,11 +48,11 @@ def check_identity(path, manifest: dict, expect: StoreIdentity) -> None:
     if manifest.get("fingerprint") != expect.fingerprint:
         old, new = flatten(manifest.get("inputs") or {}), flatten(expect.inputs or {})
         diffs = changes(old, new, [k for k in new if k != "data"])
-        if new and not diffs and old.get("data") != new.get("data"):
+        if "data" in old and not diffs and old["data"] != new.get("data"):
             raise CacheError(f"the images or labels of split '{split}' changed since store {path} was computed "
                              f"from them (a file's size or modification time differs), so its teacher outputs are "
                              f"stale; run `c2s precompute --split {split}` to compute the store of the current files")
-        diffs = diffs or changes(manifest, {"fingerprint": expect.fingerprint}, ["fingerprint"])
+        diffs = changes(old, new, list(new)) or changes(manifest, {"fingerprint": expect.fingerprint}, ["fingerprint"])
         raise CacheError(f"store {path} was computed under other settings: {first_few(diffs)}; pass the store of "
                          f"these settings, or run `c2s precompute` with them")
 
@@ -117,7 +117,7 @@ class CacheWriter:
     @classmethod
     def open(cls, path, shape: CacheShape, manifest: dict, fmt: str | None = None,
              create: bool = True) -> "CacheWriter":
-        """Create the store, or reopen it when schema, fingerprint and data digest match (resume).
+        """Create the store, or reopen it when schema and fingerprint (settings and data digest) match (resume).
 
         create=False only reopens (non-zero ranks after rank 0 created it behind a barrier). A mismatched
         store is refused and never modified; a half-created one (no manifest) is created again.

@@ -16,13 +16,17 @@ class DatasetError(RuntimeError):
 
 
 def as_in_main_process(loader):
-    """Iterate `loader`; an error raised in one of its workers comes out as it would with workers 0.
+    """An iterator over `loader`; an error raised in one of its workers comes out as it would with workers 0.
 
     torch re-raises a worker's exception with the worker's whole traceback as its message, so a one-line
     DatasetError (a corrupt image, a label out of range) would reach the user as twenty lines. The same
     type is raised with the original message; the worker's traceback goes to the debug log and the chain.
+    The loader's iterator is created here, at once: that draws from the global RNG (resume depends on when).
     """
-    batches = iter(loader)
+    return _reraise_from_workers(iter(loader))
+
+
+def _reraise_from_workers(batches):
     while True:
         try:
             batch = next(batches)

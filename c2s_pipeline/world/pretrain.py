@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from c2s_pipeline.config import PretrainConfig
+from c2s_pipeline.config import ConfigError, PretrainConfig
 from c2s_pipeline.data.registry import build_dataset
 from c2s_pipeline.teacher.clip import SINGLE_TEMPLATE
 from c2s_pipeline.teacher.registry import register_model_configs
@@ -141,6 +141,9 @@ def pretrain_teacher(world_dir: str | Path, out_path: str | Path, cfg: PretrainC
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = [b for _ in range(cfg.epochs) for b in distinct_caption_batches(captions, cfg.batch_size, gen)]
     total = len(batches)
+    if not total:
+        raise ConfigError(f"pretrain.batch_size {cfg.batch_size} is more than the {len(set(captions))} distinct "
+                          "captions of this world, and a batch never repeats a caption; lower it")
     probe = torch.arange(min(256, len(captions)))
     loss_before = contrastive_loss(model, loss_fn, images[probe].to(device), tokens[probe].to(device))
     start, step = time.perf_counter(), 0
