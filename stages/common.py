@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 from pathlib import Path
 
@@ -78,9 +79,12 @@ def write_json(path: Path, payload: dict) -> Path:
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write `text` to a temporary file, then rename it over `path`; a failed write leaves no temporary file."""
+    """Write `text` to a temporary file, then rename it over `path`; a failed write leaves no temporary file.
+
+    The temporary name carries the process id, so two processes writing one file never share it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text)
         tmp.replace(path)

@@ -85,9 +85,9 @@ def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR
     """Precompute the teacher store for `split`; resumes a store that a killed run left behind.
 
     A complete store of these settings and files is left as it is (nothing is written, CLIP is not loaded);
-    changed files address another store (the data digest is part of the fingerprint). Rank 0 holds the store's lock while writing, so a second precompute of the
-    same store is refused. rank/world_size shard the images (torchrun); limit computes only the first N
-    missing (benchmarks).
+    changed files address another store (the data digest is part of the fingerprint). Rank 0 holds the store's
+    lock while writing, so a second precompute of the same store is refused. rank/world_size shard the images
+    (torchrun); limit computes only the first N missing (benchmarks).
     """
     dataset = dataset_from_params(params, split, seen_only=True)
     path, identity = locate_store(params, split, cache_dir)
@@ -95,7 +95,9 @@ def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR
         log.info("store %s: %d/%d images done, 0 to compute", path.name, len(dataset), len(dataset))
     else:
         with store_lock(path) if rank == 0 else contextlib.nullcontext():
-            if not (rank == 0 and is_complete(path, identity)):   # another precompute may have finished it
+            # Another precompute may have finished it meanwhile; under torchrun every rank must enter _compute
+            # (its barriers), so only a single process skips it.
+            if not (world_size == 1 and is_complete(path, identity)):
                 _compute(params, split, dataset, path, identity, rank, world_size, barrier, limit)
     if rank == 0 and not is_url(cache_dir) and is_complete(path, identity):
         _point_to(path, identity, Path(cache_dir) / STORE_POINTER.format(dataset=params.data.dataset, split=split))
