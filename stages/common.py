@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from c2s_pipeline.cache.fingerprint import data_digest, fingerprint_inputs, teac
 from c2s_pipeline.cache.store import CacheReader, StoreIdentity, store_path
 from c2s_pipeline.config import Params
 from c2s_pipeline.data.registry import dataset_from_params
+from c2s_pipeline.files import write_text
 
 log = logging.getLogger("c2s")
 
@@ -78,16 +78,3 @@ def write_json(path: Path, payload: dict) -> Path:
     return write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
-def write_text(path: Path, text: str) -> Path:
-    """Write `text` to a temporary file, then rename it over `path`; a failed write leaves no temporary file.
-
-    The temporary name carries the process id, so two processes writing one file never share it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -22,7 +22,8 @@ from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.data.transforms import resize_pair, view_windows
 from c2s_pipeline.teacher.clip import FrozenCLIP, load_clip
 from c2s_pipeline.teacher.mining import mine_pseudo_mask, region_crops
-from stages.common import DEFAULT_CACHE_DIR, locate_store, resolve_device, write_text
+from c2s_pipeline.files import write_text
+from stages.common import DEFAULT_CACHE_DIR, locate_store, resolve_device
 
 log = logging.getLogger(__name__)
 

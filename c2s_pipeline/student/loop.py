@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from tqdm import tqdm
 
 from c2s_pipeline.config import TrainConfig
 from c2s_pipeline.data.base import as_in_main_process
+from c2s_pipeline.files import replacing, write_text
 from c2s_pipeline.student.checkpoint import CheckpointError, check_resumable, safe_load
 from c2s_pipeline.student.task import LOSS_KEYS, C2STask
 
@@ -71,17 +71,14 @@ def atomic_save(obj, path: Path) -> None:
 
     A failed write (no space, no permission) removes the temporary file and keeps the previous file.
     """
-    tmp = path.with_suffix(path.suffix + ".tmp")
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            torch.save(obj, tmp)
     except (OSError, RuntimeError) as err:   # torch's zip writer reports a full disk as a RuntimeError
         log.debug("cannot write %s", path, exc_info=True)
         reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
         raise CheckpointError(f"cannot write {path} ({reason}); the previous {path.name} is kept: free space or "
                               "fix the folder, then run again (training resumes from the last checkpoint)") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _trim_log(path: Path, last: int) -> None:
@@ -95,9 +92,7 @@ def _trim_log(path: Path, last: int) -> None:
                 keep.append(line + "\n")
         except (ValueError, KeyError, TypeError):
             continue  # a row cut short by the kill
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(keep))
-    os.replace(tmp, path)
+    write_text(path, "".join(keep))
 
 
 def _is_main() -> bool:
@@ -136,7 +131,7 @@ def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLo
     if ckpt is not None:
         _set_rng_state(ckpt["rng"])
     if _is_main():
-        (run_dir / CONFIG_FILE).write_text(json.dumps(config_dict or {}, indent=2))
+        write_text(run_dir / CONFIG_FILE, json.dumps(config_dict or {}, indent=2))
     model = wrap(task) if wrap else task
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16

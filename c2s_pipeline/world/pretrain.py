@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from c2s_pipeline.config import ConfigError, PretrainConfig
 from c2s_pipeline.data.registry import build_dataset
+from c2s_pipeline.files import replacing, write_text
 from c2s_pipeline.teacher.clip import SINGLE_TEMPLATE
 from c2s_pipeline.teacher.registry import register_model_configs
 from c2s_pipeline.world.generator import CAPTIONS_FILE
@@ -166,10 +166,8 @@ def pretrain_teacher(world_dir: str | Path, out_path: str | Path, cfg: PretrainC
                "loss_after": contrastive_loss(model, loss_fn, images[probe].to(device), tokens[probe].to(device)),
                "steps": step, "seconds": round(time.perf_counter() - start, 1),
                **zero_shot_accuracy(model, tokenizer, world_dir, size, device)}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(out_path.suffix + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, out_path)
-    out_path.with_suffix(".json").write_text(json.dumps(metrics, indent=2))
+    with replacing(out_path) as tmp:
+        torch.save(model.state_dict(), tmp)
+    write_text(out_path.with_suffix(".json"), json.dumps(metrics, indent=2))
     log.info("teacher pretraining: %s", metrics)
     return metrics

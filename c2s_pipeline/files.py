@@ -1,0 +1,31 @@
+"""Write-then-rename: the one way this package replaces a file a user keeps (checkpoints, pointers, logs)."""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block ends without error it is renamed over `path`.
+
+    A kill or a failed write (full disk, no permission) leaves the previous `path` as it was and no
+    temporary file. The temporary name carries the process id, so two processes never share it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Replace `path` by `text` (see `replacing`)."""
+    with replacing(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
