@@ -404,3 +404,18 @@ def test_cache_verify_lists_a_corrupt_chunk_and_ls_names_a_missing_folder(stored
     assert result.returncode == 1, result.stderr
     assert "image 2: unreadable" in json.loads(result.stdout)["problems"][0]
     assert "cache folder nowhere not found" in error_line(c2s(stored, "cache", "ls", "--cache-dir", "nowhere"))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "no shape"])
+def test_damaged_store_manifest_is_one_line(stored, damage):
+    store = only_store(stored / "data_cache")
+    meta_file = store / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    if damage == "garbage":
+        meta_file.write_text(meta_file.read_text()[:40])          # cut short, as by a full disk
+    else:
+        del meta["attributes"]["manifest"]["shape"]
+        meta_file.write_text(json.dumps(meta))
+    line = error_line(c2s(stored, "train", "--run", "models/x", "--cache", str(store)))
+    assert "damaged" in line and "c2s precompute" in line, line
+    assert not (stored / "models" / "x").exists()

@@ -191,16 +191,33 @@ class CacheWriter:
         self.close()
 
 
+MANIFEST_KEYS = ("fingerprint", "shape", "ids", "class_names")
+
+
 def _manifest_of(backend_cls, path) -> dict | None:
+    """The store's manifest, None for a half-created store; a damaged one is a CacheError."""
     try:
         backend = backend_cls.open(path, writable=False)
     except OSError as err:
         raise CacheError(f"store {path} cannot be opened ({err.__class__.__name__}: {err}); if no other process "
                          "holds it, delete it and run `c2s precompute` again") from None
+    except ValueError as err:   # unreadable metadata JSON (zarr), or a file that is no store at all
+        raise _damaged(path, err) from None
     try:
-        return backend.manifest()
+        manifest = backend.manifest()
+    except ValueError as err:   # unreadable manifest JSON (h5)
+        raise _damaged(path, err) from None
     finally:
         backend.close()
+    if manifest is not None and not (isinstance(manifest, dict) and all(k in manifest for k in MANIFEST_KEYS)):
+        missing = [k for k in MANIFEST_KEYS if not isinstance(manifest, dict) or k not in manifest]
+        raise _damaged(path, f"manifest lacks {', '.join(missing)}")
+    return manifest
+
+
+def _damaged(path, reason) -> CacheError:
+    return CacheError(f"store {path} is damaged ({str(reason).splitlines()[0]}); delete it and run "
+                      "`c2s precompute` again to compute it afresh")
 
 
 class CacheReader:
