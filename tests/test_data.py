@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError
+from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError, as_in_main_process
 from c2s_pipeline.data.registry import build_dataset, dataset_spec, describe_datasets
 from c2s_pipeline.data.transforms import resize_pair, view_crop_flip, view_windows
 from tests.layouts import make_cocostuff, make_context, make_voc, make_world_meta
@@ -162,3 +163,19 @@ def test_bad_input_gives_one_line_error(voc_root, breakage, pattern):
 def test_unknown_dataset_lists_choices():
     with pytest.raises(DatasetError, match="choose one of voc, context, cocostuff, world"):
         build_dataset("ade", ".", "val")
+
+
+class _MissingFile(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        raise FileNotFoundError(2, "No such file or directory", f"img_{i}.jpg")
+
+
+def test_a_worker_os_error_keeps_its_errno_and_file_name():
+    loader = torch.utils.data.DataLoader(_MissingFile(), num_workers=1, multiprocessing_context="fork")
+    with pytest.raises(FileNotFoundError) as caught:
+        next(as_in_main_process(loader))
+    assert (caught.value.errno, caught.value.strerror, caught.value.filename) == \
+        (2, "No such file or directory", "img_0.jpg")

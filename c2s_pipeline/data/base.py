@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,8 +39,20 @@ def _reraise_from_workers(batches):
                 raise
             log.debug("%s", text)
             last = text.rstrip().splitlines()[-1]             # "package.module.Type: the original message"
-            raise type(err)(last.split(": ", 1)[-1]) from err
+            raise _rebuilt(type(err), last.split(": ", 1)[-1]) from err
         yield batch
+
+
+_OS_ERROR = re.compile(r"\[Errno (\d+)\] (.*?)(?:: '(.*)')?$")   # str(OSError(errno, strerror, filename))
+
+
+def _rebuilt(kind: type, message: str) -> Exception:
+    """The worker's exception again; an OSError keeps its errno, reason and file name (the CLI names the file)."""
+    match = _OS_ERROR.match(message) if issubclass(kind, OSError) else None
+    if match:
+        errno, strerror, filename = match.groups()
+        return kind(int(errno), strerror, filename) if filename else kind(int(errno), strerror)
+    return kind(message)
 
 
 @dataclass(frozen=True)
