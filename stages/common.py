@@ -53,13 +53,14 @@ def teacher_inputs(params: Params, split: str, dataset) -> dict:
     )
 
 
-def locate_store(params: Params, split: str,
-                 cache_dir: str | Path = DEFAULT_CACHE_DIR) -> tuple[Path, StoreIdentity]:
+def locate_store(params: Params, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+                 dataset=None) -> tuple[Path, StoreIdentity]:
     """(path, identity) of the store that `c2s precompute` writes for these params and split.
 
-    The identity is what the store must have been computed under: teacher settings and the split's files.
+    The identity is what the store must have been computed under: teacher settings and the split's files
+    (those of `dataset` when the caller has built it already).
     """
-    inputs = teacher_inputs(params, split, dataset_from_params(params, split))
+    inputs = teacher_inputs(params, split, dataset or dataset_from_params(params, split))
     identity = StoreIdentity(teacher_fingerprint(inputs), inputs)
     return Path(store_path(cache_dir, params.data.dataset, split, identity.fingerprint,
                            params.teacher.store_format)), identity

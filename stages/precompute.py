@@ -91,7 +91,7 @@ def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR
     (torchrun); limit computes only the first N missing (benchmarks).
     """
     dataset = dataset_from_params(params, split, seen_only=True)
-    path, identity = locate_store(params, split, cache_dir)
+    path, identity = locate_store(params, split, cache_dir, dataset)
     if is_complete(path, identity):
         log.info("store %s: %d/%d images done, 0 to compute", path.name, len(dataset), len(dataset))
     else:
