@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test lock clean-outputs
+.PHONY: install demo test test-fast lint lock clean-outputs
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,17 @@ demo: install
 
 test: install
 	python -m pytest -q
+
+# The edit-test loop: everything but the tests marked slow (real dvc repro, DDP spawns, SIGKILL, CLI subprocesses).
+test-fast: install
+	python -m pytest -q -m "not slow"
+
+lint: install
+	ruff check .
+
+# Every DVC output of the embedded default (the generated world, stores, runs, metrics); real datasets in data/ stay.
+clean-outputs:
+	rm -rf data/world data_cache models metrics dvc_plots
 
 # Refresh the lock of what the install resolved (commit the result).
 lock: install

@@ -10,7 +10,6 @@ Target: overhead (precompute / forwards - 1) under 30%.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 
@@ -29,8 +28,8 @@ def bare_forwards(params, indices, region_counts) -> float:
     """Seconds for only the CLIP work precompute does on these images (decode/resize excluded)."""
     d, t = params.data, params.teacher
     ds = dataset_from_params(params, d.train_split, seen_only=True)
-    clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device=t.device if t.device != "auto" else "cpu",
-                     dense_mode=t.dense_mode)
+    device = t.device if t.device != "auto" else "cpu"
+    clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device=device, dense_mode=t.dense_mode)
     images = np.stack([resize_pair(ds[i].image, ds[i].label, d.image_size)[0] for i in indices])
     start = time.perf_counter()
     for k in range(0, len(indices), t.batch_size):

@@ -46,7 +46,8 @@ def main() -> None:
     args = ap.parse_args()
     from c2s_pipeline.config import Params
 
-    params = dataclasses.replace(Params(), mining=MiningConfig(), data=dataclasses.replace(Params().data, image_size=args.size))
+    params = dataclasses.replace(Params(), mining=MiningConfig(),
+                                 data=dataclasses.replace(Params().data, image_size=args.size))
     clip = load_clip(args.clip, None, image_size=args.size, device=args.device)
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.integers(0, 255, (args.batch, args.size, args.size, 3), dtype=np.uint8))

@@ -186,7 +186,8 @@ def test_list_and_verify(tmp_path):
 
 
 def test_fingerprint_tracks_teacher_settings_only():
-    base = dict(dataset="world", split="train", ids=["a", "b"], data="d0", clip_model="m", weights_digest="w", image_size=128,
+    base = dict(dataset="world", split="train", ids=["a", "b"], data="d0", clip_model="m", weights_digest="w",
+                image_size=128,
                 dense_mode="maskclip", crop_size=0, templates="single", mining=MiningConfig(), max_regions=16,
                 unseen=[1], view_crops=(0.75,))
     fp = teacher_fingerprint(fingerprint_inputs(**base))

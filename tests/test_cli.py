@@ -30,6 +30,7 @@ def test_help_and_datasets():
     assert (by_name["cocostuff"]["classes"], by_name["cocostuff"]["unseen"]) == (171, 15)
 
 
+@pytest.mark.slow
 def test_pipeline_end_to_end(project):
     assert c2s("precompute", "--split", "train").exit_code == 0
     assert c2s("precompute", "--split", "val").exit_code == 0

@@ -18,6 +18,8 @@ from stages import precompute, train
 from stages.common import locate_store
 from tests.test_precompute import assert_same_store
 
+pytestmark = pytest.mark.slow   # 2-process gloo runs
+
 
 def _init(rank: int, world: int, init_file: str, timeout_s: int = 120) -> None:
     torch.set_num_threads(1)

@@ -30,6 +30,8 @@ from c2s_pipeline.student.loop import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, ST
 from stages import precompute, train
 from stages.common import locate_store
 
+pytestmark = pytest.mark.slow   # the CLI in subprocesses, stores and trainings: `make test-fast` skips them
+
 REPO = Path(__file__).resolve().parents[1]
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING) ")   # stages/common.py setup_logging
 PROGRESS = re.compile(r"\[\d+:\d\d[<,\]]")                               # a tqdm bar: "[00:01<00:02, ..."
@@ -278,8 +280,6 @@ def test_second_precompute_on_a_locked_store_is_refused(project, project_params)
 
 @pytest.mark.parametrize("fmt", ["zarr", "h5"])
 def test_half_created_store_is_recreated(project_params, tmp_path, fmt):
-    import h5py
-
     params = dataclasses.replace(project_params, teacher=dataclasses.replace(project_params.teacher, store_format=fmt))
     path, _ = locate_store(params, "val", tmp_path)
     if fmt == "zarr":

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pytest
 import torch
 
 from c2s_pipeline.cache.schema import EMPTY_SLOT, LATENT, NO_REGION

@@ -118,6 +118,7 @@ precompute.run(params, split="train", cache_dir=sys.argv[2])
 """
 
 
+@pytest.mark.slow
 def test_killed_precompute_resumes_to_the_same_store(tiny_params, tmp_path):
     import pickle
 

@@ -51,6 +51,7 @@ train.run(params, sys.argv[2], cache_dir=sys.argv[3])
 """
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_identical_weights(cached, tmp_path):
     params, cache_dir = cached
     train.run(params, tmp_path / "straight", cache_dir=cache_dir)
@@ -72,6 +73,7 @@ def test_killed_training_resumes_to_identical_weights(cached, tmp_path):
     assert [r["iter"] for r in log] == list(range(1, 7))
 
 
+@pytest.mark.slow
 def test_resume_logs_each_iteration_once(cached, tmp_path, monkeypatch):
     """A run that dies after logging past its checkpoint redoes those iterations and logs each once."""
     params, cache_dir = cached
@@ -169,6 +171,7 @@ def test_schedule_warms_up_then_decays_to_min_lr(tiny_params):
     assert factors[6] == pytest.approx(0.99 * 0.5 ** 0.9 + 0.01)
 
 
+@pytest.mark.slow
 def test_a_few_hundred_steps_reduce_every_loss_term(cached, tmp_path):
     params, cache_dir = cached
     tc = dataclasses.replace(params.train, iterations=240, batch_size=4, warmup_iters=20, checkpoint_every=240,

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from c2s_pipeline.data.base import IGNORE_INDEX
 
 
 def _resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from c2s_pipeline.config import WorldConfig
 from c2s_pipeline.data.base import DatasetError, DatasetSpec
-from c2s_pipeline.data.reader import require_dir
 from c2s_pipeline.data.voc import VOCLayoutDataset
 
 WORLD_META = "world.json"

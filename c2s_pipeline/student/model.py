@@ -28,10 +28,9 @@ class Student(nn.Module):
             self.net = smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights,
                                         classes=embed_dim)
         except KeyError as err:
-            archs = ", ".join(sorted(smp.MODEL_ARCHITECTURES_MAPPING)) if hasattr(smp, "MODEL_ARCHITECTURES_MAPPING") \
-                else "see smp docs"
-            raise StudentError(f"smp has no {err}; architectures: {archs}; encoders: smp.encoders.get_encoder_names()") \
-                from None
+            archs = ", ".join(sorted(getattr(smp, "MODEL_ARCHITECTURES_MAPPING", {}))) or "see smp docs"
+            raise StudentError(f"smp has no {err}; architectures: {archs}; "
+                               "encoders: smp.encoders.get_encoder_names()") from None
         self.net.segmentation_head[1] = nn.Identity()  # keep D channels at the decoder's own stride
         self.embed_dim = embed_dim
 
