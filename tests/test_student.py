@@ -132,3 +132,13 @@ def test_cls_bank_is_a_fifo_of_teacher_tokens():
     assert int(task.bank_count) == 3
     torch.testing.assert_close(task.bank, torch.stack([rows[1][1], rows[0][1], rows[1][0]]))
     assert "bank" in task.state_dict() and not task.bank.requires_grad
+
+
+def test_class_logits_per_image_text_equals_shared_text_image_by_image():
+    torch.manual_seed(0)
+    features, text = torch.randn(2, 8, 3, 5), torch.randn(2, 4, 8)        # a vocabulary per image
+    per_image = class_logits(features, text, 50.0)
+    for b in range(2):
+        torch.testing.assert_close(per_image[b], class_logits(features[b:b + 1], text[b], 50.0)[0])
+    cos = torch.nn.functional.cosine_similarity(features[0, :, 1, 2], text[0, 3], dim=0)
+    torch.testing.assert_close(per_image[0, 3, 1, 2], 50.0 * cos)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from c2s_pipeline.data.base import IGNORE_INDEX
+
 SCHEMA_VERSION = 2
 
 # Per-image arrays (first axis = image index). Shapes use N images, V views, D embedding width,
@@ -26,7 +28,7 @@ DONE = "done"                    # (N,) bool   written last, per image
 TEXT_EMBEDDINGS = "text_embeddings"  # (C, D) float32   A, L2-normalised
 CLASS_SEEN = "class_seen"            # (C,) bool
 
-NO_REGION = 255   # pseudo_mask value for pixels in no region (ignored by every loss)
+NO_REGION = IGNORE_INDEX   # pseudo_mask value for pixels in no region (ignored by every loss)
 LATENT = -1       # region_class value of a mined latent region
 EMPTY_SLOT = -2   # region_class value of an unused slot
 

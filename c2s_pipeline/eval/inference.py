@@ -6,6 +6,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from c2s_pipeline.student.model import class_logits
+
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, h, w) -> (B, C, h, w)
 
 
@@ -55,8 +57,7 @@ CLIP_LOGIT_SCALE = 100.0   # CLIP's own temperature, so calibration acts on real
 def dense_text_logits(tokens: torch.Tensor, text: torch.Tensor, size: tuple[int, int],
                       scale: float = CLIP_LOGIT_SCALE) -> torch.Tensor:
     """CLIP's dense zero-shot map: tokens (h, w, D) vs text (C, D) -> (1, C, H, W) scaled cosine, upsampled."""
-    logits = scale * torch.einsum("hwd,cd->chw", F.normalize(tokens.float(), dim=-1),
-                                  F.normalize(text.float(), dim=-1))[None]
+    logits = class_logits(tokens.float().permute(2, 0, 1)[None], text.float(), scale)
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 

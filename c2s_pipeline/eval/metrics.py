@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-IGNORE_INDEX = 255
+from c2s_pipeline.data.base import IGNORE_INDEX
 
 
 class ConfusionMatrix:

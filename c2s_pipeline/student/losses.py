@@ -6,7 +6,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-IGNORE = 255
 
 
 def info_nce(queries: torch.Tensor, keys: torch.Tensor, positive: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -61,7 +60,7 @@ def local_distill_loss(prototypes: torch.Tensor, present: torch.Tensor, local_cl
 
 
 def one_hot_targets(target: torch.Tensor, num_channels: int) -> torch.Tensor:
-    """(B, H, W) with IGNORE -> (B, K, H, W) float; ignored pixels are negatives for every class."""
+    """(B, H, W) with IGNORE_INDEX -> (B, K, H, W) float; ignored pixels are negatives for every class."""
     return (target[:, None] == torch.arange(num_channels, device=target.device)[None, :, None, None]).float()
 
 

@@ -16,8 +16,10 @@ class StudentError(ValueError):
 
 
 def class_logits(features: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
-    """scale * cos(F, A): features (B, D, h, w), text (C, D) -> (B, C, h, w)."""
-    return scale * torch.einsum("bdhw,cd->bchw", F.normalize(features, dim=1), F.normalize(text, dim=-1))
+    """scale * cos(F, A), the one scaled-cosine classifier: features (B, D, h, w), text (C, D) shared by the
+    batch or (B, C, D) per image -> (B, C, h, w)."""
+    pattern = "bdhw,cd->bchw" if text.dim() == 2 else "bdhw,bcd->bchw"
+    return scale * torch.einsum(pattern, F.normalize(features, dim=1), F.normalize(text, dim=-1))
 
 
 class Student(nn.Module):

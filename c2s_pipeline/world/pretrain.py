@@ -19,6 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from c2s_pipeline.config import ConfigError, PretrainConfig
+from c2s_pipeline.data.base import IGNORE_INDEX
 from c2s_pipeline.data.registry import build_dataset
 from c2s_pipeline.files import replacing, write_text
 from c2s_pipeline.teacher.clip import SINGLE_TEMPLATE
@@ -113,7 +114,7 @@ def zero_shot_accuracy(model, tokenizer, world_dir: Path, size: int, device) -> 
     hits = {"seen": [], "unseen": []}
     for i in range(len(ds)):
         sample = ds[i]
-        present, counts = np.unique(sample.label[sample.label != 255], return_counts=True)
+        present, counts = np.unique(sample.label[sample.label != IGNORE_INDEX], return_counts=True)
         if not len(present):
             continue
         target = int(present[np.argmax(counts)])
