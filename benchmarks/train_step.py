@@ -20,12 +20,12 @@ from c2s_pipeline.config import LossConfig, MiningConfig
 from c2s_pipeline.student.model import Student
 from c2s_pipeline.student.task import C2STask
 from c2s_pipeline.teacher.clip import load_clip
-from stages.precompute import _teach_batch
+from c2s_pipeline.teacher.batch import teach_batch
 
 
 def teacher_batch(clip, images, labels, args, params):
     """The batch fields precompute would have stored, computed now with CLIP."""
-    records = _teach_batch(clip, images, labels, params, clip.native_size)
+    records = teach_batch(clip, images, labels, params, clip.native_size)
     stack = lambda name: torch.from_numpy(np.stack([getattr(r, name) for r in records]))  # noqa: E731
     region_class = stack("region_class").long()
     region_class[region_class >= 0] = region_class[region_class >= 0] % 15            # into seen-index space

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+DEFAULT_CACHE_DIR = "data_cache"   # where teacher stores live unless --cache-dir says otherwise
+
 
 class ConfigError(ValueError):
     """A params file or override that does not match the schema."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Iterator
@@ -29,3 +30,8 @@ def write_text(path: str | Path, text: str) -> Path:
     with replacing(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    """Atomic JSON write so a killed stage never leaves half a file."""
+    return write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")

@@ -11,8 +11,8 @@ from typing import List, Optional
 
 import typer
 
-from c2s_pipeline.config import ConfigError, Params, load_params, override
-from stages.common import DEFAULT_CACHE_DIR, setup_logging
+from c2s_pipeline.config import DEFAULT_CACHE_DIR, ConfigError, Params, load_params, override
+from stages.common import setup_logging
 
 app = typer.Typer(help="CLIP-to-Seg distillation: open-vocabulary segmentation from a cached CLIP teacher.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -232,11 +232,11 @@ def world_diagnose(out: str = typer.Option("metrics/world_diagnostics.json", hel
                    metrics_dir: str = typer.Option("metrics", help="Where `c2s evaluate` wrote NAME.json."),
                    cache_dir: str = CacheDirOpt, params: str = ParamsOpt):
     """Is the teacher able to teach? Prompt cosines, crop top-1, dense mIoU per mode, mining precision/recall."""
-    from stages import world as stage
+    from stages import diagnose as stage
 
     runs = dict(r.split("=", 1) for r in run)
     metrics = {name: Path(metrics_dir) / f"{name}.json" for name in runs}
-    typer.echo(str(stage.run_diagnose(_params(params), out, cache_dir=cache_dir, runs=runs, metrics=metrics)))
+    typer.echo(str(stage.run(_params(params), out, cache_dir=cache_dir, runs=runs, metrics=metrics)))
 
 
 if __name__ == "__main__":  # `torchrun -m stages.cli ...`

@@ -8,15 +8,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from c2s_pipeline.config import Params, to_dict
+from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params, to_dict
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.eval.inference import apply_seen_bias, dense_text_logits, segment
 from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, summarize
 from c2s_pipeline.eval.report import write_per_class_csv
 from c2s_pipeline.eval.speed import count_flops, count_params, measure_fps
 from c2s_pipeline.student.data import image_to_tensor
-from stages.common import DEFAULT_CACHE_DIR, open_store, resolve_device, write_json
-from stages.predict import load_student
+from c2s_pipeline.cache.identity import open_store
+from c2s_pipeline.files import write_json
+from c2s_pipeline.student.checkpoint import load_student
+from stages.common import resolve_device
 
 log = logging.getLogger(__name__)
 

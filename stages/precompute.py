@@ -13,17 +13,18 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from c2s_pipeline import __version__
-from c2s_pipeline.cache.schema import CacheShape, TeacherRecord
 from c2s_pipeline.cache.backends import is_url
+from c2s_pipeline.cache.identity import locate_store
+from c2s_pipeline.cache.schema import CacheShape
 from c2s_pipeline.cache.store import CacheWriter, StoreIdentity, is_complete, store_lock
-from c2s_pipeline.config import Params, to_dict
+from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params, to_dict
 from c2s_pipeline.data.base import as_in_main_process
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.data.transforms import resize_pair, view_windows
-from c2s_pipeline.teacher.clip import FrozenCLIP, load_clip
-from c2s_pipeline.teacher.mining import mine_pseudo_mask, region_crops
 from c2s_pipeline.files import write_text
-from stages.common import DEFAULT_CACHE_DIR, locate_store, resolve_device
+from c2s_pipeline.teacher.batch import teach_batch
+from c2s_pipeline.teacher.clip import load_clip
+from stages.common import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -51,34 +52,6 @@ class _Resized(Dataset):
 def shard_indices(todo: list[int], rank: int, world_size: int) -> list[int]:
     """Deterministic disjoint slice of image indices for one rank."""
     return [i for i in todo if i % world_size == rank]
-
-
-def _teach_batch(clip: FrozenCLIP, images: torch.Tensor, labels: torch.Tensor, params: Params,
-                 crop_size: int) -> list[TeacherRecord]:
-    """Teacher outputs for one batch: one CLIP pass over the images, one over all their region crops."""
-    x = clip.preprocess(images, params.data.image_size)                 # (B, 3, S, S)
-    out = clip.encode_images(x)
-    views = view_windows(params.data.image_size, params.teacher.view_crops)
-    global_cls = torch.stack([out.global_cls] + [clip.encode_crops(x[..., y:y + s, x0:x0 + s])
-                                                 for y, x0, s in views[1:]], 1)  # (B, V, D)
-    mined = [mine_pseudo_mask(out.dense_tokens[b], labels[b].numpy(), params.mining,
-                              params.teacher.max_regions) for b in range(len(images))]
-    crops = [region_crops(x[b], torch.from_numpy(m.pseudo_mask), m.region_count, crop_size)
-             for b, m in enumerate(mined)]
-    counts = [m.region_count for m in mined]
-    local = clip.encode_crops(torch.cat(crops)) if sum(counts) else None  # (sum n, D)
-    records, start = [], 0
-    for b, m in enumerate(mined):
-        slots = np.zeros((params.teacher.max_regions, clip.embed_dim), dtype=np.float16)
-        if m.region_count:
-            slots[: m.region_count] = local[start:start + m.region_count].cpu().numpy()
-        start += m.region_count
-        records.append(TeacherRecord(
-            global_cls=global_cls[b].cpu().numpy().astype(np.float16),
-            dense_tokens=out.dense_tokens[b].cpu().numpy().astype(np.float16),
-            pseudo_mask=m.pseudo_mask, region_class=m.region_class, local_cls=slots,
-            region_count=m.region_count))
-    return records
 
 
 def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR,
@@ -142,7 +115,7 @@ def _compute(params: Params, split: str, dataset, path: Path, identity: StoreIde
     start = time.perf_counter()
     with tqdm(total=len(mine), desc=f"precompute {split}", unit="img", disable=rank != 0) as bar:
         for idx, images, labels in as_in_main_process(loader):
-            for i, rec in zip(idx.tolist(), _teach_batch(clip, images, labels, params, crop_size)):
+            for i, rec in zip(idx.tolist(), teach_batch(clip, images, labels, params, crop_size)):
                 writer.write_image(i, rec)
             bar.update(len(idx))
     if mine:

@@ -8,14 +8,11 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import Params
 from c2s_pipeline.eval.inference import segment
 from c2s_pipeline.eval.report import overlay_png
-from c2s_pipeline.student.checkpoint import safe_load
+from c2s_pipeline.student.checkpoint import load_student, safe_load
 from c2s_pipeline.student.data import image_to_tensor
-from c2s_pipeline.student.loop import STUDENT_FILE
-from c2s_pipeline.student.model import Student
 from stages.common import resolve_device
 
 log = logging.getLogger(__name__)
@@ -23,20 +20,6 @@ log = logging.getLogger(__name__)
 
 class PredictError(RuntimeError):
     """Bad input to predict/vocab; one line that says what to do."""
-
-
-def load_student(run_dir: str | Path, device: torch.device | str = "cpu"):
-    """(student in eval mode, all-class text embeddings of its teacher store (C, D), checkpoint dict)."""
-    ckpt = safe_load(Path(run_dir) / STUDENT_FILE, "student", f"train it with `c2s train --run {run_dir}`",
-                     keys=("state_dict", "embed_dim", "config"))
-    s = ckpt["config"]["student"]
-    student = Student(s["arch"], s["encoder"], None, embed_dim=ckpt["embed_dim"])
-    student.load_state_dict(ckpt["state_dict"])
-    student.to(device).eval()
-    # Evaluation sees every class: the store is opened with seen_only=False here, never in training.
-    reader = CacheReader(ckpt["config"]["teacher_store"], seen_only=False)
-    text = torch.from_numpy(reader.text_embeddings()).float().to(device)
-    return student, text, ckpt
 
 
 def write_vocab(params: Params, class_names: list[str], out: str | Path) -> Path:

@@ -8,13 +8,14 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from c2s_pipeline.config import Params, to_dict
+from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params, to_dict
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.student.data import DistillDataset, make_loader
 from c2s_pipeline.student.loop import train
 from c2s_pipeline.student.model import Student
 from c2s_pipeline.student.task import C2STask
-from stages.common import DEFAULT_CACHE_DIR, open_store, resolve_device, seed_everything
+from c2s_pipeline.cache.identity import open_store
+from stages.common import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 

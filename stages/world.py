@@ -1,17 +1,13 @@
-"""Stages `world generate`, `world pretrain-teacher` and `world diagnose`: the embedded default and its CLIP."""
+"""Stages `world generate` and `world pretrain-teacher`: the embedded default and its CLIP."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from c2s_pipeline.cache.store import CacheError
 from c2s_pipeline.config import Params
-from c2s_pipeline.data.registry import dataset_from_params
-from c2s_pipeline.teacher.clip import load_clip
-from c2s_pipeline.world import diagnose as D
 from c2s_pipeline.world.generator import generate_world
 from c2s_pipeline.world.pretrain import pretrain_teacher
-from stages.common import DEFAULT_CACHE_DIR, open_store, resolve_device, seed_everything, write_json
+from stages.common import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -31,31 +27,3 @@ def run_pretrain(params: Params, world_dir: str | Path, out_path: str | Path) ->
                                model_name=params.teacher.clip_model, device=str(device))
     log.info("teacher written to %s: %s", out_path, metrics)
     return Path(out_path)
-
-
-def run_diagnose(params: Params, out_json: str | Path, *, cache_dir: str | Path = DEFAULT_CACHE_DIR,
-                 runs: dict[str, Path] | None = None, metrics: dict[str, Path] | None = None) -> Path:
-    """Teacher text/image/dense diagnostics, mining quality and the students' curves -> JSON + plot."""
-    d, t = params.data, params.teacher
-    device = resolve_device(t.device)
-    clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device=device, dense_mode=t.dense_mode)
-    val = dataset_from_params(params, d.val_split)
-    names = list(val.spec.class_names)
-    text = clip.encode_text(names, templates=t.templates).cpu()
-    report = {"text": D.text_similarity(text, names),
-              "crops": D.crop_zero_shot(clip, val, text),
-              "dense": D.dense_modes_miou(clip, val, text, d.image_size, params.eval.seen_bias)}
-    try:
-        reader = open_store(params, d.train_split, cache_dir=cache_dir, seen_only=True)
-    except CacheError as err:
-        log.warning("no mining diagnostics: %s", err)
-    else:
-        report["mining"] = D.mining_quality(reader, dataset_from_params(params, d.train_split), d.image_size)
-    report["students"] = D.student_summaries(runs or {}, metrics or {})
-    out_json = write_json(Path(out_json), report)
-    D.diagnostics_plot(report, names, list(val.spec.unseen), out_json.with_suffix(".png"))
-    summary = {"same_colour_cos": report["text"]["same_colour_mean"], "crop_seen": report["crops"]["seen_top1"],
-               "crop_unseen": report["crops"]["unseen_top1"],
-               **{f"dense_{m}_uIoU": r["uIoU"] for m, r in report["dense"].items()}, **report.get("mining", {})}
-    log.info("diagnostics: %s", {k: v if v is None else round(v, 2) for k, v in summary.items()})
-    return out_json

@@ -26,9 +26,9 @@ from PIL import Image
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import ConfigError, Params, load_params, to_dict
 from c2s_pipeline.student.checkpoint import CheckpointError, safe_load
-from c2s_pipeline.student.loop import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE
+from c2s_pipeline.student.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE
 from stages import precompute, train
-from stages.common import locate_store
+from c2s_pipeline.cache.identity import locate_store
 
 pytestmark = pytest.mark.slow   # the CLI in subprocesses, stores and trainings: `make test-fast` skips them
 

@@ -18,7 +18,7 @@ import yaml
 from c2s_pipeline.cache.schema import LATENT, NO_REGION
 from c2s_pipeline.cache.store import CacheReader
 from stages import precompute
-from stages.common import locate_store
+from c2s_pipeline.cache.identity import locate_store
 
 REPO = Path(__file__).resolve().parents[1]
 ARRAYS = ("global_cls", "dense_tokens", "pseudo_mask", "region_class", "local_cls", "region_count")

@@ -18,7 +18,8 @@ import torch
 from c2s_pipeline.cache import store as cache_store
 from c2s_pipeline.data import reader as data_reader
 from c2s_pipeline.student.data import DistillDataset
-from c2s_pipeline.student.loop import CHECKPOINT_FILE, LOG_FILE, STUDENT_FILE, lr_factor
+from c2s_pipeline.student.checkpoint import CHECKPOINT_FILE, LOG_FILE, STUDENT_FILE
+from c2s_pipeline.student.loop import lr_factor
 from c2s_pipeline.student.task import C2STask
 from stages import precompute, train
 
@@ -154,7 +155,7 @@ def test_training_reads_only_seen_labels_and_seen_text(cached, tmp_path, monkeyp
 def test_training_data_must_pass_the_seen_only_gate(cached):
     params, cache_dir = cached
     from c2s_pipeline.data.registry import build_dataset
-    from stages.common import locate_store
+    from c2s_pipeline.cache.identity import locate_store
 
     reader = cache_store.CacheReader(locate_store(params, "train", cache_dir)[0])
     full = build_dataset("world", params.data.root, "train", seen_only=False)
@@ -189,7 +190,7 @@ def test_a_training_item_is_one_stored_view_with_that_views_global_cls(cached):
     from c2s_pipeline.data.registry import dataset_from_params
     from c2s_pipeline.data.transforms import resize_pair, view_crop_flip
     from c2s_pipeline.student.data import image_to_tensor
-    from stages.common import locate_store
+    from c2s_pipeline.cache.identity import locate_store
 
     params, cache_dir = cached
     reader = CacheReader(locate_store(params, "train", cache_dir)[0], seen_only=True)

@@ -1,6 +1,5 @@
-"""The one loader of files a user may get from elsewhere (student.pt, checkpoint.pt, vocab.pt): it never runs code.
-
-Also what a checkpoint may be resumed under: its own settings, with only train.iterations allowed to grow.
+"""The run folder's files and the one loader of files a user may get from elsewhere (student.pt, checkpoint.pt,
+vocab.pt): it never runs code. Also what a checkpoint may be resumed under, and the student loaded for inference.
 """
 from __future__ import annotations
 
@@ -11,9 +10,16 @@ from pathlib import Path
 
 import torch
 
+from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import changes, first_few, flatten
+from c2s_pipeline.student.model import Student
 
 log = logging.getLogger(__name__)
+
+STUDENT_FILE = "student.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "log.jsonl"
+CONFIG_FILE = "config.json"
 
 
 class CheckpointError(ValueError):
@@ -70,3 +76,16 @@ def check_resumable(path: str | Path, saved: dict | None, current: dict | None) 
         raise CheckpointError(f"{path} was written under other settings: {first_few(diffs)}; restore "
                               "them, or pass --no-resume to start this run afresh")
 
+
+def load_student(run_dir: str | Path, device: torch.device | str = "cpu"):
+    """(student in eval mode, all-class text embeddings of its teacher store (C, D), checkpoint dict)."""
+    ckpt = safe_load(Path(run_dir) / STUDENT_FILE, "student", f"train it with `c2s train --run {run_dir}`",
+                     keys=("state_dict", "embed_dim", "config"))
+    s = ckpt["config"]["student"]
+    student = Student(s["arch"], s["encoder"], None, embed_dim=ckpt["embed_dim"])
+    student.load_state_dict(ckpt["state_dict"])
+    student.to(device).eval()
+    # Evaluation sees every class: the store is opened with seen_only=False here, never in training.
+    reader = CacheReader(ckpt["config"]["teacher_store"], seen_only=False)
+    text = torch.from_numpy(reader.text_embeddings()).float().to(device)
+    return student, text, ckpt

@@ -16,15 +16,12 @@ from tqdm import tqdm
 from c2s_pipeline.config import TrainConfig
 from c2s_pipeline.data.base import as_in_main_process
 from c2s_pipeline.files import replacing, write_text
-from c2s_pipeline.student.checkpoint import CheckpointError, check_resumable, safe_load
+from c2s_pipeline.student.checkpoint import (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE, CheckpointError,
+                                             check_resumable, safe_load)
 from c2s_pipeline.student.task import LOSS_KEYS, C2STask
 
 log = logging.getLogger(__name__)
 
-STUDENT_FILE = "student.pt"
-CHECKPOINT_FILE = "checkpoint.pt"
-LOG_FILE = "log.jsonl"
-CONFIG_FILE = "config.json"
 
 
 def lr_factor(iteration: int, cfg: TrainConfig, base_lr: float) -> float:

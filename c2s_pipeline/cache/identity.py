@@ -1,0 +1,46 @@
+"""Which teacher store belongs to a run: what enters a store's fingerprint, where that store lives, opening it.
+
+The identity of a store is every teacher setting its outputs depend on plus a digest of the split's files
+(`fingerprint.data_digest`); `locate_store` addresses the store by it, `open_store` refuses any other.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from c2s_pipeline.cache.fingerprint import data_digest, fingerprint_inputs, teacher_fingerprint, weights_digest
+from c2s_pipeline.cache.store import CacheReader, StoreIdentity, store_path
+from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
+from c2s_pipeline.data.registry import dataset_from_params
+
+
+def teacher_inputs(params: Params, split: str, dataset) -> dict:
+    """The fingerprint inputs of the teacher store for `split` under `params`, computed from `dataset`'s files."""
+    t, d = params.teacher, params.data
+    files = [p for i in range(len(dataset)) for p in (dataset.image_path(i), dataset.label_path(i))]
+    return fingerprint_inputs(
+        dataset=d.dataset, split=split, ids=list(dataset.ids), data=data_digest(files), clip_model=t.clip_model,
+        weights_digest=weights_digest(t.clip_model, t.pretrained), image_size=d.image_size,
+        dense_mode=t.dense_mode, crop_size=t.crop_size, templates=t.templates, mining=params.mining,
+        max_regions=t.max_regions, unseen=list(dataset.spec.unseen), view_crops=t.view_crops,
+    )
+
+
+def locate_store(params: Params, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+                 dataset=None) -> tuple[Path, StoreIdentity]:
+    """(path, identity) of the store that `c2s precompute` writes for these params and split.
+
+    The identity is what the store must have been computed under: teacher settings and the split's files
+    (those of `dataset` when the caller has built it already).
+    """
+    inputs = teacher_inputs(params, split, dataset or dataset_from_params(params, split))
+    identity = StoreIdentity(teacher_fingerprint(inputs), inputs)
+    return Path(store_path(cache_dir, params.data.dataset, split, identity.fingerprint,
+                           params.teacher.store_format)), identity
+
+
+def open_store(params: Params, split: str, *, cache_dir: str | Path = DEFAULT_CACHE_DIR, cache=None,
+               seen_only: bool = True) -> CacheReader:
+    """The store of `split` under `params`, or the one at `cache`: either is refused unless it was computed
+    under these teacher settings, this split and its zero-shot classes, from these files."""
+    path, identity = locate_store(params, split, cache_dir)
+    return CacheReader(cache or path, expect=identity, seen_only=seen_only)
