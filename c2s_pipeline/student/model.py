@@ -15,11 +15,14 @@ class StudentError(ValueError):
     """An architecture or encoder smp does not provide; lists the choices."""
 
 
-def class_logits(features: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
+def class_logits(features: torch.Tensor, text: torch.Tensor, scale: float, *,
+                 unit_features: bool = False) -> torch.Tensor:
     """scale * cos(F, A), the one scaled-cosine classifier: features (B, D, h, w), text (C, D) shared by the
-    batch or (B, C, D) per image -> (B, C, h, w)."""
+    batch or (B, C, D) per image -> (B, C, h, w). unit_features: F is unit-norm already (normalised once
+    by a caller that scores it against several text sets)."""
     pattern = "bdhw,cd->bchw" if text.dim() == 2 else "bdhw,bcd->bchw"
-    return scale * torch.einsum(pattern, F.normalize(features, dim=1), F.normalize(text, dim=-1))
+    unit = features if unit_features else F.normalize(features, dim=1)
+    return scale * torch.einsum(pattern, unit, F.normalize(text, dim=-1))
 
 
 class Student(nn.Module):

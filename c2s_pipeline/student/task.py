@@ -46,6 +46,7 @@ class C2STask(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         feats = self.student(batch["image"])                                  # (B, D, h, w)
+        unit = F.normalize(feats, dim=1)                                     # cos(F, .) for every class
         zero = feats.sum() * 0.0
         out = dict.fromkeys(LOSS_KEYS[1:], zero)
         if cfg.use_global:
@@ -55,9 +56,9 @@ class C2STask(nn.Module):
             protos, present = region_prototypes(feats, batch["pseudo_mask"], batch["region_class"].shape[1])
             if cfg.use_local:
                 out["local_loss"] = local_distill_loss(protos, present, batch["local_cls"], cfg.temperature)
-            logits, target, valid = self._pseudo_logits(feats, batch, protos, present)
+            logits, target, valid = self._pseudo_logits(unit, batch, protos, present)
         else:
-            logits = self._seen_logits(feats)
+            logits = self._seen_logits(unit)
             target, valid = batch["label"], torch.ones(logits.shape[:2], dtype=torch.bool, device=feats.device)
         logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         out["nel_loss"] = nel_loss(logits, target, valid, cfg.focal_weight, cfg.dice_weight)
@@ -69,15 +70,15 @@ class C2STask(nn.Module):
             self._push_bank(batch["global_cls"])
         return out
 
-    def _seen_logits(self, feats: torch.Tensor) -> torch.Tensor:
-        """alpha * cos(F, A_s): features (B, D, h, w) -> (B, C_s, h, w)."""
-        return class_logits(feats, self.seen_text, self.cfg.alpha)
+    def _seen_logits(self, unit: torch.Tensor) -> torch.Tensor:
+        """alpha * cos(F, A_s): unit-norm features (B, D, h, w) -> (B, C_s, h, w)."""
+        return class_logits(unit, self.seen_text, self.cfg.alpha, unit_features=True)
 
-    def _pseudo_logits(self, feats, batch, protos, present):
+    def _pseudo_logits(self, unit, batch, protos, present):
         """Logits over [seen classes; this image's latent regions] and the pseudo-mask target."""
         cfg = self.cfg
         region_class = batch["region_class"]                                  # (B, R) seen index / LATENT / EMPTY
-        seen_logits = self._seen_logits(feats)
+        seen_logits = self._seen_logits(unit)
         num_seen = seen_logits.shape[1]
         latent = (region_class == LATENT) & present if cfg.use_latent else torch.zeros_like(present)
         rank = latent.long().cumsum(1) - 1                                    # (B, R) latent order per image
@@ -87,18 +88,18 @@ class C2STask(nn.Module):
         pm = batch["pseudo_mask"].long().clamp(max=region_class.shape[1])     # NO_REGION -> extra slot R
         target = slot_target.gather(1, pm.flatten(1)).view_as(pm)             # (B, S, S)
         u_max = int(latent.sum(1).max()) if latent.any() else 0
-        valid = torch.ones(len(feats), num_seen + u_max, dtype=torch.bool, device=feats.device)
+        valid = torch.ones(len(unit), num_seen + u_max, dtype=torch.bool, device=unit.device)
         if u_max == 0:
             return seen_logits, target, valid
         b_idx, r_idx = torch.nonzero(latent, as_tuple=True)
-        queries = feats.new_zeros(len(feats), u_max, feats.shape[1])
+        queries = unit.new_zeros(len(unit), u_max, unit.shape[1])
         queries[b_idx, rank[b_idx, r_idx]] = protos[b_idx, r_idx]             # (B, U, D)
-        query_pad = torch.ones(len(feats), u_max, dtype=torch.bool, device=feats.device)
+        query_pad = torch.ones(len(unit), u_max, dtype=torch.bool, device=unit.device)
         query_pad[b_idx, rank[b_idx, r_idx]] = False
         memory = torch.cat([batch["global_cls"][:, None], batch["local_cls"]], 1)     # (B, 1+R, D)
-        memory_pad = torch.cat([query_pad.new_zeros(len(feats), 1), region_class < LATENT], 1)
+        memory_pad = torch.cat([query_pad.new_zeros(len(unit), 1), region_class < LATENT], 1)
         generated = self.generator(queries, memory, query_pad, memory_pad)   # (B, U, D) = A'_u
-        latent_logits = class_logits(feats, generated, cfg.beta)                # (B, U, h, w)
+        latent_logits = class_logits(unit, generated, cfg.beta, unit_features=True)   # (B, U, h, w)
         valid[:, num_seen:] = ~query_pad
         return torch.cat([seen_logits, latent_logits], 1), target, valid
 
