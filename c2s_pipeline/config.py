@@ -81,8 +81,8 @@ class MiningConfig:
 
 @dataclass(frozen=True)
 class StudentConfig:
-    arch: str = "segformer"             # any smp architecture name
-    encoder: str = "mit_b0"
+    arch: str = "fpn"                   # any smp architecture name
+    encoder: str = "resnet18"
     encoder_weights: str | None = None  # e.g. "imagenet"; None trains from scratch (offline)
     logit_scale: float = bounded(50.0, above=0)  # tau in logits = tau * norm(F) norm(A)^T
 
@@ -96,7 +96,7 @@ class LossConfig:
     bank_size: int = bounded(24, low=0)  # FIFO bank of global CLS tokens
     alpha: float = bounded(50.0, above=0)  # scale of F.A_s in the pseudo-label logits
     beta: float = bounded(50.0, above=0)  # scale of cos(F, A'_u)
-    focal_weight: float = bounded(100.0, low=0)  # NEL = focal_weight * focal + dice_weight * dice (ZegCLIP)
+    focal_weight: float = bounded(1.0, low=0)  # NEL = focal_weight * focal + dice_weight * dice (ZegCLIP: 100)
     dice_weight: float = bounded(1.0, low=0)
     ce_weight: float = bounded(1.0, low=0)
     decoder_layers: int = bounded(2, low=1)  # latent embedding generator
@@ -105,17 +105,17 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    iterations: int = bounded(2000, low=1)
+    iterations: int = bounded(400, low=1)
     batch_size: int = bounded(8, low=1)
-    lr: float = bounded(2e-4, above=0)
-    head_lr_mult: float = bounded(10.0, above=0)
+    lr: float = bounded(1e-3, above=0)
+    head_lr_mult: float = bounded(1.0, above=0)
     weight_decay: float = bounded(0.01, low=0)
     warmup_iters: int = bounded(100, low=0)
     poly_power: float = bounded(0.9, low=0)
     min_lr: float = bounded(1e-6, low=0)
-    grad_clip: float = bounded(1.0, low=0)
+    grad_clip: float = bounded(0.0, low=0)   # 0 = off
     flip: bool = True
-    checkpoint_every: int = bounded(500, low=1)
+    checkpoint_every: int = bounded(250, low=1)
     log_every: int = bounded(20, low=1)
     num_workers: int = bounded(2, low=0)
     seed: int = 0
@@ -229,7 +229,8 @@ def load_params(path: str | Path | None = None) -> Params:
         return Params()
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"params file {path} not found; pass --params PATH or run from the repo root")
+        raise ConfigError(f"params file {path} not found; run c2s in the project folder (where params.yaml is) "
+                          "or pass --params PATH")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:

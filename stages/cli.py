@@ -21,7 +21,7 @@ world_app = typer.Typer(help="The generated vision-language world (the embedded 
 app.add_typer(cache_app, name="cache")
 app.add_typer(world_app, name="world")
 
-ParamsOpt = typer.Option("params.yaml", "--params", help="params.yaml to read (built-in defaults if absent).")
+ParamsOpt = typer.Option("params.yaml", "--params", help="Params file to read (params.yaml: the defaults).")
 CacheDirOpt = typer.Option(DEFAULT_CACHE_DIR, "--cache-dir", help="Folder of teacher stores.")
 
 
@@ -50,9 +50,7 @@ def friendly(fn):
 
 
 def _params(path: str, **sections) -> Params:
-    p = Path(path)
-    base = load_params(p) if p.is_file() or path != "params.yaml" else Params()
-    return override(base, **sections)
+    return override(load_params(path), **sections)
 
 
 @app.callback()

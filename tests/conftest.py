@@ -49,10 +49,14 @@ def tiny_params(tiny_world, tiny_teacher) -> Params:
     return dataclasses.replace(
         p,
         data=dataclasses.replace(p.data, root=str(tiny_world)),
+        # The student the suite was written for: a small Segformer with the fine-tuning recipe.
+        student=dataclasses.replace(p.student, arch="segformer", encoder="mit_b0"),
+        loss=dataclasses.replace(p.loss, focal_weight=100.0),
         teacher=dataclasses.replace(p.teacher, clip_model="c2s-tiny-vit", pretrained=str(tiny_teacher),
                                     batch_size=4, workers=0, device="cpu", max_regions=8),
         train=dataclasses.replace(p.train, iterations=6, batch_size=2, num_workers=0, warmup_iters=2,
-                                  checkpoint_every=3, log_every=1, device="cpu"),
+                                  checkpoint_every=3, log_every=1, device="cpu", lr=2e-4, head_lr_mult=10.0,
+                                  grad_clip=1.0),
         eval=dataclasses.replace(p.eval, fps_iters=2, fps_warmup=1, device="cpu"),
     )
 
