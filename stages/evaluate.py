@@ -43,11 +43,11 @@ def run(params: Params, run_dir: str | Path, out_json: str | Path, *, split: str
     """Evaluate the student in `run_dir` on the full-label split; writes metrics JSON + per-class CSV."""
     e = params.eval
     device = resolve_device(e.device)
-    student, text, ckpt = load_student(run_dir, device=device)
+    student, text, run = load_student(run_dir, device=device)
     dataset = _val_dataset(params, split)
-    size = ckpt["config"]["data"]["image_size"]
+    size = run.params.data.image_size
     seen = torch.from_numpy(dataset.spec.seen_mask())
-    scale = ckpt["config"]["student"]["logit_scale"]
+    scale = run.params.student.logit_scale
     logits_fn = lambda x: student.predict_logits(x, text, scale)  # noqa: E731
     cm = ConfusionMatrix(dataset.spec.num_classes, device=device)
     with torch.inference_mode():
@@ -61,7 +61,7 @@ def run(params: Params, run_dir: str | Path, out_json: str | Path, *, split: str
         fps = measure_fps(logits_fn, example, e.fps_warmup, e.fps_iters, device)
     extra = {"fps": fps, "params": count_params(student), "flops": count_flops(student, example),
              "image_size": size, "split": split or params.data.val_split, "run": str(run_dir),
-             "eval": to_dict(e), "fingerprint": ckpt["config"].get("fingerprint")}
+             "eval": to_dict(e), "fingerprint": run.provenance.get("fingerprint")}
     return _finish(Path(run_dir).name, cm, dataset, extra, Path(out_json))
 
 

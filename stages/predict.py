@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from c2s_pipeline.config import Params
 from c2s_pipeline.eval.inference import segment
 from c2s_pipeline.eval.report import overlay_png
-from c2s_pipeline.student.checkpoint import load_student, safe_load
+from c2s_pipeline.student.checkpoint import RunRecord, load_student, safe_load
 from c2s_pipeline.student.data import image_to_tensor
 from stages.common import resolve_device
 
@@ -40,10 +40,10 @@ def write_vocab(params: Params, class_names: list[str], out: str | Path) -> Path
     return out
 
 
-def _vocabulary(ckpt: dict, text: torch.Tensor, vocab: str | Path | None,
+def _vocabulary(run: RunRecord, text: torch.Tensor, vocab: str | Path | None,
                 classes: list[str] | None) -> tuple[list[str], torch.Tensor]:
     """Class names and embeddings to predict with: a vocab file, or the training vocabulary."""
-    names, emb = list(ckpt["config"]["class_names"]), text
+    names, emb = list(run.provenance["class_names"]), text
     if vocab is not None:
         v = safe_load(vocab, "vocabulary", f"rebuild it with `c2s vocab \"cat,dog,...\" -o {vocab}`",
                       keys=("class_names", "text_embeddings"))
@@ -65,10 +65,10 @@ def run(params: Params, images: list[str], run_dir: str | Path, out_dir: str | P
         vocab: str | Path | None = None, classes: list[str] | None = None) -> Path:
     """Write one overlay PNG with a legend per input image; returns the output folder."""
     device = resolve_device(params.eval.device)
-    student, text, ckpt = load_student(run_dir, device)
-    names, emb = _vocabulary(ckpt, text, vocab, classes)
-    size = ckpt["config"]["data"]["image_size"]
-    scale = ckpt["config"]["student"]["logit_scale"]
+    student, text, run = load_student(run_dir, device)
+    names, emb = _vocabulary(run, text, vocab, classes)
+    size = run.params.data.image_size
+    scale = run.params.student.logit_scale
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     no_bias = torch.zeros(len(names), dtype=torch.bool)  # calibration needs a seen split; none here

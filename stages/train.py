@@ -8,12 +8,14 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params, to_dict
+from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.student.data import DistillDataset, make_loader
+from c2s_pipeline.student.checkpoint import RunRecord
 from c2s_pipeline.student.loop import train
 from c2s_pipeline.student.model import Student
 from c2s_pipeline.student.task import C2STask
+from c2s_pipeline import __version__
 from c2s_pipeline.cache.identity import open_store
 from stages.common import resolve_device, seed_everything
 
@@ -45,8 +47,8 @@ def run(params: Params, run_dir: str | Path, *, cache: str | Path | None = None,
                       embed_dim=reader.shape.embed_dim)
     seen_text = torch.from_numpy(reader.text_embeddings()).float()       # (C_s, D) seen rows only
     task = C2STask(student, seen_text, params.loss, params.student.logit_scale)
-    config = {**to_dict(params), "teacher_store": str(cache), "fingerprint": reader.fingerprint,
-              "class_names": list(reader.class_names)}
+    run = RunRecord(params, {"teacher_store": str(cache), "fingerprint": reader.fingerprint,
+                             "class_names": list(reader.class_names), "c2s_version": __version__})
     log.info("training %s/%s on %s (%d images, %d seen classes)", params.student.arch,
              params.student.encoder, Path(str(cache)).name, len(distill), seen_text.shape[0])
     device = resolve_device(tc.device)
@@ -62,4 +64,4 @@ def run(params: Params, run_dir: str | Path, *, cache: str | Path | None = None,
         wrap = lambda m: DistributedDataParallel(m, broadcast_buffers=False,  # noqa: E731
                                                  find_unused_parameters=True)
     return train(task, lambda start: make_loader(distill, local, start, rank, world_size), tc, run_dir,
-                 device=device, resume=resume, config_dict=config, wrap=wrap)
+                 run=run, device=device, resume=resume, wrap=wrap)

@@ -18,7 +18,7 @@ import torch
 from c2s_pipeline.cache import store as cache_store
 from c2s_pipeline.data import reader as data_reader
 from c2s_pipeline.student.data import DistillDataset
-from c2s_pipeline.student.checkpoint import CHECKPOINT_FILE, LOG_FILE, STUDENT_FILE
+from c2s_pipeline.student.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE, RunRecord
 from c2s_pipeline.student.loop import lr_factor
 from c2s_pipeline.student.task import C2STask
 from stages import precompute, train
@@ -113,6 +113,20 @@ def test_training_never_imports_open_clip(cached, tmp_path):
     proc = run_in_subprocess(NO_CLIP, str(tmp_path / "p.pkl"), str(tmp_path / "run"), str(cache_dir))
     assert proc.wait(timeout=300) == 0
     assert (tmp_path / "run" / STUDENT_FILE).exists()
+    # The run folder records params and provenance apart, and reads back as the params it was trained with.
+    saved = json.loads((tmp_path / "run" / CONFIG_FILE).read_text())
+    assert set(saved) == {"params", "provenance"}
+    run = RunRecord.from_dict(saved)
+    assert run.params == params
+    assert run.provenance["fingerprint"] == cache_store.CacheReader(run.provenance["teacher_store"]).fingerprint
+    assert RunRecord.from_dict(torch.load(tmp_path / "run" / STUDENT_FILE, weights_only=True)["config"]) == run
+
+
+def test_a_run_record_of_the_older_flat_layout_reads_the_same(tiny_params):
+    run = RunRecord(tiny_params, {"teacher_store": "s.zarr", "fingerprint": "f", "class_names": ["a"]})
+    flat = {**run.to_dict()["params"], **run.provenance}          # how run folders were written before
+    assert RunRecord.from_dict(flat) == run
+    assert RunRecord.from_dict(run.to_dict()) == run
 
 
 def test_training_reads_only_seen_labels_and_seen_text(cached, tmp_path, monkeypatch):

@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 import pickle
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from c2s_pipeline.cache.store import CacheReader
-from c2s_pipeline.config import changes, first_few, flatten
+from c2s_pipeline.config import ConfigError, Params, changes, first_few, flatten, params_from_dict, to_dict
 from c2s_pipeline.student.model import Student
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,34 @@ def safe_load(path: str | Path, what: str, fix: str, *, keys: tuple[str, ...] = 
     return obj
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run folder says about its student: the params it was trained with, and where it came from
+    (provenance: teacher_store, fingerprint, class_names). Saved as {"params": ..., "provenance": ...}."""
+
+    params: Params
+    provenance: dict
+
+    def to_dict(self) -> dict:
+        return {"params": to_dict(self.params), "provenance": dict(self.provenance)}
+
+    @classmethod
+    def from_dict(cls, saved: dict, path: str | Path = "run") -> "RunRecord":
+        """The typed record; files from before the split (params and provenance in one dict) read too."""
+        if "params" not in saved:
+            provenance_keys = ("teacher_store", "fingerprint", "class_names")
+            saved = {"params": {k: v for k, v in saved.items() if k not in provenance_keys},
+                     "provenance": {k: saved[k] for k in provenance_keys if k in saved}}
+        try:
+            return cls(params_from_dict(saved["params"]), dict(saved.get("provenance") or {}))
+        except ConfigError as err:
+            raise CheckpointError(f"{path} holds params this c2s cannot read ({err}); retrain it") from None
+
+    def flat(self) -> dict:
+        """{"train.seed": 0, ..., "fingerprint": ...}: the keys resume checks compare."""
+        return {**flatten(to_dict(self.params)), **self.provenance}
+
+
 # Saved-config entries that shape the weights: the store (by fingerprint, wherever it lies) and its classes,
 # data, student, loss and train. Teacher, mining, eval and world reach training only through the store.
 RESUME_COMPARED = ("data", "student", "loss", "train", "fingerprint", "class_names")
@@ -63,9 +92,9 @@ RESUME_COMPARED = ("data", "student", "loss", "train", "fingerprint", "class_nam
 RESUME_MAY_CHANGE = ("train.log_every", "train.checkpoint_every", "train.iterations")
 
 
-def check_resumable(path: str | Path, saved: dict | None, current: dict | None) -> None:
+def check_resumable(path: str | Path, saved: dict | None, current: RunRecord) -> None:
     """Refuse to continue a checkpoint under other settings than it was written with; names what differs."""
-    old, new = flatten(saved or {}), flatten(current or {})
+    old, new = RunRecord.from_dict(saved or {}, path).flat(), current.flat()
     keys = sorted(k for k in old.keys() | new.keys()
                   if k.split(".")[0] in RESUME_COMPARED and k not in RESUME_MAY_CHANGE)
     diffs = changes(old, new, keys)
@@ -78,14 +107,16 @@ def check_resumable(path: str | Path, saved: dict | None, current: dict | None) 
 
 
 def load_student(run_dir: str | Path, device: torch.device | str = "cpu"):
-    """(student in eval mode, all-class text embeddings of its teacher store (C, D), checkpoint dict)."""
-    ckpt = safe_load(Path(run_dir) / STUDENT_FILE, "student", f"train it with `c2s train --run {run_dir}`",
+    """(student in eval mode, all-class text embeddings of its teacher store (C, D), its RunRecord)."""
+    path = Path(run_dir) / STUDENT_FILE
+    ckpt = safe_load(path, "student", f"train it with `c2s train --run {run_dir}`",
                      keys=("state_dict", "embed_dim", "config"))
-    s = ckpt["config"]["student"]
-    student = Student(s["arch"], s["encoder"], None, embed_dim=ckpt["embed_dim"])
+    run = RunRecord.from_dict(ckpt["config"], path)
+    s = run.params.student
+    student = Student(s.arch, s.encoder, None, embed_dim=ckpt["embed_dim"])
     student.load_state_dict(ckpt["state_dict"])
     student.to(device).eval()
     # Evaluation sees every class: the store is opened with seen_only=False here, never in training.
-    reader = CacheReader(ckpt["config"]["teacher_store"], seen_only=False)
+    reader = CacheReader(run.provenance["teacher_store"], seen_only=False)
     text = torch.from_numpy(reader.text_embeddings()).float().to(device)
-    return student, text, ckpt
+    return student, text, run

@@ -17,7 +17,7 @@ from c2s_pipeline.config import TrainConfig
 from c2s_pipeline.data.base import as_in_main_process
 from c2s_pipeline.files import replacing, write_text
 from c2s_pipeline.student.checkpoint import (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE, CheckpointError,
-                                             check_resumable, safe_load)
+                                             RunRecord, check_resumable, safe_load)
 from c2s_pipeline.student.task import LOSS_KEYS, C2STask
 
 log = logging.getLogger(__name__)
@@ -97,13 +97,14 @@ def _is_main() -> bool:
 
 
 def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLoader], cfg: TrainConfig,
-          run_dir: str | Path, *, device: torch.device, resume: bool = True, config_dict: dict | None = None,
+          run_dir: str | Path, *, run: RunRecord, device: torch.device, resume: bool = True,
           wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Path:
     """Train `task` for cfg.iterations; returns run_dir (with student.pt, checkpoint.pt, log.jsonl).
 
     loader_factory(start_iter) gives batches from that iteration on; `wrap` (e.g. DDP) wraps the task.
+    `run` (params and provenance) is saved with every checkpoint; a resume must match it.
     """
-    run_dir = Path(run_dir)
+    run_dir, saved = Path(run_dir), run.to_dict()
     run_dir.mkdir(parents=True, exist_ok=True)
     task.to(device)
     opt, sched = build_optimizer(task, cfg)
@@ -113,7 +114,7 @@ def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLo
         # On the CPU: RNG states must stay there, and load_state_dict moves the rest to the model's device.
         ckpt = safe_load(ckpt_path, "checkpoint", "delete it, or pass --no-resume to start this run afresh",
                          keys=("task", "optimizer", "scheduler", "rng", "iteration"))
-        check_resumable(ckpt_path, ckpt.get("config"), config_dict)
+        check_resumable(ckpt_path, ckpt.get("config"), run)
         task.load_state_dict(ckpt["task"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -128,7 +129,7 @@ def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLo
     if ckpt is not None:
         _set_rng_state(ckpt["rng"])
     if _is_main():
-        write_text(run_dir / CONFIG_FILE, json.dumps(config_dict or {}, indent=2))
+        write_text(run_dir / CONFIG_FILE, json.dumps(saved, indent=2))
     model = wrap(task) if wrap else task
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -158,10 +159,10 @@ def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLo
             bar.set_postfix(loss=f"{row['loss']:.3f}")
         if _is_main() and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
             atomic_save({"task": task.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "rng": _rng_state(), "iteration": done, "config": config_dict, "seed": cfg.seed}, ckpt_path)
+                         "rng": _rng_state(), "iteration": done, "config": saved, "seed": cfg.seed}, ckpt_path)
     bar.close()
     if _is_main():
         atomic_save({"state_dict": task.student.state_dict(), "embed_dim": task.student.embed_dim,
-                     "config": config_dict or {}, "seed": cfg.seed,
-                     "fingerprint": (config_dict or {}).get("fingerprint")}, run_dir / STUDENT_FILE)
+                     "config": saved, "seed": cfg.seed, "fingerprint": saved["provenance"].get("fingerprint")},
+                    run_dir / STUDENT_FILE)
     return run_dir
