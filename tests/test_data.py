@@ -179,3 +179,67 @@ def test_a_worker_os_error_keeps_its_errno_and_file_name():
         next(as_in_main_process(loader))
     assert (caught.value.errno, caught.value.strerror, caught.value.filename) == \
         (2, "No such file or directory", "img_0.jpg")
+
+
+# --- the two SBD-augmented VOC layouts, official palette masks, split-file encodings ------------------------
+
+def _palette_png(path, raw):
+    """An official VOC mask: mode P, the VOC colour palette; pixel values are the class indices."""
+    im = Image.fromarray(raw.astype(np.uint8), mode="P")
+    palette = np.zeros((256, 3), np.uint8)
+    palette[:21] = np.random.default_rng(0).integers(0, 255, (21, 3))
+    palette[255] = (224, 224, 192)
+    im.putpalette(palette.flatten().tolist())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+
+
+def _official_masks(base, ids, value):
+    for id_ in ids:
+        raw = np.full((48, 64), value, np.uint8)
+        raw[:2] = 255                                          # the official masks' void border
+        _palette_png(base / "SegmentationClass" / f"{id_}.png", raw)
+
+
+def test_deeplab_zip_layout_scores_val_on_the_official_masks(voc_root):
+    base = voc_root / "VOCdevkit" / "VOC2012"                  # SegmentationClassAug holds every id
+    _official_masks(base, ["val_0000", "val_0001"], value=7)   # the official val masks differ from the Aug ones
+    val = build_dataset("voc", voc_root, "val")
+    assert val.label_path(0).parent.name == "SegmentationClass"
+    assert set(np.unique(val[0].label)) == {6, IGNORE_INDEX}    # raw 7 -> class 6: palette indices, not colours
+    train = build_dataset("voc", voc_root, "train_aug")
+    assert train.label_path(0).parent.name == "SegmentationClassAug"
+    assert train[0].label[-1, 0] == 15
+
+
+def test_mmseg_voc_aug_layout_reads_trainaug_and_both_label_folders(tmp_path):
+    make_voc(tmp_path, {"trainaug": [[1, 2, 3, 4], [5, 6, 7, 8]], "aug": [[5, 6, 7, 8]]})   # SBD masks only
+    base = tmp_path / "VOCdevkit" / "VOC2012"
+    split_file = base / "ImageSets" / "Segmentation" / "trainaug.txt"
+    split_file.write_text(split_file.read_text() + "2007_000032\n")          # a VOC train id: official mask only
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(base / "JPEGImages" / "2007_000032.jpg")
+    _official_masks(base, ["2007_000032"], value=12)
+    ds = build_dataset("voc", tmp_path, "train_aug")             # the DeepLab name finds mmseg's trainaug.txt
+    assert ds.ids == ["trainaug_0000", "trainaug_0001", "2007_000032"]
+    assert ds.label_path(0).parent.name == "SegmentationClassAug"
+    assert ds.label_path(2).parent.name == "SegmentationClass"
+    assert set(np.unique(ds[2].label)) == {11, IGNORE_INDEX}
+
+
+@pytest.mark.parametrize("encode", [lambda t: "\ufeff" + t, lambda t: t.replace("\n", "\r\n")], ids=["bom", "crlf"])
+def test_split_files_with_a_bom_or_crlf_read_cleanly(voc_root, encode):
+    path = voc_root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt"
+    path.write_bytes(encode(path.read_text()).encode("utf-8"))
+    ds = build_dataset("voc", voc_root, "val")
+    assert ds.ids == ["val_0000", "val_0001"]
+    assert ds[0].label.shape == (48, 64)
+
+
+def test_cocostuff_missing_image_names_the_file_under_another_extension(tmp_path):
+    make_cocostuff(tmp_path / "coco_stuff164k", [[0, 1, 2, 3]])
+    image = tmp_path / "coco_stuff164k" / "images" / "val2017" / "000000000000.jpg"
+    image.rename(image.with_suffix(".JPG"))
+    with pytest.raises(DatasetError) as err:
+        build_dataset("cocostuff", tmp_path, "val")[0]
+    message = str(err.value)
+    assert "000000000000.JPG is there" in message and "split file" not in message and "\n" not in message

@@ -56,6 +56,7 @@ class CocoStuffDataset(SegmentationDataset):
 
     LAYOUT = COCO_LAYOUT
     DEFAULT_SPLITS = ("train", "val")
+    MISSING_IMAGE_FIX = "restore it, or remove its label file (a split's ids are its annotation files)"
 
     def __init__(self, root: str | Path, split: str, *, seen_only: bool = False):
         folder = COCO_SPLITS.get(split, split)

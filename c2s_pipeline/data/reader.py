@@ -1,6 +1,7 @@
 """The reader every dataset shares: image folder + label folder + id list, labels mapped by a lookup table."""
 from __future__ import annotations
 
+import glob
 import logging
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def read_split(path: Path, layout: str) -> list[str]:
         hint = f"available splits: {', '.join(found)}; " if found else ""
         raise DatasetError(f"split file {path} not found; {hint}expected layout: {layout}")
     ids = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8-sig").splitlines():   # a BOM or CRLF line ends read cleanly
         if line.strip():
             token = line.split()[0]
             ids.append(Path(token).stem if "/" in token or token.endswith(".jpg") else token)
@@ -130,6 +131,7 @@ class SegmentationDataset:
 
     LAYOUT = ""                                # expected folder layout, one line (subclasses set both)
     DEFAULT_SPLITS: tuple[str, ...] = ()       # (training split, evaluation split)
+    MISSING_IMAGE_FIX = "restore it or remove its id from the split file"
 
     def __init__(self, spec: DatasetSpec, split: str, ids: list[str], image_dir: Path, label_dir: Path,
                  lut: np.ndarray, *, image_suffix: str = ".jpg", label_suffix: str = ".png",
@@ -154,8 +156,13 @@ class SegmentationDataset:
         return self.label_dir / f"{self.ids[i]}{self.label_suffix}"
 
     def load_image(self, i: int) -> np.ndarray:
-        """(H, W, 3) uint8 RGB image i."""
-        return read_image(self.image_path(i))
+        """(H, W, 3) uint8 RGB image i; a missing one names a file of that id under another extension."""
+        path = self.image_path(i)
+        if not path.is_file():
+            others = sorted(p.name for p in path.parent.glob(f"{glob.escape(path.stem)}.*") if p != path)
+            there = f" ({', '.join(others)} is there: convert it to {path.suffix})" if others else ""
+            raise DatasetError(f"image {path} not found{there}; {self.MISSING_IMAGE_FIX}")
+        return read_image(path)
 
     def load_label(self, i: int) -> np.ndarray:
         """(H, W) uint8 mapped label i, seen-only when the dataset was built so."""

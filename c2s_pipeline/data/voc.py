@@ -17,8 +17,12 @@ VOC_CLASSES = (
     "tvmonitor",
 )
 VOC_SPEC = DatasetSpec("voc", VOC_CLASSES, unseen=(15, 16, 17, 18, 19), templates="single")
-VOC_LAYOUT = ("VOCdevkit/VOC2012/{JPEGImages/*.jpg, SegmentationClassAug/*.png or SegmentationClass/*.png, "
-              "ImageSets/Segmentation/{train_aug,train,val}.txt}")
+VOC_LAYOUT = ("VOCdevkit/VOC2012/{JPEGImages/*.jpg, SegmentationClassAug/*.png and/or SegmentationClass/*.png, "
+              "ImageSets/Segmentation/{train_aug or trainaug,train,val}.txt}")
+# The two common SBD-augmented layouts name the augmented train list differently: the DeepLab
+# SegmentationClassAug zip has train_aug.txt, mmsegmentation's voc_aug converter trainaug.txt (+ aug.txt).
+SPLIT_ALIASES = {"train_aug": "trainaug", "trainaug": "train_aug"}
+AUG_SPLITS = ("train_aug", "trainaug", "aug")
 
 
 def voc_lookup(num_classes: int) -> np.ndarray:
@@ -41,15 +45,29 @@ class VOCLayoutDataset(SegmentationDataset):
     def __init__(self, base: Path, split: str, spec: DatasetSpec, *, seen_only: bool, layout: str):
         require_dir(base, "dataset root", layout)
         image_dir = require_dir(base / "JPEGImages", "image", layout)
-        # SBD-augmented labels (mmseg's voc_aug conversion) cover train_aug and val; prefer them.
-        label_dir = base / "SegmentationClassAug"
-        if not label_dir.is_dir():
-            label_dir = require_dir(base / "SegmentationClass", "label", layout)
-        ids = read_split(base / "ImageSets" / "Segmentation" / f"{split}.txt", layout)
+        # Each id's label comes from the first folder that has it: the official SegmentationClass masks
+        # (what VOC val is scored on) unless the split is an augmented train list, whose SBD masks live in
+        # SegmentationClassAug (the DeepLab zip holds every id there; mmseg's converter only the SBD ones).
+        order = ("SegmentationClass", "SegmentationClassAug")
+        order = order[::-1] if split in AUG_SPLITS else order
+        self.label_dirs = [base / name for name in order if (base / name).is_dir()]
+        if not self.label_dirs:
+            require_dir(base / "SegmentationClass", "label", layout)
+        split_dir = base / "ImageSets" / "Segmentation"
+        if not (split_dir / f"{split}.txt").is_file() and (split_dir / f"{SPLIT_ALIASES.get(split)}.txt").is_file():
+            split = SPLIT_ALIASES[split]
+        ids = read_split(split_dir / f"{split}.txt", layout)
         n = spec.num_classes
-        super().__init__(spec, split, ids, image_dir, label_dir, voc_lookup(n), seen_only=seen_only,
+        super().__init__(spec, split, ids, image_dir, self.label_dirs[0], voc_lookup(n), seen_only=seen_only,
                          valid_range=f"0..{n} or 255")
         self.root = base
+
+    def label_path(self, i: int) -> Path:
+        name = f"{self.ids[i]}{self.label_suffix}"
+        for folder in self.label_dirs:
+            if (folder / name).is_file():
+                return folder / name
+        return self.label_dirs[0] / name
 
 
 class VOCDataset(VOCLayoutDataset):
