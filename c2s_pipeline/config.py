@@ -56,7 +56,8 @@ class TeacherConfig:
     clip_model: str = "c2s-world-vit"   # open_clip model name (ViT-B-16 for real data)
     pretrained: str = "models/teacher/clip.pt"  # open_clip tag (e.g. openai) or a local checkpoint
     dense_mode: str = "maskclip"        # maskclip | clearclip | sclip
-    templates: str = "single"           # single ("a photo of a {}") | ensemble (15 ZegCLIP templates)
+    templates: str = "auto"             # auto (the dataset's own: single for VOC and the world, ensemble for
+                                        # Context / COCO-Stuff) | single ("a photo of a {}.") | ensemble (15)
     crop_size: int = bounded(0, low=0)  # local-CLS crop side; 0 = the model's native image size
     # stored views: the whole image + 4 corner crops per fraction
     view_crops: tuple[float, ...] = bounded((0.75,), above=0, high=1)

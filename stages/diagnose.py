@@ -24,7 +24,7 @@ def run(params: Params, out_json: str | Path, *, cache_dir: str | Path = DEFAULT
     clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device=device, dense_mode=t.dense_mode)
     val = dataset_from_params(params, d.val_split)
     names = list(val.spec.class_names)
-    text = clip.encode_text(names, templates=t.templates).cpu()
+    text = clip.encode_text(names, templates=val.spec.prompt_set(t.templates)).cpu()
     report = {"text": D.text_similarity(text, names),
               "crops": D.crop_zero_shot(clip, val, text),
               "dense": D.dense_modes_miou(clip, val, text, d.image_size, params.eval.seen_bias)}

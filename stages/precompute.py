@@ -104,7 +104,7 @@ def _compute(params: Params, split: str, dataset, path: Path, identity: StoreIde
                 "c2s_version": __version__}
     writer = _open_writer(path, shape, manifest, t.store_format, rank, barrier)
     if rank == 0:
-        text = clip.encode_text(list(dataset.spec.class_names), templates=t.templates)
+        text = clip.encode_text(list(dataset.spec.class_names), templates=dataset.spec.prompt_set(t.templates))
         writer.write_vocab(text.cpu().numpy().astype(np.float32), dataset.spec.seen_mask())
     todo = [i for i in range(len(dataset)) if not writer.is_done(i)][:limit]
     mine = shard_indices(todo, rank, world_size)

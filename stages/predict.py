@@ -9,6 +9,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from c2s_pipeline.config import Params
+from c2s_pipeline.data.registry import dataset_spec
 from c2s_pipeline.eval.inference import segment
 from c2s_pipeline.eval.report import overlay_png
 from c2s_pipeline.student.checkpoint import RunRecord, load_student, safe_load
@@ -29,14 +30,16 @@ def write_vocab(params: Params, class_names: list[str], out: str | Path) -> Path
     names = [c.strip() for c in class_names if c.strip()]
     if not names:
         raise PredictError("no class names given; pass e.g. \"cat,dog,grass\"")
-    t = params.teacher
-    clip = load_clip(t.clip_model, t.pretrained, image_size=params.data.image_size, device="cpu",
-                     dense_mode=t.dense_mode)
-    text = clip.encode_text(names, templates=t.templates).cpu().float()
+    t, d = params.teacher, params.data
+    # The prompts of the dataset the student was trained on, so new names sit where its classes did.
+    templates = dataset_spec(d.dataset, d.root, d.context_unseen_split).prompt_set(t.templates) \
+        if t.templates == "auto" else t.templates
+    clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device="cpu", dense_mode=t.dense_mode)
+    text = clip.encode_text(names, templates=templates).cpu().float()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"class_names": names, "text_embeddings": text, "clip_model": t.clip_model,
-                "weights_digest": clip.weights_digest, "templates": t.templates}, out)
+                "weights_digest": clip.weights_digest, "templates": templates}, out)
     return out
 
 

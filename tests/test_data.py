@@ -243,3 +243,13 @@ def test_cocostuff_missing_image_names_the_file_under_another_extension(tmp_path
         build_dataset("cocostuff", tmp_path, "val")[0]
     message = str(err.value)
     assert "000000000000.JPG is there" in message and "split file" not in message and "\n" not in message
+
+
+def test_auto_templates_are_each_datasets_own_prompt_set(tmp_path):
+    from c2s_pipeline.config import Params
+
+    assert Params().teacher.templates == "auto"
+    assert dataset_spec("voc").prompt_set("auto") == "single"
+    assert dataset_spec("cocostuff").prompt_set("auto") == "ensemble"
+    assert dataset_spec("context").prompt_set("auto") == "ensemble"
+    assert dataset_spec("cocostuff").prompt_set("single") == "single"     # an explicit choice wins

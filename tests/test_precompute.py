@@ -162,3 +162,11 @@ def test_train_stages_depend_on_the_one_store_they_read(tiny_params, tmp_path):
         (pointer,) = [d for d in deps if d.split("/")[0] == "data_cache"]
         assert pointer != "data_cache", name
         assert json.loads((tmp_path / pointer).read_text())["store"] == path.name, name
+
+
+def test_auto_templates_address_the_store_of_the_datasets_own_prompts(tiny_params, tmp_path):
+    with_templates = lambda name: dataclasses.replace(  # noqa: E731
+        tiny_params, teacher=dataclasses.replace(tiny_params.teacher, templates=name))
+    auto, _ = locate_store(with_templates("auto"), "val", tmp_path)
+    assert auto == locate_store(with_templates("single"), "val", tmp_path)[0]       # the world's own set
+    assert auto != locate_store(with_templates("ensemble"), "val", tmp_path)[0]

@@ -20,8 +20,8 @@ def teacher_inputs(params: Params, split: str, dataset) -> dict:
     return fingerprint_inputs(
         dataset=d.dataset, split=split, ids=list(dataset.ids), data=data_digest(files), clip_model=t.clip_model,
         weights_digest=weights_digest(t.clip_model, t.pretrained), image_size=d.image_size,
-        dense_mode=t.dense_mode, crop_size=t.crop_size, templates=t.templates, mining=params.mining,
-        max_regions=t.max_regions, unseen=list(dataset.spec.unseen), view_crops=t.view_crops,
+        dense_mode=t.dense_mode, crop_size=t.crop_size, templates=dataset.spec.prompt_set(t.templates),
+        mining=params.mining, max_regions=t.max_regions, unseen=list(dataset.spec.unseen), view_crops=t.view_crops,
     )
 
 

@@ -62,11 +62,15 @@ class DatasetSpec:
     name: str
     class_names: tuple[str, ...]
     unseen: tuple[int, ...]
-    templates: str = "single"     # prompt set for text embeddings: single | ensemble
+    templates: str = "single"     # the dataset's own prompt set (ZegCLIP's): single | ensemble
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def prompt_set(self, setting: str) -> str:
+        """teacher.templates resolved: "auto" is this dataset's own set, anything else is taken as given."""
+        return self.templates if setting == "auto" else setting
 
     @property
     def seen(self) -> tuple[int, ...]:
