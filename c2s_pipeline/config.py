@@ -85,7 +85,9 @@ class StudentConfig:
     arch: str = "fpn"                   # any smp architecture name
     encoder: str = "resnet18"
     encoder_weights: str | None = None  # e.g. "imagenet"; None trains from scratch (offline)
-    logit_scale: float = bounded(50.0, above=0)  # tau in logits = tau * norm(F) norm(A)^T
+    # tau in logits = tau * cos(F, A): the seen-class logits of training (the paper's alpha), evaluation and
+    # prediction; saved with the student.
+    logit_scale: float = bounded(50.0, above=0)
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,6 @@ class LossConfig:
     use_latent: bool = True             # latent embedding generation; off = seen classes only in L_p
     temperature: float = bounded(0.07, above=0)  # InfoNCE temperature
     bank_size: int = bounded(24, low=0)  # FIFO bank of global CLS tokens
-    alpha: float = bounded(50.0, above=0)  # scale of F.A_s in the pseudo-label logits
     beta: float = bounded(50.0, above=0)  # scale of cos(F, A'_u)
     focal_weight: float = bounded(1.0, low=0)  # NEL = focal_weight * focal + dice_weight * dice (ZegCLIP: 100)
     dice_weight: float = bounded(1.0, low=0)

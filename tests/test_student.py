@@ -142,3 +142,17 @@ def test_class_logits_per_image_text_equals_shared_text_image_by_image():
         torch.testing.assert_close(per_image[b], class_logits(features[b:b + 1], text[b], 50.0)[0])
     cos = torch.nn.functional.cosine_similarity(features[0, :, 1, 2], text[0, 3], dim=0)
     torch.testing.assert_close(per_image[0, 3, 1, 2], 50.0 * cos)
+
+
+def test_training_and_evaluation_share_the_students_logit_scale():
+    from c2s_pipeline.config import LossConfig
+    from c2s_pipeline.student.task import C2STask
+
+    torch.manual_seed(0)
+    student = Student("fpn", "resnet18", None, embed_dim=8).eval()     # no dropout: one forward = another
+    text = torch.randn(3, 8)
+    x = torch.randn(1, 3, 64, 64)
+    unit = torch.nn.functional.normalize(student(x), dim=1)
+    for scale in (10.0, 50.0):
+        task = C2STask(student, text, LossConfig(), logit_scale=scale)
+        torch.testing.assert_close(task._seen_logits(unit), class_logits(student(x), text, scale))

@@ -124,7 +124,8 @@ def test_training_never_imports_open_clip(cached, tmp_path):
 
 def test_a_run_record_of_the_older_flat_layout_reads_the_same(tiny_params):
     run = RunRecord(tiny_params, {"teacher_store": "s.zarr", "fingerprint": "f", "class_names": ["a"]})
-    flat = {**run.to_dict()["params"], **run.provenance}          # how run folders were written before
+    flat = {**run.to_dict()["params"], **run.provenance}          # how run folders were written before,
+    flat["loss"] = {**flat["loss"], "alpha": 50.0}                # with the training-only scale of then
     assert RunRecord.from_dict(flat) == run
     assert RunRecord.from_dict(run.to_dict()) == run
 

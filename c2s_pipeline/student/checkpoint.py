@@ -75,8 +75,13 @@ class RunRecord:
             provenance_keys = ("teacher_store", "fingerprint", "class_names")
             saved = {"params": {k: v for k, v in saved.items() if k not in provenance_keys},
                      "provenance": {k: saved[k] for k in provenance_keys if k in saved}}
+        params = {section: dict(values) if isinstance(values, dict) else values
+                  for section, values in saved["params"].items()}
+        # loss.alpha was the training-only seen-logit scale; student.logit_scale is now the one scale (it
+        # always held the same value in params.yaml).
+        params.get("loss", {}).pop("alpha", None)
         try:
-            return cls(params_from_dict(saved["params"]), dict(saved.get("provenance") or {}))
+            return cls(params_from_dict(params), dict(saved.get("provenance") or {}))
         except ConfigError as err:
             raise CheckpointError(f"{path} holds params this c2s cannot read ({err}); retrain it") from None
 

@@ -1,6 +1,7 @@
 """A training step's forward: batch -> dict(loss, global_loss, local_loss, nel_loss, ce_loss).
 
-L = L_g + L_l + L_p, L_p = NEL + ce_weight * CE on X = cat(alpha F.A_s, beta cos(F, A'_u)).
+L = L_g + L_l + L_p, L_p = NEL + ce_weight * CE on X = cat(tau cos(F, A_s), beta cos(F, A'_u)),
+with tau the student's logit scale (the paper's alpha; evaluation uses the same one).
 With every C2S term off this is the plain supervised seen-only baseline on the dataset labels.
 Only seen-class text embeddings ever enter this module.
 """
@@ -71,8 +72,8 @@ class C2STask(nn.Module):
         return out
 
     def _seen_logits(self, unit: torch.Tensor) -> torch.Tensor:
-        """alpha * cos(F, A_s): unit-norm features (B, D, h, w) -> (B, C_s, h, w)."""
-        return class_logits(unit, self.seen_text, self.cfg.alpha, unit_features=True)
+        """tau * cos(F, A_s): unit-norm features (B, D, h, w) -> (B, C_s, h, w)."""
+        return class_logits(unit, self.seen_text, self.logit_scale, unit_features=True)
 
     def _pseudo_logits(self, unit, batch, protos, present):
         """Logits over [seen classes; this image's latent regions] and the pseudo-mask target."""
