@@ -130,6 +130,49 @@ def test_a_run_record_of_the_older_flat_layout_reads_the_same(tiny_params):
     assert RunRecord.from_dict(run.to_dict()) == run
 
 
+class _RowGuard:
+    """A store array whose unseen rows cannot be read: reading one fails the test."""
+
+    def __init__(self, array, unseen: set[int]):
+        self.array, self.unseen = array, unseen
+
+    def __getitem__(self, key):
+        first = key[0] if isinstance(key, tuple) else key
+        rows = set(range(self.array.shape[0])[first]) if isinstance(first, slice) else {int(first)}
+        if rows & self.unseen:
+            pytest.fail(f"training read unseen text rows {sorted(rows & self.unseen)}")
+        return self.array[key]
+
+    def __getattr__(self, name):
+        return getattr(self.array, name)
+
+
+class _GuardedBackend:
+    def __init__(self, backend, unseen):
+        self.backend, self.unseen = backend, unseen
+
+    def array(self, name):
+        array = self.backend.array(name)
+        return _RowGuard(array, self.unseen) if name == "text_embeddings" else array
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+
+def test_training_never_reads_an_unseen_text_row(cached, tmp_path, monkeypatch):
+    params, cache_dir = cached
+    full = cache_store.CacheReader(next(cache_dir.glob("*train*.zarr")), seen_only=False)
+    unseen = {int(c) for c in np.flatnonzero(~full.class_seen())}
+    assert len(unseen) == 5
+    with pytest.raises(pytest.fail.Exception, match="unseen text rows"):   # the guard bites on a full read
+        _RowGuard(full._open().array("text_embeddings"), unseen)[:]
+    real_open = cache_store.CacheReader._open
+    monkeypatch.setattr(cache_store.CacheReader, "_open",
+                        lambda self: _GuardedBackend(real_open(self), unseen) if self.seen_only else real_open(self))
+    train.run(params, tmp_path / "run", cache_dir=cache_dir)
+    assert (tmp_path / "run" / STUDENT_FILE).exists()
+
+
 def test_training_reads_only_seen_labels_and_seen_text(cached, tmp_path, monkeypatch):
     params, cache_dir = cached
     readers, label_gates, batches = [], [], []

@@ -289,9 +289,11 @@ class CacheReader:
         return np.nonzero(self._seen)[0] if self.seen_only else np.arange(len(self._seen))
 
     def text_embeddings(self) -> np.ndarray:
-        """(C_s, D) seen rows on a seen-only reader, (C, D) all rows otherwise."""
-        text = np.asarray(self._open().array(S.TEXT_EMBEDDINGS)[:], np.float32)
-        return text[self._seen] if self.seen_only else text
+        """(C_s, D) seen rows on a seen-only reader (an unseen row is never read), (C, D) all rows otherwise."""
+        array = self._open().array(S.TEXT_EMBEDDINGS)
+        if not self.seen_only:
+            return np.asarray(array[:], np.float32)
+        return np.stack([read_row(array, int(c)) for c in self.class_ids()]).astype(np.float32)
 
     def unseen_text_embeddings(self) -> np.ndarray:
         if self.seen_only:
