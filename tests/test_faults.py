@@ -245,7 +245,11 @@ def test_train_cache_flag_gets_the_located_checks(stored, project_params):
     other = dataclasses.replace(project_params, mining=dataclasses.replace(project_params.mining, merge_threshold=0.5))
     other_store = precompute.run(other, split="train", cache_dir=stored / "other_cache")
     val_store = precompute.run(project_params, split="val", cache_dir=stored / "data_cache")
-    for store, differs in ((other_store, "mining.merge_threshold 0.5 -> 0.9"), (val_store, "split 'val' -> 'train'")):
+    other_split = dataclasses.replace(project_params, world=dataclasses.replace(
+        project_params.world, unseen=("green circle", "blue square", "yellow triangle", "red star", "green cross")))
+    split_store = precompute.run(other_split, split="train", cache_dir=stored / "split_cache")
+    for store, differs in ((other_store, "mining.merge_threshold 0.5 -> 0.9"), (val_store, "split 'val' -> 'train'"),
+                           (split_store, "unseen [1, 6, 11, 12, 17] -> [0, 5, 10, 15, 16]")):
         before = tree_digest(store)
         line = error_line(c2s(stored, "train", "--run", "models/x", "--cache", str(store)))
         assert "computed under other settings" in line and differs in line, line
