@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 
@@ -82,14 +83,24 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, present: torch.Tensor
     return (dice * present).sum() / num_masks
 
 
+def mask_count(present: torch.Tensor) -> float:
+    """num_masks: the (image, class present) pairs of the batch; under DDP their mean over ranks (ZegCLIP,
+    after DETR), so every rank normalises by the same number; at least 1."""
+    count = present.sum().float()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(count)
+        count = count / dist.get_world_size()
+    return max(float(count), 1.0)
+
+
 def nel_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, focal_weight: float = 100.0,
              dice_weight: float = 1.0) -> torch.Tensor:
     """NEL = focal_weight * focal + dice_weight * dice; logits (B, K, H, W), target (B, H, W), valid (B, K).
 
-    num_masks = number of (image, class present) pairs in the batch, at least 1.
+    num_masks = `mask_count` of the present (image, class) pairs.
     """
     targets = one_hot_targets(target, logits.shape[1])
     present = (targets.flatten(2).sum(-1) > 0) & valid
-    num_masks = max(float(present.sum()), 1.0)
+    num_masks = mask_count(present)
     return (focal_weight * sigmoid_focal_loss(logits, targets, valid.float(), num_masks)
             + dice_weight * dice_loss(logits, targets, present.float(), num_masks))
