@@ -147,16 +147,33 @@ def evaluate(run: Optional[str] = typer.Option(None, help="Run folder with stude
 @app.command()
 @friendly
 def predict(images: List[str] = typer.Argument(..., help="Image files."),
-            run: str = typer.Option(..., help="Run folder with student.pt."),
+            run: Optional[str] = typer.Option(None, help="Run folder with student.pt."),
+            onnx: Optional[str] = typer.Option(None, help="An exported model (`c2s export`) instead of --run."),
             classes: Optional[str] = typer.Option(None, help="Comma-separated class names to predict."),
             vocab: Optional[str] = typer.Option(None, help="Text embeddings from `c2s vocab`."),
             out: str = typer.Option("predictions", help="Output folder for overlay PNGs."),
             params: str = ParamsOpt):
-    """Overlay PNGs with a legend, from the student and saved text embeddings only."""
+    """Overlay PNGs with a legend, from the student (or its ONNX export) and saved text embeddings only."""
     from stages import predict as stage
 
     names = [c.strip() for c in classes.split(",")] if classes else None
-    typer.echo(str(stage.run(_params(params), images, run, out, vocab=vocab, classes=names)))
+    if (run is None) == (onnx is None):
+        raise stage.PredictError("pass one of --run RUN_DIR or --onnx MODEL.onnx")
+    if onnx is not None:
+        typer.echo(str(stage.run_onnx(images, onnx, out, vocab=vocab, classes=names)))
+    else:
+        typer.echo(str(stage.run(_params(params), images, run, out, vocab=vocab, classes=names)))
+
+
+@app.command()
+@friendly
+def export(run: str = typer.Option(..., help="Run folder with student.pt."),
+           out: str = typer.Option("model.onnx", help="ONNX file to write."),
+           vocab: Optional[str] = typer.Option(None, help="Fold this vocabulary (`c2s vocab`) into the graph.")):
+    """The student as one ONNX graph: image (and text embeddings, unless --vocab folds them in) -> scores."""
+    from stages import export as stage
+
+    typer.echo(str(stage.run(run, out, vocab=vocab)))
 
 
 @app.command()

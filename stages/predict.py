@@ -1,6 +1,7 @@
 """Stages `vocab` and `predict`: open-vocabulary overlays from the student plus saved text embeddings."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from c2s_pipeline.config import Params
 from c2s_pipeline.data.registry import dataset_spec
 from c2s_pipeline.eval.inference import segment
 from c2s_pipeline.eval.report import overlay_png
-from c2s_pipeline.student.checkpoint import RunRecord, load_student, safe_load
+from c2s_pipeline.student.checkpoint import load_student, safe_load
 from c2s_pipeline.student.data import image_to_tensor
+from c2s_pipeline.student.export import IMAGE, METADATA_KEY, SCORES, TEXT
 from stages.common import resolve_device
 
 log = logging.getLogger(__name__)
@@ -43,10 +45,11 @@ def write_vocab(params: Params, class_names: list[str], out: str | Path) -> Path
     return out
 
 
-def _vocabulary(run: RunRecord, text: torch.Tensor, vocab: str | Path | None,
+def _vocabulary(names: list[str], emb: torch.Tensor, vocab: str | Path | None,
                 classes: list[str] | None) -> tuple[list[str], torch.Tensor]:
-    """Class names and embeddings to predict with: a vocab file, or the training vocabulary."""
-    names, emb = list(run.provenance["class_names"]), text
+    """Class names and embeddings to predict with: a vocab file, or the training vocabulary (names, emb);
+    `classes` keeps those names only."""
+    text = emb
     if vocab is not None:
         v = safe_load(vocab, "vocabulary", f"rebuild it with `c2s vocab \"cat,dog,...\" -o {vocab}`",
                       keys=("class_names", "text_embeddings"))
@@ -69,18 +72,14 @@ def run(params: Params, images: list[str], run_dir: str | Path, out_dir: str | P
     """Write one overlay PNG with a legend per input image; returns the output folder."""
     device = resolve_device(params.eval.device)
     student, text, run = load_student(run_dir, device)
-    names, emb = _vocabulary(run, text, vocab, classes)
+    names, emb = _vocabulary(list(run.provenance["class_names"]), text, vocab, classes)
     size = run.params.data.image_size
     scale = run.params.student.logit_scale
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     no_bias = torch.zeros(len(names), dtype=torch.bool)  # calibration needs a seen split; none here
     for image_path in images:
-        try:
-            image = np.asarray(Image.open(image_path).convert("RGB"))
-        except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
-            raise PredictError(f"cannot read image {image_path}: {err.__class__.__name__}; "
-                               "pass a readable JPEG/PNG") from None
+        image = _read_image(image_path)
         x = image_to_tensor(image).unsqueeze(0).to(device)
         with torch.inference_mode():
             pred = segment(lambda t: student.predict_logits(t, emb, scale), x, no_bias, 0.0,
@@ -88,4 +87,45 @@ def run(params: Params, images: list[str], run_dir: str | Path, out_dir: str | P
                            flip=params.eval.flip)
         overlay_png(image, pred.cpu().numpy(), names, out_dir / f"{Path(image_path).stem}_overlay.png")
     log.info("wrote %d overlays to %s", len(images), out_dir)
+    return out_dir
+
+
+def _read_image(path) -> np.ndarray:
+    try:
+        return np.asarray(Image.open(path).convert("RGB"))
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+        raise PredictError(f"cannot read image {path}: {err.__class__.__name__}; pass a readable JPEG/PNG") from None
+
+
+def run_onnx(images: list[str], model_path: str | Path, out_dir: str | Path, *, vocab: str | Path | None = None,
+             classes: list[str] | None = None) -> Path:
+    """The same overlays as `run`, from an exported graph through onnxruntime (no student code, no CLIP)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise PredictError("--onnx needs the deploy extra: pip install 'c2s[deploy]'") from None
+    try:
+        session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        meta = json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+    except Exception as err:  # noqa: BLE001 - onnxruntime reports a bad file with its own exception types
+        raise PredictError(f"{model_path} is not a c2s ONNX model ({err.__class__.__name__}); "
+                           "export one with `c2s export --run RUN --out model.onnx`") from None
+    folded = meta["mode"] == "folded"
+    names = list(meta["class_names"])
+    if folded and vocab is not None:
+        raise PredictError(f"{model_path} has its vocabulary folded in; export with no --vocab to pass one here")
+    emb = torch.zeros(len(names), 1) if folded else torch.tensor(meta["text_embeddings"], dtype=torch.float32)
+    names, emb = _vocabulary(names, emb, vocab, classes)
+    keep = [list(meta["class_names"]).index(n) for n in names] if folded else None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for image_path in images:
+        image = _read_image(image_path)
+        feed = {IMAGE: image.transpose(2, 0, 1)[None].astype(np.float32)}
+        if not folded:
+            feed[TEXT] = emb.numpy().astype(np.float32)
+        scores = session.run([SCORES], feed)[0][0]                           # (C, H, W)
+        pred = scores[keep].argmax(0) if keep is not None else scores.argmax(0)
+        overlay_png(image, pred, names, out_dir / f"{Path(image_path).stem}_overlay.png")
+    log.info("wrote %d overlays to %s (onnxruntime)", len(images), out_dir)
     return out_dir

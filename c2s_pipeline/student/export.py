@@ -1,0 +1,87 @@
+"""The student as one ONNX graph: image in, calibrated per-class scores out, no CLIP and no torch at run time.
+
+Two modes. Open vocabulary: the text-embedding matrix is a second input (any number of classes), so any
+vocabulary from `c2s vocab` works without re-export. Folded: one vocabulary is a constant of the graph
+(the fast path). Either graph does what `c2s predict` does in whole-image mode: CLIP normalisation, resize
+to the training size, class logits, upsampling back, softmax (predict calibrates without a seen split).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from c2s_pipeline.student.data import CLIP_MEAN, CLIP_STD
+from c2s_pipeline.student.model import Student
+
+IMAGE, TEXT, SCORES = "image", "text", "scores"
+METADATA_KEY = "c2s"   # ONNX metadata_props entry: JSON with class names, size, logit scale, mode
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be made; what to do."""
+
+
+class DeployedStudent(nn.Module):
+    """(B, 3, H, W) float RGB in 0..255 [, (C, D) text] -> (B, C, H, W) class scores (softmax over C)."""
+
+    def __init__(self, student: Student, logit_scale: float, size: int, text: torch.Tensor | None = None):
+        super().__init__()
+        self.student, self.logit_scale, self.size = student, float(logit_scale), int(size)
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1) * 255.0)
+        self.folded = text is not None
+        if self.folded:
+            self.register_buffer("text", F.normalize(text.float(), dim=-1))
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        text = self.text if self.folded else text
+        h, w = image.shape[-2:]
+        x = (image - self.mean) / self.std
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        logits = self.student.predict_logits(x, text, self.logit_scale)               # (B, C, S, S)
+        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        return logits.softmax(1)
+
+
+def export_onnx(model: DeployedStudent, out: str | Path, class_names: list[str], embed_dim: int,
+                text: torch.Tensor | None = None) -> Path:
+    """Write `model` as ONNX with dynamic batch, height, width (and classes, unfolded); checks the graph.
+
+    `text` (C, D): the training vocabulary, stored in the metadata so the open-vocabulary graph has a
+    default vocabulary; the folded graph stores its class names only.
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError("ONNX export needs the deploy extra: pip install 'c2s[deploy]'") from None
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    size = model.size
+    # Batch 2 and a non-square image as the example: torch.export would fix a dimension of size 1.
+    image = torch.zeros(2, 3, size, size + 32)
+    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=8, max=8192),
+            3: torch.export.Dim("width", min=8, max=8192)}
+    if model.folded:
+        args, shapes, names = (image,), {"image": dims}, [IMAGE]
+    else:
+        example_text = torch.zeros(3, embed_dim)
+        args, shapes, names = (image, example_text), {"image": dims, "text": {0: torch.export.Dim("classes")}}, \
+            [IMAGE, TEXT]
+    with torch.no_grad():
+        torch.onnx.export(model, args, str(out), dynamo=True, input_names=names, output_names=[SCORES],
+                          dynamic_shapes=shapes, external_data=False)
+    graph = onnx.load(str(out))
+    meta = {"class_names": list(class_names), "image_size": size, "logit_scale": model.logit_scale,
+            "mode": "folded" if model.folded else "open-vocabulary", "input": "RGB float 0..255, (B, 3, H, W)"}
+    if text is not None and not model.folded:
+        meta["text_embeddings"] = text.float().tolist()
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(out))
+    return out

@@ -1,0 +1,102 @@
+"""ONNX export: onnxruntime gives the torch student's scores (both modes, two sizes, two vocabularies), and
+`c2s predict --onnx` draws the overlays `c2s predict --run` draws, without open_clip."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from c2s_pipeline.eval.inference import segment
+from c2s_pipeline.student.checkpoint import load_student
+from c2s_pipeline.student.data import image_to_tensor
+from c2s_pipeline.student.export import DeployedStudent
+from stages import export, precompute, train
+
+ort = pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.slow   # trains a tiny student, exports three graphs
+REPO = Path(__file__).resolve().parents[1]
+SIZES = [(64, 64), (50, 90)]    # the training size, and another aspect ratio that is no multiple of 32
+
+
+@pytest.fixture(scope="module")
+def exported(project_params, tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    precompute.run(project_params, split="train", cache_dir=root / "cache")
+    run_dir = train.run(project_params, root / "run", cache_dir=root / "cache")
+    student, text, run = load_student(run_dir)
+    vocabs = {}
+    for n in (len(text), 3):
+        vocabs[n] = root / f"vocab{n}.pt"
+        torch.save({"class_names": list(run.provenance["class_names"])[:n], "text_embeddings": text[:n]}, vocabs[n])
+    graphs = {"open": export.run(run_dir, root / "open.onnx"),
+              **{f"folded{n}": export.run(run_dir, root / f"folded{n}.onnx", vocab=v) for n, v in vocabs.items()}}
+    return root, run_dir, graphs, vocabs
+
+
+def images(h, w, n=2):
+    rng = np.random.default_rng(h * w)
+    return rng.integers(0, 256, (n, h, w, 3)).astype(np.uint8)
+
+
+def test_onnxruntime_scores_equal_the_torch_students(exported):
+    root, run_dir, graphs, _ = exported
+    student, text, run = load_student(run_dir)
+    scale, size = run.params.student.logit_scale, run.params.data.image_size
+    for name, path in graphs.items():
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for h, w in SIZES:
+            batch = images(h, w)
+            x = batch.transpose(0, 3, 1, 2).astype(np.float32)
+            for n in ([len(text), 3] if name == "open" else [int(name[6:])]):
+                feed = {"image": x} if name != "open" else {"image": x, "text": text[:n].numpy()}
+                got = session.run(["scores"], feed)[0]
+                with torch.no_grad():
+                    want = DeployedStudent(student, scale, size)(torch.from_numpy(x), text[:n]).numpy()
+                assert got.shape == (2, n, h, w)
+                assert np.abs(got - want).max() < 1e-3, (name, h, w, n)
+                # and the class map `c2s predict` computes from the same image
+                for b in range(2):
+                    pred = segment(lambda t: student.predict_logits(t, text[:n], scale),
+                                   image_to_tensor(batch[b])[None], torch.zeros(n, dtype=torch.bool), 0.0,
+                                   mode="whole", crop=size).numpy()
+                    assert (got[b].argmax(0) == pred).mean() >= 0.999, (name, h, w, n)
+
+
+BLOCK_OPEN_CLIP = "import sys; sys.modules['open_clip'] = None; from stages.cli import app; app(sys.argv[1:])"
+
+
+def c2s_without_open_clip(cwd, *args):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", BLOCK_OPEN_CLIP, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_predict_onnx_draws_the_overlays_of_predict_run_without_open_clip(exported, project, tmp_path):
+    root, run_dir, graphs, vocabs = exported
+    Image.fromarray(images(50, 90, 1)[0]).save(tmp_path / "x.png")
+    runs = {"torch": ["--run", str(run_dir)], "open": ["--onnx", str(graphs["open"])],
+            "folded": ["--onnx", str(graphs["folded3"])]}
+    overlays = {}
+    for name, flags in runs.items():
+        extra = ["--vocab", str(vocabs[3])] if name != "folded" else []
+        result = c2s_without_open_clip(project, "predict", str(tmp_path / "x.png"), *flags, *extra,
+                                       "--out", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+        overlays[name] = np.asarray(Image.open(tmp_path / name / "x_overlay.png"))
+    for name in ("open", "folded"):
+        assert overlays[name].shape == overlays["torch"].shape
+        assert (overlays[name] == overlays["torch"]).all(-1).mean() >= 0.999, name
+
+
+def test_bad_onnx_file_is_one_line(project, tmp_path):
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    Image.fromarray(images(32, 32, 1)[0]).save(tmp_path / "x.png")
+    result = c2s_without_open_clip(project, "predict", str(tmp_path / "x.png"), "--onnx", str(tmp_path / "bad.onnx"))
+    assert result.returncode == 2 and "is not a c2s ONNX model" in result.stderr
+    assert "Traceback" not in result.stderr
