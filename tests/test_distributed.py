@@ -51,21 +51,6 @@ def _train_rank(rank, world, init_file, params, run_dir, cache_dir):
     dist.destroy_process_group()
 
 
-def _mask_count_rank(rank, world, init_file, out_dir):
-    from c2s_pipeline.student.losses import mask_count
-
-    _init(rank, world, init_file)
-    present = torch.zeros(4, 3, dtype=torch.bool)
-    present.view(-1)[: 2 + 4 * rank] = True                    # rank 0 has 2 masks, rank 1 has 6
-    torch.save(torch.tensor(mask_count(present)), os.path.join(out_dir, f"{rank}.pt"))
-    dist.destroy_process_group()
-
-
-def test_nel_mask_count_is_the_mean_over_ranks(tmp_path):
-    mp.spawn(_mask_count_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
-    assert [float(torch.load(tmp_path / f"{r}.pt")) for r in (0, 1)] == [4.0, 4.0]
-
-
 def one_at_a_time(params):
     return dataclasses.replace(params, teacher=dataclasses.replace(params.teacher, batch_size=1))
 

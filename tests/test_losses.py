@@ -98,3 +98,19 @@ def test_gradients_reach_features_and_never_the_cached_tensors():
     loss.backward()
     assert features.grad is not None and features.grad.abs().sum() > 0
     assert cls.grad is None and bank.grad is None and local.grad is None
+
+
+def test_nel_mask_count_is_the_mean_over_ranks(monkeypatch):
+    """Under DDP each rank normalises by the mean count over ranks (ZegCLIP); here rank 1 holds 6 masks."""
+    import torch.distributed as dist
+
+    from c2s_pipeline.student import losses
+
+    present = torch.zeros(4, 3, dtype=torch.bool)
+    present.view(-1)[:2] = True                                     # this rank: 2 masks
+    assert losses.mask_count(present) == 2.0                        # no process group: its own count
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "all_reduce", lambda t: t.add_(6.0))   # the sum with the other rank's 6
+    assert losses.mask_count(present) == 4.0
+    assert losses.mask_count(torch.zeros(4, 3, dtype=torch.bool)) == 3.0
