@@ -266,3 +266,11 @@ def test_a_training_item_is_one_stored_view_with_that_views_global_cls(cached):
         np.testing.assert_array_equal(item["global_cls"].numpy(), stored[match[0]])
         shown.add(match[0])
     assert len(shown) > 2                                                     # augmentation picks among them
+
+
+@pytest.mark.parametrize("saved", [[1, 2], {"params": "x"}, {"params": {"train": {"no_such_key": 1}}}])
+def test_an_unreadable_run_record_is_one_checkpoint_error(saved):
+    from c2s_pipeline.student.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="retrain it"):
+        RunRecord.from_dict(saved, "models/x/student.pt")

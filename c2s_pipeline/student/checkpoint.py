@@ -71,6 +71,8 @@ class RunRecord:
     @classmethod
     def from_dict(cls, saved: dict, path: str | Path = "run") -> "RunRecord":
         """The typed record; files from before the split (params and provenance in one dict) read too."""
+        if not isinstance(saved, dict) or not isinstance(saved.get("params", {}), dict):
+            raise CheckpointError(f"{path} has no readable run record (params and provenance); retrain it")
         if "params" not in saved:
             provenance_keys = ("teacher_store", "fingerprint", "class_names")
             saved = {"params": {k: v for k, v in saved.items() if k not in provenance_keys},
