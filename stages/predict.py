@@ -49,14 +49,13 @@ def _vocabulary(names: list[str], emb: torch.Tensor, vocab: str | Path | None,
                 classes: list[str] | None) -> tuple[list[str], torch.Tensor]:
     """Class names and embeddings to predict with: a vocab file, or the training vocabulary (names, emb);
     `classes` keeps those names only."""
-    text = emb
     if vocab is not None:
         v = safe_load(vocab, "vocabulary", f"rebuild it with `c2s vocab \"cat,dog,...\" -o {vocab}`",
                       keys=("class_names", "text_embeddings"))
-        if v["text_embeddings"].shape[1] != text.shape[1]:
+        if v["text_embeddings"].shape[1] != emb.shape[1]:
             raise PredictError(f"{vocab}: embedding width {v['text_embeddings'].shape[1]} does not match "
-                               f"the student's {text.shape[1]}; rebuild it with `c2s vocab` for this teacher")
-        names, emb = list(v["class_names"]), v["text_embeddings"].to(text.device)
+                               f"the student's {emb.shape[1]}; rebuild it with `c2s vocab` for this teacher")
+        names, emb = list(v["class_names"]), v["text_embeddings"].to(emb.device)
     if classes:
         missing = [c for c in classes if c not in names]
         if missing:
