@@ -108,6 +108,8 @@ def contrastive_loss(model, loss_fn, images: torch.Tensor, tokens: torch.Tensor)
 def zero_shot_accuracy(model, tokenizer, world_dir: Path, size: int, device) -> dict:
     """Top-1 image-level accuracy on the held-out val images: the class of the largest object."""
     model.eval()
+    # The default unseen split on purpose: the teacher never depends on world.unseen (one teacher serves
+    # every split); `c2s world diagnose` reports the split of the params.
     ds = build_dataset("world", world_dir, "val")
     names = list(ds.spec.class_names)
     text = F.normalize(model.encode_text(tokenizer([SINGLE_TEMPLATE[0].format(c) for c in names]).to(device)), dim=-1)
