@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from c2s_pipeline.student.checkpoint import load_student, safe_load
+from c2s_pipeline.student.checkpoint import load_student, load_vocab
 from c2s_pipeline.student.export import DeployedStudent, export_onnx
 
 log = logging.getLogger(__name__)
@@ -15,9 +15,7 @@ def run(run_dir: str | Path, out: str | Path, *, vocab: str | Path | None = None
     student, text, run = load_student(run_dir)
     names, folded = list(run.provenance["class_names"]), None
     if vocab is not None:
-        v = safe_load(vocab, "vocabulary", f"rebuild it with `c2s vocab \"cat,dog,...\" -o {vocab}`",
-                      keys=("class_names", "text_embeddings"))
-        names, folded = list(v["class_names"]), v["text_embeddings"].float()
+        names, folded = load_vocab(vocab)
     model = DeployedStudent(student, run.params.student.logit_scale, run.params.data.image_size, text=folded)
     path = export_onnx(model, out, names, embed_dim=text.shape[1], text=text)
     log.info("exported %s (%s, %d classes) to %s", run_dir, "folded" if folded is not None else "open-vocabulary",

@@ -13,7 +13,7 @@ from c2s_pipeline.config import Params
 from c2s_pipeline.data.registry import dataset_spec
 from c2s_pipeline.eval.inference import segment
 from c2s_pipeline.eval.report import overlay_png
-from c2s_pipeline.student.checkpoint import load_student, safe_load
+from c2s_pipeline.student.checkpoint import load_student, load_vocab
 from c2s_pipeline.student.data import image_to_tensor
 from c2s_pipeline.student.export import IMAGE, METADATA_KEY, SCORES, TEXT
 from stages.common import resolve_device
@@ -50,12 +50,11 @@ def _vocabulary(names: list[str], emb: torch.Tensor, vocab: str | Path | None,
     """Class names and embeddings to predict with: a vocab file, or the training vocabulary (names, emb);
     `classes` keeps those names only."""
     if vocab is not None:
-        v = safe_load(vocab, "vocabulary", f"rebuild it with `c2s vocab \"cat,dog,...\" -o {vocab}`",
-                      keys=("class_names", "text_embeddings"))
-        if v["text_embeddings"].shape[1] != emb.shape[1]:
-            raise PredictError(f"{vocab}: embedding width {v['text_embeddings'].shape[1]} does not match "
+        vocab_names, vocab_emb = load_vocab(vocab)
+        if vocab_emb.shape[1] != emb.shape[1]:
+            raise PredictError(f"{vocab}: embedding width {vocab_emb.shape[1]} does not match "
                                f"the student's {emb.shape[1]}; rebuild it with `c2s vocab` for this teacher")
-        names, emb = list(v["class_names"]), v["text_embeddings"].to(emb.device)
+        names, emb = vocab_names, vocab_emb.to(emb.device)
     if classes:
         missing = [c for c in classes if c not in names]
         if missing:

@@ -113,6 +113,13 @@ def check_resumable(path: str | Path, saved: dict | None, current: RunRecord) ->
                               "them, or pass --no-resume to start this run afresh")
 
 
+def load_vocab(path: str | Path) -> tuple[list[str], torch.Tensor]:
+    """(class names, (C, D) text embeddings) of a `c2s vocab` file, loaded safely."""
+    v = safe_load(path, "vocabulary", f"rebuild it with `c2s vocab \"cat,dog,...\" -o {path}`",
+                  keys=("class_names", "text_embeddings"))
+    return list(v["class_names"]), v["text_embeddings"].float()
+
+
 def load_student(run_dir: str | Path, device: torch.device | str = "cpu"):
     """(student in eval mode, all-class text embeddings of its teacher store (C, D), its RunRecord)."""
     path = Path(run_dir) / STUDENT_FILE
