@@ -30,7 +30,14 @@ def bounded(default: Any, *, low: float | None = None, above: float | None = Non
     return field(default=default, metadata={"low": low, "above": above, "high": high, "nonempty": nonempty})
 
 
+def one_of(default: str, *others: str):
+    """A string field that takes one of a few values; `build_section` names them when it gets another."""
+    return field(default=default, metadata={"choices": (default, *others)})
+
+
 def _check_range(key: str, value: Any, meta: dict) -> None:
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
     if meta.get("nonempty") and not value:
         raise ConfigError(f"{key}: the list is empty; it needs at least one value")
     low, above, high = meta.get("low"), meta.get("above"), meta.get("high")
@@ -56,6 +63,9 @@ class TeacherConfig:
     clip_model: str = "c2s-world-vit"   # open_clip model name (ViT-B-16 for real data)
     pretrained: str = "models/teacher/clip.pt"  # open_clip tag (e.g. openai) or a local checkpoint
     dense_mode: str = "maskclip"        # maskclip | clearclip | sclip
+    # which stores keep the dense tokens (~95 % of a store; only CLIP's own dense baseline reads them):
+    # eval = every split but data.train_split | all
+    dense_tokens: str = one_of("eval", "all")
     templates: str = "auto"             # auto (the dataset's own: single for VOC and the world, ensemble for
                                         # Context / COCO-Stuff) | single ("a photo of a {}.") | ensemble (15)
     crop_size: int = bounded(0, low=0)  # local-CLS crop side; 0 = the model's native image size

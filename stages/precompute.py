@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from c2s_pipeline import __version__
 from c2s_pipeline.cache.backends import is_url
-from c2s_pipeline.cache.identity import locate_store
+from c2s_pipeline.cache.identity import locate_store, stores_dense_tokens
 from c2s_pipeline.cache.schema import CacheShape
 from c2s_pipeline.cache.store import CacheWriter, StoreIdentity, is_complete, store_lock
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params, to_dict
@@ -96,7 +96,8 @@ def _compute(params: Params, split: str, dataset, path: Path, identity: StoreIde
     shape = CacheShape(num_images=len(dataset), embed_dim=clip.embed_dim, grid=tuple(clip.grid),
                        mask_size=d.image_size, max_regions=t.max_regions,
                        num_classes=dataset.spec.num_classes,
-                       num_views=len(view_windows(d.image_size, t.view_crops)))
+                       num_views=len(view_windows(d.image_size, t.view_crops)),
+                       dense_tokens=stores_dense_tokens(params, split))
     manifest = {"fingerprint": identity.fingerprint, "inputs": identity.inputs,
                 "dataset": d.dataset, "split": split, "ids": list(dataset.ids),
                 "views": [list(v) for v in view_windows(d.image_size, t.view_crops)],

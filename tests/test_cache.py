@@ -189,7 +189,7 @@ def test_fingerprint_tracks_teacher_settings_only():
     base = dict(dataset="world", split="train", ids=["a", "b"], data="d0", clip_model="m", weights_digest="w",
                 image_size=128,
                 dense_mode="maskclip", crop_size=0, templates="single", mining=MiningConfig(), max_regions=16,
-                unseen=[1], view_crops=(0.75,))
+                unseen=[1], view_crops=(0.75,), dense_tokens=True)
     fp = teacher_fingerprint(fingerprint_inputs(**base))
     assert fp == teacher_fingerprint(fingerprint_inputs(**base)) and len(fp) == 16
     changed = {**base, "mining": dataclasses.replace(MiningConfig(), merge_threshold=0.8)}
@@ -197,3 +197,4 @@ def test_fingerprint_tracks_teacher_settings_only():
     assert teacher_fingerprint(fingerprint_inputs(**{**base, "ids": ["a", "c"]})) != fp
     assert teacher_fingerprint(fingerprint_inputs(**{**base, "view_crops": (0.5,)})) != fp
     assert teacher_fingerprint(fingerprint_inputs(**{**base, "data": "d1"})) != fp   # images or labels changed
+    assert teacher_fingerprint(fingerprint_inputs(**{**base, "dense_tokens": False})) != fp

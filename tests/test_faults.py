@@ -315,6 +315,7 @@ def test_precompute_with_nothing_to_do_writes_nothing(stored, project_params, mo
     ("loss", "temperature", 0.0, "loss.temperature: 0.0 is out of range; allowed: > 0"),
     ("teacher", "max_regions", 300, "teacher.max_regions: 300 is out of range; allowed: >= 1 and <= 255"),
     ("teacher", "view_crops", [0.75, 1.5], "teacher.view_crops: 1.5 is out of range; allowed: > 0 and <= 1"),
+    ("teacher", "dense_tokens", "train", "teacher.dense_tokens: 'train' is not one of eval, all"),
     ("world", "unseen", [], "world.unseen: the list is empty; it needs at least one value"),
     ("mining", "window_sizes", [], "mining.window_sizes: the list is empty; it needs at least one value"),
     ("train", None, 5, "train: expected a mapping of keys, got 5"),

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from c2s_pipeline.cache.schema import LATENT, NO_REGION
-from c2s_pipeline.cache.store import CacheReader
+from c2s_pipeline.cache.inspect import list_stores, verify_store
+from c2s_pipeline.cache.store import CacheError, CacheReader
 from stages import precompute
 from c2s_pipeline.cache.identity import locate_store
 
@@ -32,14 +33,16 @@ def one_at_a_time(params):
 def assert_same_store(a, b):
     ra, rb = CacheReader(a, seen_only=False), CacheReader(b, seen_only=False)
     np.testing.assert_array_equal(ra.text_embeddings(), rb.text_embeddings())
+    assert ra.shape == rb.shape
     for i in range(len(ra)):
-        x, y = ra.read(i, dense=True), rb.read(i, dense=True)
+        x, y = ra.read(i, dense=ra.shape.dense_tokens), rb.read(i, dense=rb.shape.dense_tokens)
         for name in ARRAYS:
             np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=f"{name} of image {i}")
 
 
 def test_store_contents(tiny_params, tmp_path):
-    path = precompute.run(tiny_params, split="train", cache_dir=tmp_path)
+    params = dataclasses.replace(tiny_params, teacher=dataclasses.replace(tiny_params.teacher, dense_tokens="all"))
+    path = precompute.run(params, split="train", cache_dir=tmp_path)
     reader = CacheReader(path, seen_only=False)
     s = reader.shape
     assert (s.num_images, s.embed_dim, s.grid, s.mask_size) == (8, 32, (8, 8), 128)
@@ -58,6 +61,28 @@ def test_store_contents(tiny_params, tmp_path):
         assert (rec.region_class[:n] >= LATENT).all()
         np.testing.assert_allclose(np.linalg.norm(rec.local_cls[:n].astype(np.float32), axis=1), 1, atol=2e-3)
     assert reader.text_embeddings().shape == (20, 32)
+
+
+def test_dense_tokens_are_kept_for_evaluation_splits_or_on_request(tiny_params, tmp_path):
+    kept = dataclasses.replace(tiny_params, teacher=dataclasses.replace(tiny_params.teacher, dense_tokens="all"))
+    train_default = precompute.run(tiny_params, split="train", cache_dir=tmp_path)
+    train_all = precompute.run(kept, split="train", cache_dir=tmp_path)
+    val_default = precompute.run(tiny_params, split="val", cache_dir=tmp_path)
+    assert train_default != train_all                                   # two stores, two fingerprints
+    assert not (train_default / "dense_tokens").exists() and (train_all / "dense_tokens").exists()
+    assert (val_default / "dense_tokens").exists()
+    lean, full = CacheReader(train_default, seen_only=False), CacheReader(train_all, seen_only=False)
+    assert not lean.shape.dense_tokens and full.shape.dense_tokens and CacheReader(val_default).shape.dense_tokens
+    for i in range(len(lean)):                                          # everything training reads is the same
+        x, y = lean.read(i), full.read(i, dense=True)
+        assert x.dense_tokens is None and y.dense_tokens.shape == (8, 8, 32)
+        for name in ARRAYS[:1] + ARRAYS[2:]:
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=f"{name} of image {i}")
+    with pytest.raises(CacheError, match="teacher.dense_tokens: all"):
+        lean.dense_tokens(0)
+    assert verify_store(train_default)["problems"] == []
+    rows = {Path(r["path"]): r for r in list_stores(tmp_path)}
+    assert rows[train_default]["bytes_per_image"] < rows[train_all]["bytes_per_image"] / 2
 
 
 def test_each_stored_view_is_the_clip_embedding_of_exactly_that_window(tiny_params, tmp_path):

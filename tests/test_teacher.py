@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from c2s_pipeline.teacher.clip import TeacherError, last_block, load_clip
+from c2s_pipeline.teacher.mining import region_crops
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,23 @@ def test_shapes_dtypes_and_normalisation(tiny):
     torch.testing.assert_close(out.global_cls.norm(dim=-1), torch.ones(2))
     torch.testing.assert_close(out.dense_tokens.norm(dim=-1), torch.ones(2, 8, 8))
     assert not any(p.requires_grad for p in tiny.model.parameters())
+
+
+def _stripes(size: int) -> torch.Tensor:
+    """(1, size, size, 3) one-pixel vertical stripes: what a downsize without antialiasing turns into a flat colour."""
+    image = np.zeros((1, size, size, 3), np.uint8)
+    image[:, :, ::2] = 255
+    return torch.from_numpy(image)
+
+
+def test_teacher_downsizes_are_antialiased_like_preprocess(tiny):
+    """The global CLS of a large view and each region crop see the image as `preprocess` would shrink it."""
+    big = tiny.preprocess(_stripes(256), 256)                          # 4x the native 64
+    shrunk = tiny.preprocess(_stripes(256), 64)                        # what open_clip's preprocess would give
+    torch.testing.assert_close(tiny.encode_crops(big), tiny.encode_crops(shrunk))
+    whole = torch.zeros(256, 256, dtype=torch.long)                   # one region: the whole image
+    crop = region_crops(big[0], whole, 1, 64)
+    torch.testing.assert_close(crop, shrunk, atol=1e-5, rtol=1e-5)
 
 
 def test_global_cls_is_the_standard_forward_at_native_size(tiny):

@@ -59,7 +59,8 @@ def weights_digest(model_name: str, pretrained: str | None) -> str:
 
 def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], data: str, clip_model: str, weights_digest: str,
                        image_size: int, dense_mode: str, crop_size: int, templates: str, mining,
-                       max_regions: int, unseen: list[int], view_crops: tuple[float, ...]) -> dict:
+                       max_regions: int, unseen: list[int], view_crops: tuple[float, ...],
+                       dense_tokens: bool) -> dict:
     """Everything the teacher's outputs depend on, as a JSON-able dict."""
     mining_dict = dataclasses.asdict(mining) if dataclasses.is_dataclass(mining) else dict(mining)
     return {
@@ -70,5 +71,5 @@ def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], data: str, c
         "clip_model": clip_model, "weights": weights_digest, "image_size": image_size,
         "dense_mode": dense_mode, "crop_size": crop_size, "templates": templates,
         "mining": json.loads(json.dumps(mining_dict)), "max_regions": max_regions,
-        "view_crops": [float(f) for f in view_crops],
+        "view_crops": [float(f) for f in view_crops], "dense_tokens": bool(dense_tokens),
     }

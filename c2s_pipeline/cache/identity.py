@@ -13,6 +13,11 @@ from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
 from c2s_pipeline.data.registry import dataset_from_params
 
 
+def stores_dense_tokens(params: Params, split: str) -> bool:
+    """teacher.dense_tokens: `eval` keeps them in every split's store but data.train_split's, `all` everywhere."""
+    return params.teacher.dense_tokens == "all" or split != params.data.train_split
+
+
 def teacher_inputs(params: Params, split: str, dataset) -> dict:
     """The fingerprint inputs of the teacher store for `split` under `params`, computed from `dataset`'s files."""
     t, d = params.teacher, params.data
@@ -22,6 +27,7 @@ def teacher_inputs(params: Params, split: str, dataset) -> dict:
         weights_digest=weights_digest(t.clip_model, t.pretrained), image_size=d.image_size,
         dense_mode=t.dense_mode, crop_size=t.crop_size, templates=dataset.spec.prompt_set(t.templates),
         mining=params.mining, max_regions=t.max_regions, unseen=list(dataset.spec.unseen), view_crops=t.view_crops,
+        dense_tokens=stores_dense_tokens(params, split),
     )
 
 

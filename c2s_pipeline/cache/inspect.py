@@ -19,7 +19,8 @@ def list_stores(cache_dir: str | Path) -> list[dict]:
         raise CacheError(f"cache folder {cache_dir} not found; run `c2s precompute` first, or pass --cache-dir")
     rows = []
     for path in sorted(Path(cache_dir).glob("*.zarr")) + sorted(Path(cache_dir).glob("*.h5")):
-        row = {"path": str(path), "size_mb": round(_size(path) / 2**20, 2)}
+        size = _size(path)
+        row = {"path": str(path), "size_mb": round(size / 2**20, 2)}
         try:
             reader = CacheReader(path, seen_only=True, require_complete=False)
         except CacheError as err:
@@ -29,6 +30,7 @@ def list_stores(cache_dir: str | Path) -> list[dict]:
         done = sum(reader.is_done(i) for i in range(len(reader)))
         rows.append({**row, "dataset": m.get("dataset"), "split": m.get("split"), "fingerprint": reader.fingerprint,
                      "format": reader.format, "images_done": done, "images": len(reader),
+                     "bytes_per_image": round(size / max(done, 1)), "dense_tokens": reader.shape.dense_tokens,
                      "status": "complete" if done == len(reader) else "incomplete", "created": m.get("created")})
     return rows
 
@@ -45,19 +47,19 @@ def verify_store(path) -> dict:
             continue
         done += 1
         try:
-            rec = reader.read(i, dense=True)
+            rec = reader.read(i, dense=s.dense_tokens)
         except Exception as err:  # noqa: BLE001 - a damaged chunk fails in the codec, zarr or h5py: listed
             problems.append(f"image {i}: unreadable ({err.__class__.__name__}); recompute it or the store")
             continue
         checks = {
             "global_cls shape": rec.global_cls.shape == (s.num_views, s.embed_dim),
-            "dense_tokens shape": rec.dense_tokens.shape == (*s.grid, s.embed_dim),
+            "dense_tokens shape": not s.dense_tokens or rec.dense_tokens.shape == (*s.grid, s.embed_dim),
             "pseudo_mask shape": rec.pseudo_mask.shape == (s.mask_size, s.mask_size),
             "region_count <= max_regions": 0 <= rec.region_count <= s.max_regions,
             "pseudo_mask ids < region_count": bool(np.all((rec.pseudo_mask < rec.region_count)
                                                           | (rec.pseudo_mask == NO_REGION))),
             "finite values": all(np.isfinite(a.astype(np.float32)).all()
-                                 for a in (rec.global_cls, rec.dense_tokens, rec.local_cls)),
+                                 for a in (rec.global_cls, rec.dense_tokens, rec.local_cls) if a is not None),
         }
         problems += [f"image {i}: {name} failed" for name, ok in checks.items() if not ok]
     return {"path": str(path), "fingerprint": reader.fingerprint, "images": len(reader), "images_done": done,

@@ -12,12 +12,12 @@ import numpy as np
 
 from c2s_pipeline.data.base import IGNORE_INDEX
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3   # 3: dense tokens optional per store (teacher.dense_tokens)
 
 # Per-image arrays (first axis = image index). Shapes use N images, V views, D embedding width,
 # h x w teacher token grid, S x S pseudo-mask side, R region slots.
 GLOBAL_CLS = "global_cls"        # (N, V, D) float16   C_g of each stored view, L2-normalised
-DENSE_TOKENS = "dense_tokens"    # (N, h, w, D) float16   C_d, L2-normalised per token
+DENSE_TOKENS = "dense_tokens"    # (N, h, w, D) float16   C_d, L2-normalised per token; absent unless stored
 PSEUDO_MASK = "pseudo_mask"      # (N, S, S) uint8   region slot id per pixel, NO_REGION elsewhere
 REGION_CLASS = "region_class"    # (N, R) int16   class id of each slot; LATENT or EMPTY_SLOT
 LOCAL_CLS = "local_cls"          # (N, R, D) float16   C_l per region slot, L2-normalised
@@ -48,14 +48,16 @@ class CacheShape:
     max_regions: int        # R
     num_classes: int        # C
     num_views: int = 1      # V, the whole image + corner crops (data.transforms.view_windows)
+    dense_tokens: bool = True   # whether the store keeps DENSE_TOKENS (teacher.dense_tokens)
 
     def arrays(self) -> dict[str, tuple[tuple[int, ...], np.dtype, object]]:
         """name -> (shape, dtype, fill value) of every array in the store."""
         n, d, (h, w), s, r, c, v = (self.num_images, self.embed_dim, self.grid, self.mask_size,
                                     self.max_regions, self.num_classes, self.num_views)
+        dense = {DENSE_TOKENS: ((n, h, w, d), np.dtype("float16"), 0)} if self.dense_tokens else {}
         return {
             GLOBAL_CLS: ((n, v, d), np.dtype("float16"), 0),
-            DENSE_TOKENS: ((n, h, w, d), np.dtype("float16"), 0),
+            **dense,
             PSEUDO_MASK: ((n, s, s), np.dtype("uint8"), NO_REGION),
             REGION_CLASS: ((n, r), np.dtype("int16"), EMPTY_SLOT),
             LOCAL_CLS: ((n, r, d), np.dtype("float16"), 0),

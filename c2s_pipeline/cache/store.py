@@ -104,7 +104,7 @@ def store_path(cache_dir, dataset: str, split: str, fingerprint: str, fmt: str =
 def _shape_of(manifest: dict) -> CacheShape:
     s = manifest["shape"]
     return CacheShape(s["num_images"], s["embed_dim"], tuple(s["grid"]), s["mask_size"],
-                      s["max_regions"], s["num_classes"], s["num_views"])
+                      s["max_regions"], s["num_classes"], s["num_views"], s["dense_tokens"])
 
 
 class CacheWriter:
@@ -128,7 +128,7 @@ class CacheWriter:
                     "shape": {"num_images": shape.num_images, "embed_dim": shape.embed_dim,
                               "grid": list(shape.grid), "mask_size": shape.mask_size,
                               "max_regions": shape.max_regions, "num_classes": shape.num_classes,
-                              "num_views": shape.num_views},
+                              "num_views": shape.num_views, "dense_tokens": shape.dense_tokens},
                     "created": manifest.get("created", time.strftime("%Y-%m-%dT%H:%M:%S"))}
         if backend_cls.exists(path):
             existing = _manifest_of(backend_cls, path)
@@ -157,6 +157,8 @@ class CacheWriter:
                   S.REGION_CLASS: rec.region_class, S.LOCAL_CLS: rec.local_cls,
                   S.REGION_COUNT: np.asarray(rec.region_count)}
         for name, value in values.items():
+            if name not in arrays:
+                continue                  # dense tokens of a store that does not keep them
             want_shape, dtype, _ = arrays[name]
             value = np.asarray(value)
             if value.shape != want_shape[1:]:
@@ -266,6 +268,10 @@ class CacheReader:
         """One image's teacher outputs; dense tokens only when asked (training never needs them)."""
         if not self.is_done(i):
             raise CacheError(f"image {i} of store {self.path} is not done; run `c2s precompute` to finish it")
+        if dense and not self.shape.dense_tokens:
+            raise CacheError(f"store {self.path} keeps no dense tokens (teacher.dense_tokens: eval stores them for "
+                             "evaluation splits only); run `c2s precompute` for this split with "
+                             "teacher.dense_tokens: all")
         b = self._open()
         return TeacherRecord(
             global_cls=read_row(b.array(S.GLOBAL_CLS), i),
