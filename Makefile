@@ -22,12 +22,13 @@ demo: install
 	dvc metrics show
 	cat metrics/report.md
 
+# Two workers (pytest-xdist), one core and one torch thread each (tests/conftest.py): ~7 min on 2 cores.
 test: install
-	python -m pytest -q
+	python -m pytest -q -n 2
 
 # The edit-test loop: everything but the tests marked slow (real dvc repro, DDP spawns, SIGKILL, CLI subprocesses).
 test-fast: install
-	python -m pytest -q -m "not slow"
+	python -m pytest -q -n 2 -m "not slow"
 
 lint: install
 	ruff check .

@@ -4,9 +4,14 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# Under pytest-xdist (`-n 2`, the README's command) each of the two workers gets one core, and so do the
+# CLI subprocesses they start: two torch processes with two threads each would oversubscribe 2 cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 import dataclasses  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -39,7 +39,7 @@ def run_in_subprocess(script: str, *args: str) -> subprocess.Popen:
 
 KILLABLE = """
 import pickle, sys, time, torch
-torch.set_num_threads(2)
+torch.set_num_threads(int(sys.argv[4]))     # the test's own count: bitwise-equal weights need equal reductions
 from c2s_pipeline.student.task import C2STask
 forward = C2STask.forward
 def slow(self, batch):
@@ -58,7 +58,8 @@ def test_killed_training_resumes_to_identical_weights(cached, tmp_path):
     train.run(params, tmp_path / "straight", cache_dir=cache_dir)
     pickle.dump(params, open(tmp_path / "p.pkl", "wb"))
     run_dir = tmp_path / "killed"
-    proc = run_in_subprocess(KILLABLE, str(tmp_path / "p.pkl"), str(run_dir), str(cache_dir))
+    proc = run_in_subprocess(KILLABLE, str(tmp_path / "p.pkl"), str(run_dir), str(cache_dir),
+                             str(torch.get_num_threads()))
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not (run_dir / CHECKPOINT_FILE).exists():
         time.sleep(0.05)
