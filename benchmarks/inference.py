@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from benchmarks.timing import interleaved_median_seconds
 from c2s_pipeline.student.model import Student, class_logits
 from c2s_pipeline.teacher.clip import load_clip
+from stages.common import keep_large_blocks_in_process
 
 
 def main() -> None:
@@ -32,6 +33,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
+    keep_large_blocks_in_process()                                    # as the c2s CLI does
     dev, x = args.device, torch.randn(1, 3, args.size, args.size, device=args.device)
     text = F.normalize(torch.randn(args.classes, args.embed_dim, device=dev), dim=-1)
     student = Student(args.arch, args.encoder, None, args.embed_dim).to(dev).eval()

@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, ConfigError, Params, load_params, override
-from stages.common import setup_logging
+from stages.common import keep_large_blocks_in_process, setup_logging
 
 app = typer.Typer(help="CLIP-to-Seg distillation: open-vocabulary segmentation from a cached CLIP teacher.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -57,6 +57,7 @@ def _params(path: str, **sections) -> Params:
 def main(verbose: bool = typer.Option(False, "--verbose", "-v"),
          offline: bool = typer.Option(False, "--offline", help="Never contact a model hub (HF_HUB_OFFLINE=1).")):
     setup_logging(verbose)
+    keep_large_blocks_in_process()
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
 

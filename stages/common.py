@@ -1,7 +1,10 @@
 """What several stages share: logging, seeding, the device."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
 import random
 
 import numpy as np
@@ -29,3 +32,27 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device '{name}' requested but CUDA is not available; use --device cpu")
     return device
+
+
+def keep_large_blocks_in_process() -> bool:
+    """Stop glibc from giving every block over 32 MiB back to the OS when it is freed (Linux, glibc only).
+
+    At 512 px a CPU step allocates and frees many such tensors (a B x C x 512 x 512 logit map, the
+    B x 512 x 128 x 128 feature map); by default each one is a fresh mmap whose pages fault in zeroed,
+    which cost ~20 % of a step here (benchmarks/train_step.py) and made it depend on whether a tensor
+    happens to fall below the threshold. Serving them from the heap is what PyTorch's CPU tuning guide gets
+    with jemalloc/tcmalloc; set C2S_SYSTEM_MALLOC=1 to keep glibc's defaults. Returns whether it applied.
+    """
+    if os.environ.get("C2S_SYSTEM_MALLOC") == "1":
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:
+        mallopt = None
+    if mallopt is None:            # not glibc (macOS, musl, Windows): nothing to do
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    # No mmap for large blocks; return heap memory to the OS only when 1 GiB sits free at its top.
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 1 << 30))

@@ -94,12 +94,29 @@ def test_mismatched_store_is_refused_and_left_untouched(tmp_path, fmt):
     assert tree_digest(path) == before
 
 
+def test_a_schema_2_store_reads_as_one_that_keeps_its_dense_tokens(tmp_path, fmt):
+    """Students trained before schema 3 still evaluate: their run names a schema-2 store."""
+    from c2s_pipeline.cache.backends import backend_for
+
+    path = path_for(tmp_path, fmt)
+    write_store(path, fmt)
+    backend = backend_for(fmt).open(path, writable=True)
+    manifest = backend.manifest()
+    manifest["schema_version"] = 2
+    del manifest["shape"]["dense_tokens"]                               # schema 2 had no such key
+    backend.set_manifest(manifest)
+    backend.close()
+    reader = CacheReader(path, seen_only=False)
+    assert reader.shape.dense_tokens
+    np.testing.assert_array_equal(reader.dense_tokens(1), record(1).dense_tokens)
+
+
 def test_schema_mismatch_and_half_created_store(tmp_path, fmt, monkeypatch):
     path = path_for(tmp_path, fmt)
     write_store(path, fmt)
     import c2s_pipeline.cache.store as store
 
-    monkeypatch.setattr(store, "SCHEMA_VERSION", S.SCHEMA_VERSION + 1)
+    monkeypatch.setattr(store, "READABLE_SCHEMAS", (S.SCHEMA_VERSION + 1,))
     with pytest.raises(CacheError, match=f"has schema {S.SCHEMA_VERSION}, this c2s reads {S.SCHEMA_VERSION + 1}"):
         store.CacheReader(path)
     monkeypatch.undo()

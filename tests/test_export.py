@@ -2,6 +2,7 @@
 `c2s predict --onnx` draws the overlays `c2s predict --run` draws, without open_clip."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -100,3 +101,15 @@ def test_bad_onnx_file_is_one_line(project, tmp_path):
     result = c2s_without_open_clip(project, "predict", str(tmp_path / "x.png"), "--onnx", str(tmp_path / "bad.onnx"))
     assert result.returncode == 2 and "is not a c2s ONNX model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_evaluate_needs_no_open_clip_and_scores_as_in_process(exported, project, project_params, tmp_path):
+    from stages import evaluate
+
+    _, run_dir, _, _ = exported
+    result = c2s_without_open_clip(project, "evaluate", "--run", str(run_dir), "--out", str(tmp_path / "cli.json"))
+    assert result.returncode == 0, result.stderr
+    cli = json.loads((tmp_path / "cli.json").read_text())
+    ref = json.loads(evaluate.run(project_params, run_dir, tmp_path / "ref.json").read_text())
+    assert [cli[k] for k in ("sIoU", "uIoU", "hIoU")] == [ref[k] for k in ("sIoU", "uIoU", "hIoU")]
+    assert cli["sIoU"] > 0

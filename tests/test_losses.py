@@ -50,13 +50,13 @@ def test_region_prototypes_area_weights():
 def test_region_prototypes_equal_the_area_pooled_one_hot_average():
     torch.manual_seed(0)
     features, mask = torch.randn(2, 8, 16, 16), torch.randint(0, 6, (2, 64, 64))
-    mask[mask == 5] = 255                                              # unassigned pixels
-    protos, present = region_prototypes(features, mask, num_slots=4)
+    mask[mask >= 4] = 255                                              # unassigned pixels
+    protos, present = region_prototypes(features, mask, num_slots=7)    # slots 4..6 unused
     onehot = F.one_hot(mask.clamp(max=4), 5)[..., :4].permute(0, 3, 1, 2).float()   # (B, R, S, S)
     weights = F.adaptive_avg_pool2d(onehot, (16, 16)).flatten(2)
     expected = torch.einsum("brn,bdn->brd", weights, features.flatten(2)) / weights.sum(-1)[..., None]
-    torch.testing.assert_close(protos, expected)
-    assert present.all()
+    torch.testing.assert_close(protos[:, :4], expected)
+    assert present[:, :4].all() and not present[:, 4:].any() and not protos[:, 4:].any()
 
 
 def test_sigmoid_focal_hand_computed():
@@ -67,6 +67,20 @@ def test_sigmoid_focal_hand_computed():
     px1 = 0.75 * p ** 2 * -math.log(1 - p)                            # negative, p = sigmoid(2)
     got = sigmoid_focal_loss(logits, targets, torch.ones(1, 1), num_masks=1.0).item()
     assert math.isclose(got, (px0 + px1) / 2, rel_tol=1e-5)
+
+
+def test_sigmoid_focal_equals_the_textbook_formula():
+    """The loss takes p_t = exp(-BCE) (fewer passes); the same numbers as p_t from the sigmoid."""
+    torch.manual_seed(0)
+    logits = 6 * torch.randn(2, 5, 16, 16)
+    targets = (torch.rand(2, 5, 16, 16) > 0.7).float()
+    p = torch.sigmoid(logits)
+    p_t = p * targets + (1 - p) * (1 - targets)
+    a_t = 0.25 * targets + 0.75 * (1 - targets)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    valid = torch.tensor([[1.0, 1, 0, 1, 1], [1, 1, 1, 1, 0]])
+    expected = ((a_t * (1 - p_t) ** 2 * ce).flatten(2).mean(-1) * valid).sum() / 3.0
+    torch.testing.assert_close(sigmoid_focal_loss(logits, targets, valid, num_masks=3.0), expected)
 
 
 def test_dice_hand_computed():

@@ -134,6 +134,17 @@ def test_cls_bank_is_a_fifo_of_teacher_tokens():
     assert "bank" in task.state_dict() and not task.bank.requires_grad
 
 
+def test_class_logits_equal_the_scaled_cosine_of_the_normalised_map():
+    """Logits are (A F) / |F| (the map is never divided); the same numbers as A . (F / |F|)."""
+    torch.manual_seed(0)
+    features, text = torch.randn(2, 16, 8, 8), torch.randn(5, 16)
+    expected = 50.0 * torch.einsum("bdhw,cd->bchw", torch.nn.functional.normalize(features, dim=1),
+                                   torch.nn.functional.normalize(text, dim=-1))
+    torch.testing.assert_close(class_logits(features, text, 50.0), expected)
+    features[0, :, 0, 0] = 0                                          # a zero feature scores 0, as F.normalize
+    assert not class_logits(features, text, 50.0)[0, :, 0, 0].any()
+
+
 def test_class_logits_per_image_text_equals_shared_text_image_by_image():
     torch.manual_seed(0)
     features, text = torch.randn(2, 8, 3, 5), torch.randn(2, 4, 8)        # a vocabulary per image
@@ -152,7 +163,6 @@ def test_training_and_evaluation_share_the_students_logit_scale():
     student = Student("fpn", "resnet18", None, embed_dim=8).eval()     # no dropout: one forward = another
     text = torch.randn(3, 8)
     x = torch.randn(1, 3, 64, 64)
-    unit = torch.nn.functional.normalize(student(x), dim=1)
     for scale in (10.0, 50.0):
         task = C2STask(student, text, LossConfig(), logit_scale=scale)
-        torch.testing.assert_close(task._seen_logits(unit), class_logits(student(x), text, scale))
+        torch.testing.assert_close(task._seen_logits(student(x)), class_logits(student(x), text, scale))

@@ -13,6 +13,9 @@ import numpy as np
 from c2s_pipeline.data.base import IGNORE_INDEX
 
 SCHEMA_VERSION = 3   # 3: dense tokens optional per store (teacher.dense_tokens)
+# Schemas this code reads: a schema-2 store is a schema-3 store that keeps its dense tokens, so students
+# trained on one still evaluate (their run names that store).
+READABLE_SCHEMAS = (2, 3)
 
 # Per-image arrays (first axis = image index). Shapes use N images, V views, D embedding width,
 # h x w teacher token grid, S x S pseudo-mask side, R region slots.

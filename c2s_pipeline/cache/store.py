@@ -13,7 +13,7 @@ import numpy as np
 
 from c2s_pipeline.cache import schema as S
 from c2s_pipeline.cache.backends import backend_for, format_of, is_url, read_row
-from c2s_pipeline.cache.schema import SCHEMA_VERSION, CacheShape, TeacherRecord
+from c2s_pipeline.cache.schema import READABLE_SCHEMAS, SCHEMA_VERSION, CacheShape, TeacherRecord
 from c2s_pipeline.config import changes, first_few, flatten
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,10 @@ class StoreIdentity:
 def check_identity(path, manifest: dict, expect: StoreIdentity) -> None:
     """Refuse a store of another schema, other teacher settings or other data, naming what differs."""
     split = manifest.get("split", "?")
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise CacheError(f"store {path} has schema {manifest.get('schema_version')}, this c2s reads "
-                         f"{SCHEMA_VERSION}; delete it and run `c2s precompute --split {split}` to rebuild it")
+    if manifest.get("schema_version") not in READABLE_SCHEMAS:
+        readable = " and ".join(map(str, READABLE_SCHEMAS))
+        raise CacheError(f"store {path} has schema {manifest.get('schema_version')}, this c2s reads {readable}; "
+                         f"delete it and run `c2s precompute --split {split}` to rebuild it")
     if manifest.get("fingerprint") != expect.fingerprint:
         old, new = flatten(manifest.get("inputs") or {}), flatten(expect.inputs or {})
         diffs = changes(old, new, [k for k in new if k != "data"])
@@ -104,7 +105,7 @@ def store_path(cache_dir, dataset: str, split: str, fingerprint: str, fmt: str =
 def _shape_of(manifest: dict) -> CacheShape:
     s = manifest["shape"]
     return CacheShape(s["num_images"], s["embed_dim"], tuple(s["grid"]), s["mask_size"],
-                      s["max_regions"], s["num_classes"], s["num_views"], s["dense_tokens"])
+                      s["max_regions"], s["num_classes"], s["num_views"], s.get("dense_tokens", True))
 
 
 class CacheWriter:

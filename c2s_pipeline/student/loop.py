@@ -37,7 +37,8 @@ def lr_factor(iteration: int, cfg: TrainConfig, base_lr: float) -> float:
 def build_optimizer(task: C2STask, cfg: TrainConfig):
     groups = [{"params": task.student.encoder_parameters(), "lr": cfg.lr},
               {"params": task.head_parameters(), "lr": cfg.lr * cfg.head_lr_mult}]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel over all parameters instead of a loop of small ops per tensor (CPU and CUDA).
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, [lambda it, b=g["lr"]: lr_factor(it, cfg, b) for g in groups])
     return opt, sched

@@ -45,12 +45,15 @@ def region_prototypes(features: torch.Tensor, pseudo_mask: torch.Tensor, num_slo
     cell = ((torch.arange(size_h, device=dev) * h // size_h)[:, None] * w
             + (torch.arange(size_w, device=dev) * w // size_w)[None, :])                      # (S, S) cell id
     slot = pseudo_mask.clamp(max=num_slots).long()                                             # NO_REGION -> R
-    index = (torch.arange(b, device=dev)[:, None, None] * (num_slots + 1) + slot) * (h * w) + cell
-    counts = torch.bincount(index.flatten(), minlength=b * (num_slots + 1) * h * w)
-    weights = counts.view(b, num_slots + 1, h * w)[:, :num_slots].to(features.dtype)          # (B, R, hw)
-    mass = weights.sum(-1)                                                                      # (B, R)
-    protos = torch.einsum("brn,bdn->brd", weights, features.flatten(2)) / mass.clamp_min(1e-6)[..., None]
-    return protos, mass > 0
+    used = int(slot.masked_fill(slot == num_slots, -1).max()) + 1       # slots past the last used one are empty
+    slot = slot.clamp(max=used)                                                                # NO_REGION -> used
+    index = (torch.arange(b, device=dev)[:, None, None] * (used + 1) + slot) * (h * w) + cell
+    counts = torch.bincount(index.flatten(), minlength=b * (used + 1) * h * w)
+    weights = counts.view(b, used + 1, h * w)[:, :used].to(features.dtype)                   # (B, used, hw)
+    mass = weights.sum(-1)                                                                      # (B, used)
+    protos = torch.bmm(weights, features.flatten(2).transpose(1, 2)) / mass.clamp_min(1e-6)[..., None]
+    pad = num_slots - used
+    return F.pad(protos, (0, 0, 0, pad)), F.pad(mass, (0, pad)) > 0
 
 
 def local_distill_loss(prototypes: torch.Tensor, present: torch.Tensor, local_cls: torch.Tensor,
@@ -69,10 +72,9 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch
                        alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
     """sum_{b,k valid} mean_px[-a_t (1 - p_t)^g log p_t] / num_masks (one-vs-rest, as ZegCLIP)."""
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p = torch.sigmoid(logits)
-    p_t = p * targets + (1 - p) * (1 - targets)
-    a_t = alpha * targets + (1 - alpha) * (1 - targets)
-    per_mask = (a_t * (1 - p_t) ** gamma * ce).flatten(2).mean(-1)             # (B, K)
+    p_t = torch.exp(-ce)              # = p for a positive, 1 - p for a negative: fewer passes over (B, K, H, W)
+    a_t = (1 - alpha) + (2 * alpha - 1) * targets
+    per_mask = (a_t * (1 - p_t).pow(gamma) * ce).flatten(2).mean(-1)            # (B, K)
     return (per_mask * valid).sum() / num_masks
 
 

@@ -15,14 +15,22 @@ class StudentError(ValueError):
     """An architecture or encoder smp does not provide; lists the choices."""
 
 
-def class_logits(features: torch.Tensor, text: torch.Tensor, scale: float, *,
-                 unit_features: bool = False) -> torch.Tensor:
+def class_logits(features: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
     """scale * cos(F, A), the one scaled-cosine classifier: features (B, D, h, w), text (C, D) shared by the
-    batch or (B, C, D) per image -> (B, C, h, w). unit_features: F is unit-norm already (normalised once
-    by a caller that scores it against several text sets)."""
-    pattern = "bdhw,cd->bchw" if text.dim() == 2 else "bdhw,bcd->bchw"
-    unit = features if unit_features else F.normalize(features, dim=1)
-    return scale * torch.einsum(pattern, unit, F.normalize(text, dim=-1))
+    batch or (B, C, D) per image -> (B, C, h, w)."""
+    return scaled_cosine(features, scale * F.normalize(text, dim=-1))
+
+
+def scaled_cosine(features: torch.Tensor, scaled_unit_text: torch.Tensor) -> torch.Tensor:
+    """s_c cos(F, A_c) for text rows of norm s_c: (B, D, h, w), (C, D) or (B, C, D) -> (B, C, h, w).
+
+    (A F) / |F| rather than A (F / |F|): the same numbers, but the D-channel map is never divided and its
+    backward is one matmul and one scaling instead of a normalize's passes over B x D x h x w.
+    """
+    b, _, h, w = features.shape
+    flat = features.flatten(2)                                                    # (B, D, hw)
+    inv_norm = 1.0 / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)              # (B, 1, hw), as F.normalize
+    return ((scaled_unit_text @ flat) * inv_norm).view(b, -1, h, w)
 
 
 class Student(nn.Module):

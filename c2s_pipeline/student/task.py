@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from c2s_pipeline.cache.schema import LATENT
 from c2s_pipeline.config import LossConfig
@@ -18,7 +19,7 @@ from c2s_pipeline.data.base import IGNORE_INDEX
 from c2s_pipeline.student.latent import LatentEmbeddingGenerator
 from c2s_pipeline.student.losses import (global_distill_loss, local_distill_loss, nel_loss,
                                          region_prototypes)
-from c2s_pipeline.student.model import Student, class_logits
+from c2s_pipeline.student.model import Student, scaled_cosine
 
 LOSS_KEYS = ("loss", "global_loss", "local_loss", "nel_loss", "ce_loss")
 
@@ -46,41 +47,46 @@ class C2STask(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.cfg
-        feats = self.student(batch["image"])                                  # (B, D, h, w)
-        unit = F.normalize(feats, dim=1)                                     # cos(F, .) for every class
-        zero = feats.sum() * 0.0
+        with record_function("c2s.student"):
+            feats = self.student(batch["image"])                              # (B, D, h, w)
+        zero = feats.new_zeros(())                  # a term that is off: no gradient path through the map
         out = dict.fromkeys(LOSS_KEYS[1:], zero)
         if cfg.use_global:
-            bank = self.bank[: int(self.bank_count)]
-            out["global_loss"] = global_distill_loss(feats, batch["global_cls"], bank, cfg.temperature)
+            with record_function("c2s.global"):
+                bank = self.bank[: int(self.bank_count)]
+                out["global_loss"] = global_distill_loss(feats, batch["global_cls"], bank, cfg.temperature)
         if self.distills:
-            protos, present = region_prototypes(feats, batch["pseudo_mask"], batch["region_class"].shape[1])
-            if cfg.use_local:
-                out["local_loss"] = local_distill_loss(protos, present, batch["local_cls"], cfg.temperature)
-            logits, target, valid = self._pseudo_logits(unit, batch, protos, present)
+            with record_function("c2s.local"):
+                protos, present = region_prototypes(feats, batch["pseudo_mask"], batch["region_class"].shape[1])
+                if cfg.use_local:
+                    out["local_loss"] = local_distill_loss(protos, present, batch["local_cls"], cfg.temperature)
+            with record_function("c2s.class_logits"):
+                logits, target, valid = self._pseudo_logits(feats, batch, protos, present)
         else:
-            logits = self._seen_logits(unit)
+            with record_function("c2s.class_logits"):
+                logits = self._seen_logits(feats)
             target, valid = batch["label"], torch.ones(logits.shape[:2], dtype=torch.bool, device=feats.device)
-        logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        out["nel_loss"] = nel_loss(logits, target, valid, cfg.focal_weight, cfg.dice_weight)
-        if (target != IGNORE_INDEX).any():
-            masked = logits.masked_fill(~valid[..., None, None], -1e4)
-            out["ce_loss"] = cfg.ce_weight * F.cross_entropy(masked, target, ignore_index=IGNORE_INDEX)
+        with record_function("c2s.nel"):
+            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+            out["nel_loss"] = nel_loss(logits, target, valid, cfg.focal_weight, cfg.dice_weight)
+        with record_function("c2s.ce"):
+            if (target != IGNORE_INDEX).any():
+                masked = logits.masked_fill(~valid[..., None, None], -1e4)
+                out["ce_loss"] = cfg.ce_weight * F.cross_entropy(masked, target, ignore_index=IGNORE_INDEX)
         out["loss"] = out["global_loss"] + out["local_loss"] + out["nel_loss"] + out["ce_loss"]
         if cfg.use_global:
             self._push_bank(batch["global_cls"])
         return out
 
-    def _seen_logits(self, unit: torch.Tensor) -> torch.Tensor:
-        """tau * cos(F, A_s): unit-norm features (B, D, h, w) -> (B, C_s, h, w)."""
-        return class_logits(unit, self.seen_text, self.logit_scale, unit_features=True)
+    def _seen_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        """tau * cos(F, A_s): features (B, D, h, w) -> (B, C_s, h, w)."""
+        return scaled_cosine(feats, self.logit_scale * self.seen_text)
 
-    def _pseudo_logits(self, unit, batch, protos, present):
+    def _pseudo_logits(self, feats, batch, protos, present):
         """Logits over [seen classes; this image's latent regions] and the pseudo-mask target."""
         cfg = self.cfg
         region_class = batch["region_class"]                                  # (B, R) seen index / LATENT / EMPTY
-        seen_logits = self._seen_logits(unit)
-        num_seen = seen_logits.shape[1]
+        num_seen = len(self.seen_text)
         latent = (region_class == LATENT) & present if cfg.use_latent else torch.zeros_like(present)
         rank = latent.long().cumsum(1) - 1                                    # (B, R) latent order per image
         slot_target = torch.where(region_class >= 0, region_class, torch.full_like(region_class, IGNORE_INDEX))
@@ -89,20 +95,24 @@ class C2STask(nn.Module):
         pm = batch["pseudo_mask"].long().clamp(max=region_class.shape[1])     # NO_REGION -> extra slot R
         target = slot_target.gather(1, pm.flatten(1)).view_as(pm)             # (B, S, S)
         u_max = int(latent.sum(1).max()) if latent.any() else 0
-        valid = torch.ones(len(unit), num_seen + u_max, dtype=torch.bool, device=unit.device)
+        valid = torch.ones(len(feats), num_seen + u_max, dtype=torch.bool, device=feats.device)
         if u_max == 0:
-            return seen_logits, target, valid
+            return self._seen_logits(feats), target, valid
         b_idx, r_idx = torch.nonzero(latent, as_tuple=True)
-        queries = unit.new_zeros(len(unit), u_max, unit.shape[1])
+        queries = feats.new_zeros(len(feats), u_max, feats.shape[1])
         queries[b_idx, rank[b_idx, r_idx]] = protos[b_idx, r_idx]             # (B, U, D)
-        query_pad = torch.ones(len(unit), u_max, dtype=torch.bool, device=unit.device)
+        query_pad = torch.ones(len(feats), u_max, dtype=torch.bool, device=feats.device)
         query_pad[b_idx, rank[b_idx, r_idx]] = False
         memory = torch.cat([batch["global_cls"][:, None], batch["local_cls"]], 1)     # (B, 1+R, D)
-        memory_pad = torch.cat([query_pad.new_zeros(len(unit), 1), region_class < LATENT], 1)
-        generated = self.generator(queries, memory, query_pad, memory_pad)   # (B, U, D) = A'_u
-        latent_logits = class_logits(unit, generated, cfg.beta, unit_features=True)   # (B, U, h, w)
+        memory_pad = torch.cat([query_pad.new_zeros(len(feats), 1), region_class < LATENT], 1)
+        with record_function("c2s.latent_decoder"):
+            generated = self.generator(queries, memory, query_pad, memory_pad)   # (B, U, D) = A'_u
+        # [tau cos(F, A_s); beta cos(F, A'_u)] in one matmul: each scale rides on its unit-norm text rows.
+        scaled_text = torch.cat([self.logit_scale * self.seen_text.expand(len(feats), -1, -1),
+                                 cfg.beta * F.normalize(generated, dim=-1)], 1)          # (B, C_s + U, D)
+        logits = scaled_cosine(feats, scaled_text)
         valid[:, num_seen:] = ~query_pad
-        return torch.cat([seen_logits, latent_logits], 1), target, valid
+        return logits, target, valid
 
     @torch.no_grad()
     def _push_bank(self, global_cls: torch.Tensor) -> None:
