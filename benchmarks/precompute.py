@@ -1,27 +1,32 @@
 """Whole precompute vs the bare CLIP forwards it needs: the cost of mining, IO and bookkeeping.
 
     python -m benchmarks.precompute                                  # the default world and teacher
-    python -m benchmarks.precompute --params params-voc.yaml --images 64
+    python -m benchmarks.precompute --params benchmarks/params-vitb16-world.yaml --images 32
+    python -m benchmarks.precompute --params benchmarks/params-vitb16-world.yaml --images 8 --dense-tokens all
 
 Runs `stages.precompute.run` into a fresh cache, then, on the same images and with the same number of
 region crops per image as were stored, only the CLIP forwards (global + dense pass, one crop pass).
-Target: overhead (precompute / forwards - 1) under 30%.
+Target: overhead (precompute / forwards - 1) under 30%. Also prints the store's bytes per image on disk
+(what `c2s cache ls` shows), with or without the dense tokens (--dense-tokens).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 
 import numpy as np
 import torch
 
+from c2s_pipeline.cache.inspect import list_stores
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import load_params
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.data.transforms import resize_pair
 from c2s_pipeline.teacher.clip import load_clip
 from stages import precompute
+from stages.common import keep_large_blocks_in_process
 
 
 def bare_forwards(params, indices, region_counts) -> float:
@@ -45,8 +50,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--images", type=int, default=0, help="use only the first N images (0 = all)")
+    ap.add_argument("--dense-tokens", choices=["eval", "all"], help="override teacher.dense_tokens")
     args = ap.parse_args()
+    keep_large_blocks_in_process()                                  # as the c2s CLI does
     params = load_params(args.params)
+    if args.dense_tokens:
+        params = dataclasses.replace(params, teacher=dataclasses.replace(params.teacher,
+                                                                         dense_tokens=args.dense_tokens))
     with tempfile.TemporaryDirectory() as cache_dir:
         start = time.perf_counter()
         path = precompute.run(params, split=params.data.train_split, cache_dir=cache_dir,
@@ -55,12 +65,15 @@ def main() -> None:
         reader = CacheReader(path, require_complete=False)
         indices = [i for i in range(len(reader)) if reader.is_done(i)]
         counts = [reader.read(i).region_count for i in indices]
+        per_image = next(r for r in list_stores(cache_dir) if r["path"] == str(path))["bytes_per_image"]
+        dense = reader.shape.dense_tokens
     forwards = bare_forwards(params, indices, counts)
     n = len(indices)
     print(f"{params.teacher.clip_model} at {params.data.image_size}px, {n} images, batch {params.teacher.batch_size}")
     print(f"  whole precompute   {n / whole:8.2f} images/s  ({whole:.1f} s, model load included)")
     print(f"  CLIP forwards only {n / forwards:8.2f} images/s  ({forwards:.1f} s)")
     print(f"  overhead = {whole / forwards - 1:+.1%}  (target < 30%)")
+    print(f"  store: {per_image / 2**10:.1f} KiB per image on disk, dense tokens {'kept' if dense else 'not kept'}")
 
 
 if __name__ == "__main__":

@@ -4,12 +4,13 @@
     python -m benchmarks.train_step --clip c2s-tiny-vit --size 128 --batch 8
 
 A fresh world of --images pictures drawn at --size is precomputed into a temporary store (the teacher has
-random weights unless --pretrained names some: speed does not depend on them). (a) and (b) draw their
-batches from that store through the trainer's own DataLoader (`make_loader`, train.num_workers workers);
+random weights unless --pretrained names some: speed does not depend on them). (a) and (b) take the same
+batches, read from that store through the trainer's own DataLoader (`make_loader`) before the timing;
 (c) computes the teacher fields in the step (global + dense forward, mining, local crops through CLIP),
 which is what the two-phase design avoids. The three alternate call by call. Then:
 
-- data wait: (b) alone for --wait-steps steps, the share of its time spent in `next(batches)`;
+- data wait: (b) alone for --wait-steps steps as the trainer runs them, the DataLoader's train.num_workers
+  workers decoding beside the step, and the share of the time spent in `next(batches)`;
 - profile: one step of (a) and of (b) by component (the `c2s.*` regions of `C2STask.forward`, backward,
   optimizer), CPU time under torch.profiler, which adds its own overhead: compare rows, not totals.
 
@@ -139,17 +140,26 @@ def main() -> None:
 
         plain, plain_opt = make_task(baseline_params(params), seen_text, dev)
         c2s, c2s_opt = make_task(params, seen_text, dev)
-        plain_batches, c2s_batches = iter(make_loader(distill, params.train)), iter(make_loader(distill, params.train))
-        fetch = lambda batches: {k: v.to(dev) for k, v in next(batches).items()}  # noqa: E731
+        # The batches of the timed steps, drawn beforehand through the trainer's DataLoader: loader workers
+        # running beside the interleaved steps would slow whichever arm happens to be running.
+        loader = iter(make_loader(distill, params.train))
+        batches = [{k: v.to(dev) for k, v in next(loader).items()} for _ in range(args.repeats + 1)]
+        del loader
+        turn = {"a": 0, "b": 0}
+
+        def next_batch(arm: str) -> dict:
+            turn[arm] += 1
+            return batches[(turn[arm] - 1) % len(batches)]
+
         times = interleaved_median_seconds({
-            "a_plain": lambda: train_step(plain, plain_opt, fetch(plain_batches)),
-            "b_c2s_cached": lambda: train_step(c2s, c2s_opt, fetch(c2s_batches)),
+            "a_plain": lambda: train_step(plain, plain_opt, next_batch("a")),
+            "b_c2s_cached": lambda: train_step(c2s, c2s_opt, next_batch("b")),
             "c_c2s_online": lambda: train_step(c2s, c2s_opt, {k: v.to(dev) for k, v in online_batch(
                 clip, images, labels, params, distill, args.size).items()}),
         }, args.repeats, device=dev)
         wait, step_s = data_wait_share(c2s, c2s_opt, make_loader(distill, params.train), dev, args.wait_steps)
-        batch = fetch(iter(make_loader(distill, params.train)))
-        profiles = {"a_plain": component_ms(plain, plain_opt, batch), "b_c2s_cached": component_ms(c2s, c2s_opt, batch)}
+        profiles = {"a_plain": component_ms(plain, plain_opt, batches[0]),
+                    "b_c2s_cached": component_ms(c2s, c2s_opt, batches[0])}
 
     print(f"{args.arch}/{args.encoder} student, {args.clip} teacher, {args.size}px, batch {args.batch}, {dev}, "
           f"{params.train.num_workers} loader workers, {torch.get_num_threads()} threads")

@@ -141,6 +141,9 @@ class EvalConfig:
     stride: int = bounded(0, low=0)  # slide stride; 0 = image_size * 5 / 6 (426 at 512)
     flip: bool = False
     seen_bias: float = 0.1              # subtracted from seen-class scores (ZegCLIP calibration); 0 disables
+    # scores the bias acts on, per slide window before merging: softmax over classes, or ZegCLIP's
+    # per-class sigmoid (what the NEL's focal + dice train when they dominate the loss)
+    calibration: str = one_of("softmax", "sigmoid")
     fps_iters: int = bounded(50, low=1)
     fps_warmup: int = bounded(10, low=0)
     device: str = "auto"

@@ -54,7 +54,7 @@ def run(params: Params, run_dir: str | Path, out_json: str | Path, *, split: str
         for i in tqdm(range(len(dataset)), desc=f"evaluate {Path(run_dir).name}", unit="img"):
             sample = dataset[i]
             x = image_to_tensor(sample.image).unsqueeze(0).to(device)          # (1, 3, H, W)
-            pred = segment(logits_fn, x, seen, e.seen_bias, mode=e.mode, crop=size,
+            pred = segment(logits_fn, x, seen, e.seen_bias, e.calibration, mode=e.mode, crop=size,
                            stride=e.stride or size * 5 // 6, flip=e.flip)
             cm.update(pred, torch.from_numpy(sample.label).long().to(device))
         example = torch.zeros(1, 3, size, size, device=device)

@@ -87,6 +87,33 @@ def test_whole_and_slide_agree_for_a_pointwise_model_and_flip_is_consistent():
         predict_logits(conv, image, mode="tile")
 
 
+def test_slide_windows_are_calibrated_before_they_are_merged():
+    """ZegCLIP: sigmoid (- bias) per window, then the average. Column 1 is in both windows of a 2 x 3 image;
+    class 0 scores 10 in the left window and -2 in the right one, class 1 scores 1 in both."""
+    def logits_fn(window):                                            # channel 0 holds the column index
+        left = float(window[0, 0, 0, 0]) == 0
+        scores = torch.tensor([10.0 if left else -2.0, 1.0])
+        return scores.view(1, 2, 1, 1).expand(1, 2, *window.shape[-2:])
+
+    image = torch.arange(3.0).view(1, 1, 1, 3).expand(1, 3, 2, 3)
+    no_seen = torch.zeros(2, dtype=torch.bool)
+    pred = segment(logits_fn, image, no_seen, 0.0, "sigmoid", mode="slide", crop=2, stride=1)
+    assert pred[0].tolist() == [0, 1, 1]      # column 1: mean sigmoid 0.56 < 0.73 (merged logits would say 0)
+    merged = apply_seen_bias(predict_logits(logits_fn, image, mode="slide", crop=2, stride=1), no_seen, 0.0,
+                             calibration="sigmoid")
+    assert merged[0].argmax(0)[0].tolist() == [0, 0, 1]              # what calibrating after merging gives
+    with pytest.raises(ValueError, match="softmax or sigmoid"):
+        segment(logits_fn, image, no_seen, 0.1, "platt", mode="whole", crop=2)
+
+
+def test_sigmoid_calibration_subtracts_the_bias_from_each_seen_sigmoid():
+    logits = torch.tensor([0.3, 0.2, -1.0]).view(1, 3, 1, 1)
+    seen = torch.tensor([True, False, True])
+    got = apply_seen_bias(logits, seen, 0.1, calibration="sigmoid")[0, :, 0, 0]
+    torch.testing.assert_close(got, torch.sigmoid(logits[0, :, 0, 0]) - torch.tensor([0.1, 0.0, 0.1]))
+    assert got.argmax().item() == 1                                  # sigmoid(0.3) - 0.1 < sigmoid(0.2)
+
+
 def test_seen_bias_flips_only_small_margins():
     seen = torch.tensor([True, False])
     close = torch.log(torch.tensor([0.52, 0.48])).view(1, 2, 1, 1)        # seen ahead by 0.04 < 0.1

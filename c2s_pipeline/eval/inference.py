@@ -61,9 +61,16 @@ def dense_text_logits(tokens: torch.Tensor, text: torch.Tensor, size: tuple[int,
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def apply_seen_bias(logits: torch.Tensor, seen_mask: torch.Tensor, bias: float, dim: int = 1) -> torch.Tensor:
-    """Class probabilities (softmax over `dim`) with `bias` subtracted from seen classes (ZegCLIP)."""
-    probs = logits.softmax(dim)
+CALIBRATIONS = ("softmax", "sigmoid")
+
+
+def apply_seen_bias(logits: torch.Tensor, seen_mask: torch.Tensor, bias: float, dim: int = 1,
+                    calibration: str = "softmax") -> torch.Tensor:
+    """Class scores with `bias` subtracted from seen classes (ZegCLIP): softmax over `dim`, or each class's
+    sigmoid (ZegCLIP's own)."""
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"unknown calibration '{calibration}'; choose {' or '.join(CALIBRATIONS)}")
+    probs = logits.softmax(dim) if calibration == "softmax" else logits.sigmoid()
     if bias == 0:
         return probs
     shape = [1] * probs.dim()
@@ -72,7 +79,8 @@ def apply_seen_bias(logits: torch.Tensor, seen_mask: torch.Tensor, bias: float, 
 
 
 def segment(logits_fn: LogitsFn, image: torch.Tensor, seen_mask: torch.Tensor, bias: float,
-            **kwargs) -> torch.Tensor:
-    """(1, 3, H, W) -> (H, W) class ids after calibration."""
-    logits = predict_logits(logits_fn, image, **kwargs)
-    return apply_seen_bias(logits, seen_mask, bias)[0].argmax(0)
+            calibration: str = "softmax", **kwargs) -> torch.Tensor:
+    """(1, 3, H, W) -> (H, W) class ids. Each window's logits are calibrated before windows (and flips)
+    are merged, as ZegCLIP's slide inference does."""
+    calibrated = lambda t: apply_seen_bias(logits_fn(t), seen_mask, bias, calibration=calibration)  # noqa: E731
+    return predict_logits(calibrated, image, **kwargs)[0].argmax(0)
