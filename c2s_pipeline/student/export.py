@@ -3,7 +3,7 @@
 Two modes. Open vocabulary: the text-embedding matrix is a second input (any number of classes), so any
 vocabulary from `c2s vocab` works without re-export. Folded: one vocabulary is a constant of the graph
 (the fast path). Either graph does what `c2s predict` does in whole-image mode: CLIP normalisation, resize
-to the training size, class logits, upsampling back, softmax (predict calibrates without a seen split).
+to the training size, class logits, softmax (predict calibrates without a seen split), upsampling back.
 """
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ class DeployedStudent(nn.Module):
         x = (image - self.mean) / self.std
         x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         logits = self.student.predict_logits(x, text, self.logit_scale)               # (B, C, S, S)
-        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-        return logits.softmax(1)
+        # calibrated at the size the student saw, then resized: the order of c2s predict (eval.inference.segment)
+        return F.interpolate(logits.softmax(1), size=(h, w), mode="bilinear", align_corners=False)
 
 
 def export_onnx(model: DeployedStudent, out: str | Path, class_names: list[str], embed_dim: int,
