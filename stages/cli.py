@@ -192,6 +192,18 @@ def vocab(class_names: str = typer.Argument(..., help='Comma-separated names, e.
 
 @app.command()
 @friendly
+def serve(run: str = typer.Option("models/c2s", help="Run folder with student.pt."),
+          host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for other machines)."),
+          port: int = typer.Option(7860), examples: int = typer.Option(3, help="Validation images offered."),
+          params: str = ParamsOpt):
+    """A local page: upload an image, type class names, see the student's overlay (needs c2s[serve])."""
+    from stages import serve as stage
+
+    stage.run(_params(params), run, host=host, port=port, examples=examples)
+
+
+@app.command()
+@friendly
 def report(metrics: List[str] = typer.Argument(..., help="Metrics JSON files from `c2s evaluate`."),
            out: str = typer.Option("metrics", help="Folder for report.md and the bar chart.")):
     """Markdown table + per-class bar chart of several evaluated runs."""

@@ -7,40 +7,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from c2s_pipeline.config import Params
-from c2s_pipeline.data.registry import dataset_spec
-from c2s_pipeline.eval.inference import segment
+from c2s_pipeline.eval.open_vocab import PredictError, class_map, read_image, text_encoder
 from c2s_pipeline.eval.report import overlay_png
 from c2s_pipeline.student.checkpoint import load_student, load_vocab
-from c2s_pipeline.student.data import image_to_tensor
 from c2s_pipeline.student.export import IMAGE, METADATA_KEY, SCORES, TEXT
 from stages.common import resolve_device
 
 log = logging.getLogger(__name__)
 
 
-class PredictError(RuntimeError):
-    """Bad input to predict/vocab; one line that says what to do."""
-
-
 def write_vocab(params: Params, class_names: list[str], out: str | Path) -> Path:
-    """The one place outside precompute that loads CLIP: text embeddings of new class names."""
-    from c2s_pipeline.teacher.clip import load_clip  # CLIP stays out of every other command
-
+    """Text embeddings of new class names, saved for `predict --vocab` and `export --vocab`."""
     names = [c.strip() for c in class_names if c.strip()]
     if not names:
         raise PredictError("no class names given; pass e.g. \"cat,dog,grass\"")
-    t, d = params.teacher, params.data
-    # The prompts of the dataset the student was trained on, so new names sit where its classes did.
-    templates = dataset_spec(d.dataset, d.root, d.context_unseen_split).prompt_set(t.templates) \
-        if t.templates == "auto" else t.templates
-    clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device="cpu", dense_mode=t.dense_mode)
+    clip, templates = text_encoder(params)
     text = clip.encode_text(names, templates=templates).cpu().float()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"class_names": names, "text_embeddings": text, "clip_model": t.clip_model,
+    torch.save({"class_names": names, "text_embeddings": text, "clip_model": params.teacher.clip_model,
                 "weights_digest": clip.weights_digest, "templates": templates}, out)
     return out
 
@@ -71,28 +58,14 @@ def run(params: Params, images: list[str], run_dir: str | Path, out_dir: str | P
     device = resolve_device(params.eval.device)
     student, text, run = load_student(run_dir, device)
     names, emb = _vocabulary(list(run.provenance["class_names"]), text, vocab, classes)
-    size = run.params.data.image_size
-    scale = run.params.student.logit_scale
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    no_bias = torch.zeros(len(names), dtype=torch.bool)  # calibration needs a seen split; none here
     for image_path in images:
-        image = _read_image(image_path)
-        x = image_to_tensor(image).unsqueeze(0).to(device)
-        with torch.inference_mode():
-            pred = segment(lambda t: student.predict_logits(t, emb, scale), x, no_bias, 0.0,
-                           mode=params.eval.mode, crop=size, stride=params.eval.stride or size * 5 // 6,
-                           flip=params.eval.flip)
-        overlay_png(image, pred.cpu().numpy(), names, out_dir / f"{Path(image_path).stem}_overlay.png")
+        image = read_image(image_path)
+        pred = class_map(student, emb, run.params, params.eval, image)
+        overlay_png(image, pred, names, out_dir / f"{Path(image_path).stem}_overlay.png")
     log.info("wrote %d overlays to %s", len(images), out_dir)
     return out_dir
-
-
-def _read_image(path) -> np.ndarray:
-    try:
-        return np.asarray(Image.open(path).convert("RGB"))
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
-        raise PredictError(f"cannot read image {path}: {err.__class__.__name__}; pass a readable JPEG/PNG") from None
 
 
 def run_onnx(images: list[str], model_path: str | Path, out_dir: str | Path, *, vocab: str | Path | None = None,
@@ -118,7 +91,7 @@ def run_onnx(images: list[str], model_path: str | Path, out_dir: str | Path, *, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for image_path in images:
-        image = _read_image(image_path)
+        image = read_image(image_path)
         feed = {IMAGE: image.transpose(2, 0, 1)[None].astype(np.float32)}
         if not folded:
             feed[TEXT] = emb.numpy().astype(np.float32)

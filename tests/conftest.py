@@ -78,3 +78,13 @@ def project(project_params, tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(to_dict(project_params)))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def trained_run(project_params, tmp_path_factory) -> Path:
+    """A tiny student trained with project_params (its store and run folder), for the deployment tests."""
+    from stages import precompute, train
+
+    root = tmp_path_factory.mktemp("trained")
+    precompute.run(project_params, split="train", cache_dir=root / "cache")
+    return train.run(project_params, root / "run", cache_dir=root / "cache")

@@ -17,7 +17,7 @@ from c2s_pipeline.eval.inference import segment
 from c2s_pipeline.student.checkpoint import load_student
 from c2s_pipeline.student.data import image_to_tensor
 from c2s_pipeline.student.export import DeployedStudent
-from stages import export, precompute, train
+from stages import export
 
 ort = pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.slow   # trains a tiny student, exports three graphs
@@ -26,10 +26,8 @@ SIZES = [(64, 64), (50, 90)]    # the training size, and another aspect ratio th
 
 
 @pytest.fixture(scope="module")
-def exported(project_params, tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    precompute.run(project_params, split="train", cache_dir=root / "cache")
-    run_dir = train.run(project_params, root / "run", cache_dir=root / "cache")
+def exported(trained_run, tmp_path_factory):
+    root, run_dir = tmp_path_factory.mktemp("export"), trained_run
     student, text, run = load_student(run_dir)
     vocabs = {}
     for n in (len(text), 3):

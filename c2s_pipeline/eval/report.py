@@ -78,8 +78,7 @@ def legend_entries(pred: np.ndarray, class_names: list[str]) -> list[tuple[int, 
     return [(int(c), class_names[int(c)]) for c in np.unique(pred) if 0 <= c < len(class_names)]
 
 
-def overlay_png(image: np.ndarray, pred: np.ndarray, class_names: list[str], out_path: str | Path,
-                alpha: float = 0.5) -> Path:
+def overlay_image(image: np.ndarray, pred: np.ndarray, class_names: list[str], alpha: float = 0.5) -> Image.Image:
     """Image blended with the class colours, and a legend panel on the right naming present classes."""
     colours = palette(len(class_names))
     valid = (pred >= 0) & (pred < len(class_names))
@@ -97,7 +96,13 @@ def overlay_png(image: np.ndarray, pred: np.ndarray, class_names: list[str], out
         y = 4 + k * row_h
         draw.rectangle([w + 4, y, w + 14, y + 10], fill=tuple(int(v) for v in colours[cid]))
         draw.text((w + 18, y - 1), name, fill="black", font=font)
+    return canvas
+
+
+def overlay_png(image: np.ndarray, pred: np.ndarray, class_names: list[str], out_path: str | Path,
+                alpha: float = 0.5) -> Path:
+    """overlay_image written as a PNG."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out_path)
+    overlay_image(image, pred, class_names, alpha).save(out_path)
     return out_path

@@ -1,0 +1,197 @@
+"""`c2s serve`: the page in a real headless Chromium draws the overlay `c2s predict` draws; bad input is a
+message on the page; new class names are embedded once by the teacher's text tower."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from c2s_pipeline.config import to_dict
+from c2s_pipeline.eval.open_vocab import PredictError
+from stages import predict
+from stages.serve import Segmenter, class_shares, parse_vocabulary
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+# The flags this machine's closed network needs (no background connections), as root (no sandbox).
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1400,1000")
+
+
+def test_vocabulary_is_parsed_in_order_without_blanks_or_repeats():
+    assert parse_vocabulary(" cat, dog,,cat , grass ") == ["cat", "dog", "grass"]
+    for empty in ("", " , ,", None):
+        with pytest.raises(PredictError, match="type at least one class name"):
+            parse_vocabulary(empty)
+
+
+def test_class_shares_are_percentages_of_present_classes_largest_first():
+    pred = np.array([[0, 0, 2], [2, 2, 2]])
+    assert class_shares(pred, ["a", "b", "c"]) == [["c", 66.67], ["a", 33.33]]
+
+
+def test_new_names_are_embedded_once_by_the_teachers_text_tower(trained_run, project_params, tmp_path):
+    segmenter = Segmenter(project_params, trained_run)
+    known = segmenter.class_names[:3]
+    names, emb = segmenter.vocabulary(", ".join(known))
+    assert names == known and segmenter.clip_loads == 0          # the training vocabulary needs no CLIP
+    assert torch.equal(emb, torch.stack([segmenter.embeddings[n] for n in known]))
+
+    vocab = f"{known[0]}, purple ring, orange moon"
+    names, emb = segmenter.vocabulary(vocab)
+    assert names == [known[0], "purple ring", "orange moon"] and emb.shape == (3, emb.shape[1])
+    assert segmenter.clip_loads == 1
+    ref = torch.load(predict.write_vocab(segmenter.run.params, names[1:], tmp_path / "v.pt"), weights_only=True)
+    assert torch.allclose(emb[1:], ref["text_embeddings"], atol=1e-5)
+
+    calls = []
+    clip, templates = segmenter._clip
+    segmenter._clip = (type("Counting", (), {"encode_text": lambda self, *a, **k: calls.append(a)})(), templates)
+    again, emb2 = segmenter.vocabulary("orange moon, purple ring")
+    assert calls == [] and torch.equal(emb2, emb[[2, 1]])          # cached: the text tower is not run again
+
+
+def test_a_teacher_that_cannot_load_is_a_message_naming_the_new_classes(trained_run, project_params, monkeypatch):
+    def missing_weights(params):
+        raise FileNotFoundError(params.teacher.pretrained)
+
+    monkeypatch.setattr("stages.serve.text_encoder", missing_weights)
+    segmenter = Segmenter(project_params, trained_run)
+    with pytest.raises(PredictError, match="cannot embed purple ring: the teacher's CLIP did not load"):
+        segmenter.vocabulary("purple ring")
+
+
+# --- the page in a real browser ------------------------------------------------------------------------------
+
+def _browser_or_skip():
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    if missing and os.environ.get("C2S_REQUIRE_BROWSER"):
+        pytest.fail(f"{', '.join(missing)} missing: apt-get install chromium chromium-driver")
+    if missing:
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    pytest.importorskip("gradio")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def page(trained_run, project_params, tmp_path_factory):
+    """(url, project folder, run folder) of `c2s serve` started as a user would, and a Chromium driver."""
+    driver = _browser_or_skip()
+    project = tmp_path_factory.mktemp("serve")
+    (project / "params.yaml").write_text(yaml.safe_dump(to_dict(project_params)))
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    server = subprocess.Popen([sys.executable, "-m", "stages.cli", "serve", "--run", str(trained_run),
+                               "--port", str(port)], cwd=project, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=5)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    server.kill()
+                    pytest.fail(f"c2s serve did not come up:\n{server.stdout.read()}")
+                time.sleep(1)
+        yield driver, url, project
+    finally:
+        driver.quit()
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _submit(driver, url, image: Path | None, vocabulary: str):
+    """Open the page fresh, upload image (if any), type the vocabulary, press Segment; returns the status text
+    and the overlay's URL (None when the page shows a message)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    wait = WebDriverWait(driver, 60)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#c2s-image input[type=file]"))
+    if image is not None:
+        driver.find_element(By.CSS_SELECTOR, "#c2s-image input[type=file]").send_keys(str(image))
+        wait.until(lambda d: image.stem in d.find_element(By.ID, "c2s-image").text)  # shown as "stem\n.png"
+    box = driver.find_element(By.CSS_SELECTOR, "#c2s-vocab textarea")
+    box.clear()
+    box.send_keys(vocabulary)
+    driver.find_element(By.ID, "c2s-segment").click()
+
+    def done(d):
+        status = d.find_element(By.ID, "c2s-status").text.strip()
+        imgs = d.find_elements(By.CSS_SELECTOR, "#c2s-overlay img")
+        src = imgs[0].get_attribute("src") if imgs else None
+        return (status, src) if status or src else None
+
+    return wait.until(done)
+
+
+def test_page_draws_the_overlay_of_c2s_predict(page, trained_run, tmp_path):
+    driver, url, project = page
+    rng = np.random.default_rng(5)
+    image = tmp_path / "scene.png"
+    Image.fromarray(rng.integers(0, 256, (72, 96, 3)).astype(np.uint8)).save(image)
+    from c2s_pipeline.student.checkpoint import load_student
+
+    _, _, run = load_student(trained_run)
+    names = [*list(run.provenance["class_names"])[:2], "purple ring"]   # two trained names and a new one
+
+    status, src = _submit(driver, url, image, ", ".join(names))
+    assert status == "" and src, status
+    driver.save_screenshot(str(tmp_path / "serve.png"))
+    shown = np.asarray(Image.open(urllib.request.urlopen(src)).convert("RGB"))
+
+    vocab = predict.write_vocab(run.params, names, tmp_path / "vocab.pt")
+    out = predict.run(run.params, [str(image)], trained_run, tmp_path / "predicted", vocab=vocab)
+    expected = np.asarray(Image.open(out / "scene_overlay.png").convert("RGB"))
+    assert shown.shape == expected.shape
+    assert (shown == expected).all()
+    from selenium.webdriver.common.by import By
+
+    table = driver.find_element(By.ID, "c2s-shares").text
+    assert any(n in table for n in names)
+    assert (tmp_path / "serve.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("case", ["no image", "empty vocabulary", "not an image"])
+def test_bad_input_is_a_message_on_the_page(page, tmp_path, case):
+    driver, url, _ = page
+    good = tmp_path / "ok.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(good)
+    broken = tmp_path / "broken.png"
+    broken.write_text("this is a text file, not a picture")
+    image, vocabulary, message = {
+        "no image": (None, "cat, dog", "upload an image first"),
+        "empty vocabulary": (good, " , ", "type at least one class name"),
+        "not an image": (broken, "cat", "broken.png is not an image this page can read"),
+    }[case]
+    status, src = _submit(driver, url, image, vocabulary)
+    assert message in status, status
+    assert "Traceback" not in driver.page_source
