@@ -5,7 +5,8 @@
     python -m benchmarks.precompute --params benchmarks/params-vitb16-world.yaml --images 8 --dense-tokens all
 
 Runs `stages.precompute.run` into a fresh cache, then, on the same images and with the same number of
-region crops per image as were stored, only the CLIP forwards (global + dense pass, one crop pass).
+region crops per image as were stored, only the CLIP forwards (global + dense pass, the corner views of
+`teacher.view_crops`, one region-crop pass).
 Target: overhead (precompute / forwards - 1) under 30%. Also prints the store's bytes per image on disk
 (what `c2s cache ls` shows), with or without the dense tokens (--dense-tokens).
 """
@@ -23,7 +24,7 @@ from c2s_pipeline.cache.inspect import list_stores
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import load_params
 from c2s_pipeline.data.registry import dataset_from_params
-from c2s_pipeline.data.transforms import resize_pair
+from c2s_pipeline.data.transforms import resize_pair, view_windows
 from c2s_pipeline.teacher.clip import load_clip
 from stages import precompute
 from stages.common import keep_large_blocks_in_process
@@ -36,10 +37,13 @@ def bare_forwards(params, indices, region_counts) -> float:
     device = t.device if t.device != "auto" else "cpu"
     clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device=device, dense_mode=t.dense_mode)
     images = np.stack([resize_pair(ds[i].image, ds[i].label, d.image_size)[0] for i in indices])
+    views = view_windows(d.image_size, t.view_crops)[1:]       # the corner views' global CLS (teach_batch)
     start = time.perf_counter()
     for k in range(0, len(indices), t.batch_size):
         x = clip.preprocess(images[k:k + t.batch_size], d.image_size)
         clip.encode_images(x)
+        for y, x0, s in views:
+            clip.encode_crops(x[..., y:y + s, x0:x0 + s])
         n = int(sum(region_counts[k:k + t.batch_size]))
         if n:
             clip.encode_crops(torch.zeros(n, 3, clip.native_size, clip.native_size, device=clip.device))
