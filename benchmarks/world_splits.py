@@ -23,13 +23,14 @@ SPLITS = {
     # one per shape again, other colours, so every unseen colour and shape still occurs among seen classes
     "other": ("green circle", "blue square", "yellow triangle", "red star", "green cross"),
 }
+# Arms of the same name share their run folder, so the ablation reuses the two-arm runs and vice versa.
 ARMS = {"seen-only": {"use_global": False, "use_local": False, "use_latent": False},
         "c2s": {"use_global": True, "use_local": True, "use_latent": True}}
 ABLATION = {"seen-only": {"use_global": False, "use_local": False, "use_latent": False},
             "+ global": {"use_global": True, "use_local": False, "use_latent": False},
             "+ local": {"use_global": False, "use_local": True, "use_latent": False},
             "+ latent": {"use_global": False, "use_local": False, "use_latent": True},
-            "all (C2S)": {"use_global": True, "use_local": True, "use_latent": True}}
+            "c2s": {"use_global": True, "use_local": True, "use_latent": True}}   # all terms
 COLUMNS = ("sIoU", "uIoU", "hIoU")
 
 
