@@ -28,12 +28,13 @@ demo: install
 	cat metrics/report.md
 
 # Two workers (pytest-xdist), one core and one torch thread each (tests/conftest.py): ~7 min on 2 cores.
+# loadgroup: the deploy tests (export, serve) share one worker, so its student is trained once.
 test: install
-	python -m pytest -q -n 2
+	python -m pytest -q -n 2 --dist loadgroup
 
 # The edit-test loop: everything but the tests marked slow (real dvc repro, DDP spawns, SIGKILL, CLI subprocesses).
 test-fast: install
-	python -m pytest -q -n 2 -m "not slow"
+	python -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 lint: install
 	ruff check .

@@ -183,7 +183,7 @@ def vocab(class_names: str = typer.Argument(..., help='Comma-separated names, e.
           output: str = typer.Option("vocab.pt", "-o", "--output"),
           clip: Optional[str] = typer.Option(None), pretrained: Optional[str] = typer.Option(None),
           params: str = ParamsOpt):
-    """Text embeddings of a new vocabulary (the only command besides precompute that loads CLIP)."""
+    """Text embeddings of a new vocabulary (CLIP's text tower, as `serve` uses it for new names)."""
     from stages import predict as stage
 
     p = _params(params, teacher={"clip_model": clip, "pretrained": pretrained})

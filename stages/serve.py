@@ -90,7 +90,8 @@ def example_images(params: Params, n: int) -> list[str]:
     try:
         dataset = dataset_from_params(params, params.data.val_split)
         return [str(dataset.image_path(i)) for i in range(min(n, len(dataset)))]
-    except Exception:  # noqa: BLE001 - examples are a convenience; the page works without them
+    except Exception as err:  # noqa: BLE001 - examples are a convenience; the page works without them
+        log.warning("no example images (%s); serve from the folder the run was trained in to get them", err)
         return []
 
 
@@ -102,13 +103,18 @@ def build_app(segmenter: Segmenter, examples: list[str]):
             overlay, shares = segmenter.segment(image_path, vocabulary)
         except PredictError as err:
             return None, None, f"**{err}**"
+        except Exception as err:  # noqa: BLE001 - a person at the page gets one line; the log keeps the trace
+            log.exception("segmenting %s failed", image_path)
+            return None, None, f"**could not segment this image ({err.__class__.__name__}); see the server's log**"
         return overlay, shares, ""
 
     default_vocab = ", ".join(segmenter.class_names)
-    with gr.Blocks(title="c2s: open-vocabulary segmentation") as app:
+    with gr.Blocks(title="c2s: open-vocabulary segmentation", analytics_enabled=False) as app:
         gr.Markdown("## c2s student\nUpload an image, type class names separated by commas, press Segment.")
         with gr.Row():
             with gr.Column():
+                # A file, not gr.Image: the student must see the uploaded bytes as `c2s predict` reads them,
+                # not an image gradio has decoded and re-encoded.
                 image = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="c2s-image")
                 vocab = gr.Textbox(label="Class names", value=default_vocab, lines=2, elem_id="c2s-vocab")
                 button = gr.Button("Segment", variant="primary", elem_id="c2s-segment")
@@ -120,7 +126,7 @@ def build_app(segmenter: Segmenter, examples: list[str]):
                                    elem_id="c2s-overlay")
                 shares = gr.Dataframe(headers=SHARE_HEADERS, label="Classes in the image", interactive=False,
                                       elem_id="c2s-shares")
-        button.click(on_segment, [image, vocab], [overlay, shares, status])
+        button.click(on_segment, [image, vocab], [overlay, shares, status], show_progress_on=overlay)
     return app
 
 
