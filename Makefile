@@ -28,7 +28,7 @@ demo: install
 	cat metrics/report.md
 
 # Two workers (pytest-xdist), one core and one torch thread each (tests/conftest.py): ~7 min on 2 cores.
-# loadgroup: the deploy tests (export, serve) share one worker, so its student is trained once.
+# loadgroup: each of test_export.py and test_serve.py runs on one worker, so its module fixtures start once.
 test: install
 	python -m pytest -q -n 2 --dist loadgroup
 

@@ -20,7 +20,7 @@ from c2s_pipeline.student.export import DeployedStudent
 from stages import export
 
 ort = pytest.importorskip("onnxruntime")
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("deploy")]   # trains a tiny student (shared with test_serve)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("export")]   # trains a tiny student, exports three graphs
 REPO = Path(__file__).resolve().parents[1]
 SIZES = [(64, 64), (50, 90)]    # the training size, and another aspect ratio that is no multiple of 32
 

@@ -21,9 +21,9 @@ from c2s_pipeline.eval.open_vocab import PredictError
 from stages import predict
 from stages.serve import SHARE_HEADERS, Segmenter, class_shares, parse_vocabulary
 
-# Slow (trains a student, starts a server and Chromium); one xdist worker runs the deploy tests, which share
-# the trained student, the server and the browser.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("deploy")]
+# Slow (trains a student, starts a server and Chromium); one xdist worker runs them all, so the server and the
+# browser start once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serve")]
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # The flags this machine's closed network needs (no background connections), as root (no sandbox).

@@ -232,9 +232,9 @@ def test_schedule_warms_up_then_decays_to_min_lr(tiny_params):
 
 
 @pytest.mark.slow
-def test_a_few_hundred_steps_reduce_every_loss_term(cached, tmp_path):
+def test_160_steps_reduce_every_loss_term(cached, tmp_path):
     params, cache_dir = cached
-    tc = dataclasses.replace(params.train, iterations=240, batch_size=4, warmup_iters=20, checkpoint_every=240,
+    tc = dataclasses.replace(params.train, iterations=160, batch_size=4, warmup_iters=20, checkpoint_every=160,
                              log_every=1, lr=5e-4)
     train.run(dataclasses.replace(params, train=tc), tmp_path / "run", cache_dir=cache_dir)
     rows = [json.loads(x) for x in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
