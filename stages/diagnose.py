@@ -27,6 +27,7 @@ def run(params: Params, out_json: str | Path, *, cache_dir: str | Path = DEFAULT
     text = clip.encode_text(names, templates=val.spec.prompt_set(t.templates)).cpu()
     report = {"text": D.text_similarity(text, names),
               "crops": D.crop_zero_shot(clip, val, text),
+              "scenes": D.scene_zero_shot(clip, val, text, d.image_size),
               "dense": D.dense_modes_miou(clip, val, text, d.image_size, params.eval.seen_bias)}
     try:
         reader = open_store(params, d.train_split, cache_dir=cache_dir, seen_only=True)
@@ -39,6 +40,7 @@ def run(params: Params, out_json: str | Path, *, cache_dir: str | Path = DEFAULT
     D.diagnostics_plot(report, names, list(val.spec.unseen), out_json.with_suffix(".png"))
     summary = {"same_colour_cos": report["text"]["same_colour_mean"], "crop_seen": report["crops"]["seen_top1"],
                "crop_unseen": report["crops"]["unseen_top1"],
+               "scene_present": report["scenes"]["present"],
                **{f"dense_{m}_uIoU": r["uIoU"] for m, r in report["dense"].items()}, **report.get("mining", {})}
     log.info("diagnostics: %s", {k: v if v is None else round(v, 2) for k, v in summary.items()})
     return out_json

@@ -120,6 +120,24 @@ def test_object_crops_are_square_boxes_and_measure_what_else_they_show():
     assert np.array_equal(crop, image[1:18, 1:18]) and other == pytest.approx(30 / 289)
 
 
+def test_scene_top1_scores_the_image_level_answer_against_the_classes_present():
+    from c2s_pipeline.world.diagnose import scene_top1
+
+    def label(*classes):
+        out = np.full((4, 4), 255, dtype=np.uint8)
+        for k, c in enumerate(classes):
+            out[k] = c
+        return out
+
+    labels = [label(1), label(1), label(7), label(1, 7), label(2, 3, 7), label()]   # the last has no object
+    predicted = [1, 2, 7, 7, 5, 0]
+    out = scene_top1(predicted, labels, unseen=[7])
+    assert out["present"] == pytest.approx(100 * 3 / 5)             # 1, 7, 7 hit; 2 and 5 are absent classes
+    assert out["by_objects"] == {1: pytest.approx(200 / 3), 2: 100.0, 3: 0.0}
+    single = out["single_object"]
+    assert single["seen_top1"] == 50.0 and single["unseen_top1"] == 100.0 and single["crops"] == 3
+
+
 @pytest.mark.parametrize("pattern", ["striped", "checked"])
 def test_a_pattern_repeats_at_its_period(pattern):
     from c2s_pipeline.world.generator import surface

@@ -82,6 +82,41 @@ def crop_zero_shot(clip: FrozenCLIP, dataset, text: torch.Tensor) -> dict:
             "all_crops": _split_means(hits, dataset.spec.unseen)}
 
 
+@torch.no_grad()
+def scene_zero_shot(clip: FrozenCLIP, dataset, text: torch.Tensor, image_size: int) -> dict:
+    """Top-1 of each whole val image's CLS (the global distillation target, preprocessed as precompute's
+    whole view) against all class prompts; scored by `scene_top1`."""
+    predicted, labels = [], []
+    for i in tqdm(range(len(dataset)), desc="diagnose scenes", unit="img", leave=False):
+        sample = dataset[i]
+        cls = clip.encode_crops(clip.preprocess(sample.image[None], image_size)).cpu()
+        predicted.append(int((cls @ text.T).argmax()))
+        labels.append(sample.label)
+    return scene_top1(predicted, labels, dataset.spec.unseen)
+
+
+def scene_top1(predicted: list[int], labels: list[np.ndarray], unseen) -> dict:
+    """Scene-level zero-shot scores of per-image top-1 classes against the images' labels.
+
+    `present`: share of images (with any labelled object) whose top-1 is one of their classes;
+    `single_object` seen / unseen: images showing one class, top-1 equal to it; `by_objects`: `present`
+    per number of classes in the image.
+    """
+    present_hits: dict[int, list[bool]] = {}
+    single: dict[int, list[bool]] = {}
+    for top, label in zip(predicted, labels):
+        classes = set(np.unique(label[label != IGNORE_INDEX]).tolist())
+        if not classes:
+            continue
+        present_hits.setdefault(len(classes), []).append(top in classes)
+        if len(classes) == 1:
+            (c,) = classes
+            single.setdefault(c, []).append(top == c)
+    return {"present": _percent([h for v in present_hits.values() for h in v]),
+            "by_objects": {n: _percent(v) for n, v in sorted(present_hits.items())},
+            "single_object": _split_means(single, unseen)}
+
+
 def _percent(hits: list[bool]) -> float | None:
     return 100 * float(np.mean(hits)) if hits else None
 
