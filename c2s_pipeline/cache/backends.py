@@ -27,6 +27,8 @@ class ZarrBackend:
 
     def __init__(self, group):
         self.group = group
+        self._arrays = {}   # opening an array reads its metadata: ~1 ms, once per name, not per row
+
 
     @classmethod
     def exists(cls, path) -> bool:
@@ -58,7 +60,9 @@ class ZarrBackend:
         self.group.attrs[MANIFEST] = manifest
 
     def array(self, name: str):
-        return self.group[name]
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
 
     def flush(self) -> None:
         pass

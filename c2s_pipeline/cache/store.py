@@ -242,6 +242,7 @@ class CacheReader:
         self.ids = list(self.manifest.get("ids", []))
         self.class_names = list(self.manifest.get("class_names", []))
         self._seen = np.asarray(self._open().array(S.CLASS_SEEN)[:], bool)
+        self._complete = require_complete   # then every row is done: read() need not look at each
         if require_complete and not np.asarray(self._open().array(S.DONE)[:]).all():
             raise CacheError(f"store {path} is incomplete; run `c2s precompute` again to finish it (it resumes)")
 
@@ -267,7 +268,7 @@ class CacheReader:
 
     def read(self, i: int, dense: bool = False) -> TeacherRecord:
         """One image's teacher outputs; dense tokens only when asked (training never needs them)."""
-        if not self.is_done(i):
+        if not self._complete and not self.is_done(i):
             raise CacheError(f"image {i} of store {self.path} is not done; run `c2s precompute` to finish it")
         if dense and not self.shape.dense_tokens:
             raise CacheError(f"store {self.path} keeps no dense tokens (teacher.dense_tokens: eval stores them for "
