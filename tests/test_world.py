@@ -13,6 +13,7 @@ from PIL import Image
 from c2s_pipeline.config import PretrainConfig, WorldConfig
 from c2s_pipeline.data.registry import build_dataset
 from c2s_pipeline.world.generator import CLASS_NAMES, COLOURS, SHAPES, generate_world
+from c2s_pipeline.teacher.registry import register_model_configs
 from c2s_pipeline.world.pretrain import pretrain_teacher
 
 SMALL = WorldConfig(seed=3, n_train=8, n_val=4, n_caption=16, image_size=128)
@@ -83,6 +84,30 @@ def test_pretraining_lowers_the_loss_and_writes_an_open_clip_checkpoint(tiny_wor
     state = torch.load(out, weights_only=True)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     assert 0 < json.loads(out.with_suffix(".json").read_text())["steps"] <= 12       # 6 epochs x <= 2 batches
+
+
+def test_pretraining_optimizer_takes_the_same_steps_as_torchs_default_adamw():
+    from c2s_pipeline.world.pretrain import make_optimizer
+
+    cfg = PretrainConfig(lr=1e-2, weight_decay=0.1)
+    states = []
+    for build in (lambda m: make_optimizer(m, cfg),
+                  lambda m: torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)):
+        register_model_configs()
+        torch.manual_seed(0)
+        model = open_clip.create_model("c2s-tiny-vit", pretrained=None, output_dict=True)
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        opt, gen = build(model), torch.Generator().manual_seed(1)
+        tokens = open_clip.get_tokenizer("c2s-tiny-vit")(["a photo of a red circle", "a photo of a blue star"])
+        for _ in range(3):
+            out = model(torch.randn(2, 3, 64, 64, generator=gen), tokens)
+            loss = open_clip.ClipLoss()(out["image_features"], out["text_features"], out["logit_scale"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        states.append(model.state_dict())
+    assert not torch.equal(states[0]["visual.proj"], start["visual.proj"])          # the steps moved it
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[1])         # bit for bit: same teacher
 
 
 def test_caption_batches_never_repeat_a_caption_and_drop_only_leftovers():
