@@ -5,15 +5,20 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install browser demo test test-fast lint lock clean-outputs
+.PHONY: install install-test browser demo test test-fast lint lock clean-outputs
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed             # what the pipeline needs (make demo)
+install-test: $(VENV)/.installed-test   # + the test extra: pytest, ruff, and the deploy and serve extras
 
 # torch/torchvision first, pinned to the wheels on the build machines, so nothing pulls another build.
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e . -c requirements.lock
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[test]" -c requirements.lock
 	touch $@
 
@@ -29,14 +34,14 @@ demo: install
 
 # Two workers (pytest-xdist), one core and one torch thread each (tests/conftest.py): ~7 min on 2 cores.
 # loadgroup: each of test_export.py and test_serve.py runs on one worker, so its module fixtures start once.
-test: install
+test: install-test
 	python -m pytest -q -n 2 --dist loadgroup
 
 # The edit-test loop: everything but the tests marked slow (real dvc repro, DDP spawns, SIGKILL, CLI subprocesses).
-test-fast: install
+test-fast: install-test
 	python -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
-lint: install
+lint: install-test
 	ruff check .
 
 # Every DVC output of the embedded default (the generated world, stores, runs, metrics); real datasets in data/ stay.
@@ -44,5 +49,5 @@ clean-outputs:
 	rm -rf data/world data_cache models metrics dvc_plots
 
 # Refresh the lock of what the install resolved (commit the result).
-lock: install
+lock: install-test
 	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
