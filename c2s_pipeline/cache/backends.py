@@ -29,7 +29,6 @@ class ZarrBackend:
         self.group = group
         self._arrays = {}   # opening an array reads its metadata: ~1 ms, once per name, not per row
 
-
     @classmethod
     def exists(cls, path) -> bool:
         if not is_url(path):
