@@ -3,9 +3,11 @@
     python -m benchmarks.inference                       # ViT-B/16 + Segformer-B0 at 512, 20 classes
     python -m benchmarks.inference --clip c2s-world-vit --size 128 --embed-dim 128
 
-Batch 1, no autograd, warm-up, then timed iterations (Cascade-CLIP's protocol, fewer on CPU), the three
+Batch 1, no autograd, warm-up, then timed iterations (Cascade-CLIP's protocol, fewer on CPU), the
 models alternating call by call so that load drift hits all alike; FPS = 1 / median time. Random
-weights: speed does not depend on them. Targets: C2S / plain >= 0.97, C2S / CLIP >= 3.
+weights: speed does not depend on them. Targets: C2S / plain >= 0.97, C2S / CLIP >= 3. Both student
+heads are timed: linear (the paper's; its feature norm costs K^2 per pixel) and isometric
+(student.head; K per pixel).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ def main() -> None:
     dev, x = args.device, torch.randn(1, 3, args.size, args.size, device=args.device)
     text = F.normalize(torch.randn(args.classes, args.embed_dim, device=dev), dim=-1)
     student = Student(args.arch, args.encoder, None, args.embed_dim).to(dev).eval()
+    isometric = Student(args.arch, args.encoder, None, args.embed_dim, head="isometric").to(dev).eval()
     plain = smp.create_model(args.arch, encoder_name=args.encoder, encoder_weights=None,
                              classes=args.classes).to(dev).eval()
     clip = load_clip(args.clip, None, image_size=args.size, device=dev)
@@ -50,7 +53,8 @@ def main() -> None:
         logits = class_logits(student(inp), text, 50.0)
         return F.interpolate(logits, size=inp.shape[-2:], mode="bilinear", align_corners=False)
 
-    models = {"c2s_student": lambda t: student.predict_logits(t, text, 50.0), "c2s_unfolded": c2s_unfolded,
+    models = {"c2s_student": lambda t: student.predict_logits(t, text, 50.0),
+              "c2s_isometric": lambda t: isometric.predict_logits(t, text, 50.0), "c2s_unfolded": c2s_unfolded,
               "plain_smp": plain, "clip_dense": clip_dense}
     with torch.inference_mode():
         seconds = interleaved_median_seconds({name: (lambda f=f: f(x)) for name, f in models.items()},
@@ -59,7 +63,8 @@ def main() -> None:
     print(f"{args.arch}/{args.encoder} vs {args.clip} at {args.size}px on {dev}, batch 1, {args.iters} iters")
     for name, value in fps.items():
         print(f"  {name:12s} {value:8.2f} FPS")
-    print(f"  c2s / plain = {fps['c2s_student'] / fps['plain_smp']:.3f}  (target >= 0.97)")
+    print(f"  c2s / plain = {fps['c2s_student'] / fps['plain_smp']:.3f}  (target >= 0.97; linear head)")
+    print(f"  isometric / plain = {fps['c2s_isometric'] / fps['plain_smp']:.3f}  (target >= 0.97)")
     print(f"  c2s / clip  = {fps['c2s_student'] / fps['clip_dense']:.2f}  (target >= 3)")
     print(f"  unfolded head / plain = {fps['c2s_unfolded'] / fps['plain_smp']:.3f}")
 

@@ -90,6 +90,9 @@ class MiningConfig:
     seed: int = 0
 
 
+STUDENT_HEADS = ("linear", "isometric")
+
+
 @dataclass(frozen=True)
 class StudentConfig:
     arch: str = "fpn"                   # any smp architecture name
@@ -98,6 +101,9 @@ class StudentConfig:
     # tau in logits = tau * cos(F, A): the seen-class logits of training (the paper's alpha), evaluation and
     # prediction; saved with the student.
     logit_scale: float = bounded(50.0, above=0)
+    # the 1x1 head W from the decoder to D: linear (the paper's), or isometric (W^T W = I), whose feature
+    # norm is nearly free at inference (README: inference speed)
+    head: str = one_of(*STUDENT_HEADS)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def run(params: Params, run_dir: str | Path, *, cache: str | Path | None = None,
     dataset = dataset_from_params(params, d.train_split, seen_only=True)
     distill = DistillDataset(reader, dataset, d.image_size, tc, seed=tc.seed)
     student = Student(params.student.arch, params.student.encoder, params.student.encoder_weights,
-                      embed_dim=reader.shape.embed_dim)
+                      embed_dim=reader.shape.embed_dim, head=params.student.head)
     seen_text = torch.from_numpy(reader.text_embeddings()).float()       # (C_s, D) seen rows only
     task = C2STask(student, seen_text, params.loss, params.student.logit_scale)
     run = RunRecord(params, {"teacher_store": str(cache), "fingerprint": reader.fingerprint,

@@ -16,7 +16,8 @@ from PIL import Image
 from c2s_pipeline.eval.inference import segment
 from c2s_pipeline.student.checkpoint import load_student
 from c2s_pipeline.student.data import image_to_tensor
-from c2s_pipeline.student.export import DeployedStudent
+from c2s_pipeline.student.export import DeployedStudent, export_onnx
+from c2s_pipeline.student.model import Student
 from stages import export
 
 ort = pytest.importorskip("onnxruntime")
@@ -65,6 +66,20 @@ def test_onnxruntime_scores_equal_the_torch_students(exported):
                                    image_to_tensor(batch[b])[None], torch.zeros(n, dtype=torch.bool), 0.0,
                                    mode="whole", crop=size).numpy()
                     assert (got[b].argmax(0) == pred).mean() >= 0.999, (name, h, w, n)
+
+
+def test_an_isometric_head_exports_as_a_plain_conv_and_scores_as_in_torch(tmp_path):
+    """ONNX has no QR: the export fixes the orthonormal weight once, and leaves the student it copied intact."""
+    torch.manual_seed(0)
+    student, text = Student("linknet", "resnet18", None, embed_dim=32, head="isometric").eval(), torch.randn(4, 32)
+    path = export_onnx(DeployedStudent(student, 50.0, 64, text=text), tmp_path / "iso.onnx", list("abcd"), 32)
+    x = images(50, 90).transpose(0, 3, 1, 2).astype(np.float32)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["scores"], {"image": x})[0]
+    with torch.no_grad():
+        want = DeployedStudent(student, 50.0, 64, text=text)(torch.from_numpy(x)).numpy()
+        weight = student.net.segmentation_head[0].weight[:, :, 0, 0]           # still the parametrized head
+    assert got.shape == (2, 4, 50, 90) and np.abs(got - want).max() < 1e-4
+    torch.testing.assert_close(weight.T @ weight, torch.eye(32), atol=1e-5, rtol=0)
 
 
 BLOCK_OPEN_CLIP = "import sys; sys.modules['open_clip'] = None; from stages.cli import app; app(sys.argv[1:])"

@@ -37,16 +37,49 @@ def test_student_contract(arch, encoder):
     torch.testing.assert_close(student(x), clone(x))
 
 
-@pytest.mark.parametrize("arch, encoder", ARCHS)
-def test_predict_logits_equal_the_cosine_of_the_d_channel_map(arch, encoder):
+@pytest.mark.parametrize("arch, encoder, head, dim", [(a, e, "linear", 32) for a, e in ARCHS]
+                         + [("fpn", "resnet18", "isometric", 128), ("linknet", "resnet18", "isometric", 32)])
+def test_predict_logits_equal_the_cosine_of_the_d_channel_map(arch, encoder, head, dim):
     """The inference path (text folded into a 1x1 head, or not) gives the training path's logits."""
     torch.manual_seed(0)
-    student = Student(arch, encoder, None, embed_dim=32).eval()
-    x, text = torch.randn(2, 3, 64, 64), torch.randn(7, 32)
+    student = Student(arch, encoder, None, embed_dim=dim, head=head).eval()
+    x, text = torch.randn(2, 3, 64, 64), torch.randn(7, dim)
     with torch.no_grad():
         expected = torch.nn.functional.interpolate(class_logits(student(x), text, 50.0), size=(64, 64),
                                                    mode="bilinear", align_corners=False)
         torch.testing.assert_close(student.predict_logits(x, text, 50.0), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_isometric_head_keeps_orthonormal_columns_as_it_trains():
+    """W^T W = I after optimizer steps (what makes the folded norm cost K), and the no-grad path's cached
+    weight follows the steps."""
+    torch.manual_seed(0)
+    student = Student("linknet", "resnet18", None, embed_dim=32, head="isometric").eval()
+    x, text = torch.randn(2, 3, 64, 64), torch.randn(5, 32)
+    up = lambda t: torch.nn.functional.interpolate(t, size=(64, 64), mode="bilinear", align_corners=False)  # noqa: E731
+    with torch.no_grad():
+        before = student.predict_logits(x, text, 50.0)
+    opt = torch.optim.SGD(student.net.segmentation_head.parameters(), lr=0.5)
+    for _ in range(2):
+        class_logits(student(x), text, 50.0).logsumexp(1).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    weight = student.net.segmentation_head[0].weight[:, :, 0, 0]
+    assert weight.shape == (32, 32)                                   # linknet's decoder ends in 32 channels
+    torch.testing.assert_close(weight.T @ weight, torch.eye(32), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        after, expected = student.predict_logits(x, text, 50.0), up(class_logits(student(x), text, 50.0))
+    assert (after - before).abs().max() > 1e-2
+    torch.testing.assert_close(after, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_isometric_head_needs_no_more_decoder_channels_than_embed_dim():
+    with pytest.raises(StudentError, match="256.*use student.head linear"):
+        Student("segformer", "mit_b0", None, embed_dim=64, head="isometric")
+    with pytest.raises(StudentError, match=r"\(3, 3\) head from 16: use student.head linear"):
+        Student("unet", "resnet18", None, embed_dim=64, head="isometric")
+    with pytest.raises(StudentError, match="choose linear or isometric"):
+        Student("fpn", "resnet18", None, embed_dim=128, head="cosine")
 
 
 def test_unknown_architecture_lists_choices():

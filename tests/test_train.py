@@ -18,7 +18,8 @@ import torch
 from c2s_pipeline.cache import store as cache_store
 from c2s_pipeline.data import reader as data_reader
 from c2s_pipeline.student.data import DistillDataset
-from c2s_pipeline.student.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE, RunRecord
+from c2s_pipeline.student.checkpoint import (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE, RunRecord,
+                                             load_student)
 from c2s_pipeline.student.loop import lr_factor
 from c2s_pipeline.student.task import C2STask
 from stages import precompute, train
@@ -242,6 +243,21 @@ def test_160_steps_reduce_every_loss_term(cached, tmp_path):
         first = np.mean([r[key] for r in rows[:30]])
         last = np.mean([r[key] for r in rows[-30:]])
         assert last < first, f"{key}: {first:.3f} -> {last:.3f}"
+
+
+def test_an_isometric_student_trains_and_loads_with_its_head(cached, tmp_path):
+    """student.head reaches the saved student: it reloads with the orthonormal head it was trained with."""
+    params, cache_dir = cached
+    params = dataclasses.replace(params, student=dataclasses.replace(params.student, arch="linknet", head="isometric",
+                                                                     encoder="resnet18"),
+                                 train=dataclasses.replace(params.train, iterations=2))
+    run_dir = train.run(params, tmp_path / "run", cache_dir=cache_dir)
+    saved = torch.load(run_dir / STUDENT_FILE, weights_only=True)["state_dict"]
+    assert "net.segmentation_head.0.parametrizations.weight.original" in saved
+    student, _, run = load_student(run_dir)
+    weight = student.net.segmentation_head[0].weight[:, :, 0, 0]
+    assert run.params.student.head == "isometric" and weight.shape == (32, 32)
+    torch.testing.assert_close(weight.T @ weight, torch.eye(32), atol=1e-5, rtol=0)
 
 
 def test_a_training_item_is_one_stored_view_with_that_views_global_cls(cached):

@@ -30,7 +30,7 @@ class DeployedStudent(nn.Module):
 
     def __init__(self, student: Student, logit_scale: float, size: int, text: torch.Tensor | None = None):
         super().__init__()
-        self.student, self.logit_scale, self.size = student, float(logit_scale), int(size)
+        self.student, self.logit_scale, self.size = student.with_fixed_head(), float(logit_scale), int(size)
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1) * 255.0)
         self.folded = text is not None

@@ -2,13 +2,22 @@
 
 The classifier is the fixed text-embedding matrix, so inference adds no parameters; the C-class
 logits, never the D-channel map, are upsampled to the input size.
+
+The head is the 1x1 conv W (D x K) from the decoder's K channels to D. `linear` (the paper's) leaves W
+free; `isometric` keeps its columns orthonormal (W^T W = I, needs K <= D), so the feature norm that the
+cosine divides by costs K per pixel at inference instead of K^2 (see _folded_logits). README: inference.
 """
 from __future__ import annotations
+
+import copy
 
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
+
+from c2s_pipeline.config import STUDENT_HEADS
 
 
 class StudentError(ValueError):
@@ -33,10 +42,21 @@ def scaled_cosine(features: torch.Tensor, scaled_unit_text: torch.Tensor) -> tor
     return ((scaled_unit_text @ flat) * inv_norm).view(b, -1, h, w)
 
 
+class OrthonormalColumns(nn.Module):
+    """Parametrization of a (D, K, 1, 1) conv weight as the Q of its QR (signs fixed so Q is a smooth map)."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        q, r = torch.linalg.qr(weight.flatten(1))                                 # (D, K), (K, K)
+        sign = torch.where(torch.diagonal(r) < 0, -1.0, 1.0).to(q.dtype)
+        return (q * sign).view_as(weight)
+
+
 class Student(nn.Module):
     def __init__(self, arch: str = "segformer", encoder: str = "mit_b0", encoder_weights: str | None = None,
-                 embed_dim: int = 512):
+                 embed_dim: int = 512, head: str = "linear"):
         super().__init__()
+        if head not in STUDENT_HEADS:
+            raise StudentError(f"unknown student.head '{head}'; choose {' or '.join(STUDENT_HEADS)}")
         try:
             self.net = smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights,
                                         classes=embed_dim)
@@ -45,7 +65,41 @@ class Student(nn.Module):
             raise StudentError(f"smp has no {err}; architectures: {archs}; "
                                "encoders: smp.encoders.get_encoder_names()") from None
         self.net.segmentation_head[1] = nn.Identity()  # keep D channels at the decoder's own stride
-        self.embed_dim = embed_dim
+        self.embed_dim, self.head_type = embed_dim, head
+        if head == "isometric":
+            conv = self.net.segmentation_head[0]
+            if conv.kernel_size != (1, 1) or conv.in_channels > embed_dim:
+                raise StudentError(f"student.head isometric needs a 1x1 head from at most embed_dim={embed_dim} "
+                                   f"decoder channels; {arch} has a {conv.kernel_size} head from "
+                                   f"{conv.in_channels}: use student.head linear")
+            parametrize.register_parametrization(conv, "weight", OrthonormalColumns())
+
+    def _head_weight(self) -> torch.Tensor:
+        """The head conv's weight; an isometric head's QR (~3 ms for 512 x 256) is computed once per
+        parameter value when no gradient is needed (parameter's version counter + storage as the key)."""
+        conv = self.net.segmentation_head[0]
+        if not parametrize.is_parametrized(conv, "weight") or torch.is_grad_enabled():
+            return conv.weight
+        free = conv.parametrizations.weight.original
+        key = (free.data_ptr(), free._version)
+        if getattr(self, "_frozen_head", (None, None))[0] != key:
+            self._frozen_head = (key, conv.weight.detach())
+        return self._frozen_head[1]
+
+    def with_fixed_head(self) -> "Student":
+        """A copy whose head weight is a plain tensor, the isometric head's QR done once (ONNX has no QR).
+
+        The parametrized conv is replaced, not un-parametrized: remove_parametrizations would edit the
+        class it shares with this student's conv."""
+        fixed = copy.deepcopy(self)
+        conv = self.net.segmentation_head[0]
+        if parametrize.is_parametrized(conv, "weight"):
+            plain = nn.Conv2d(conv.in_channels, conv.out_channels, 1).to(conv.bias.device)
+            with torch.no_grad():
+                plain.weight.copy_(conv.weight)
+                plain.bias.copy_(conv.bias)
+            fixed.net.segmentation_head[0] = plain
+        return fixed
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.net.encoder.parameters())
@@ -64,23 +118,28 @@ class Student(nn.Module):
         if conv.kernel_size == (1, 1) and conv.bias is not None:
             self.net.check_input_shape(x)
             hidden = self.net.decoder(self.net.encoder(x))
-            logits = _folded_logits(hidden, conv.weight[:, :, 0, 0], conv.bias, text, scale)
+            logits = _folded_logits(hidden, self._head_weight()[:, :, 0, 0], conv.bias, text, scale,
+                                    orthonormal=self.head_type == "isometric")
         else:
             logits = class_logits(self(x), text, scale)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def _folded_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, text: torch.Tensor,
-                   scale: float) -> torch.Tensor:
+                   scale: float, orthonormal: bool = False) -> torch.Tensor:
     """scale * cos(W h + b, t) without forming W h + b: hidden (B, K, h, w), weight (D, K), bias (D,), text (C, D).
 
     Numerator t.(W h + b) = (t W).h + t.b costs C*K per pixel; the squared norm
-    |W h + b|^2 = h.(W^T W) h + 2 (W^T b).h + b.b costs K*K, against D*K for the D-channel map.
-    Computed in fp32 so the quadratic form keeps its precision under autocast.
+    |W h + b|^2 = h.(W^T W) h + 2 (W^T b).h + b.b costs K*K, against D*K for the D-channel map, and K
+    when W's columns are `orthonormal` (W^T W = I: h.h). Computed in fp32 so the quadratic form keeps its
+    precision under autocast.
     """
     hidden, weight, bias = hidden.float(), weight.float(), bias.float()
     unit_text = F.normalize(text.float(), dim=-1)                                 # (C, D)
-    numerator = torch.einsum("bkhw,ck->bchw", hidden, unit_text @ weight) + (unit_text @ bias)[:, None, None]
-    gram_h = torch.einsum("jk,bkhw->bjhw", weight.T @ weight, hidden)               # (B, K, h, w)
-    sq_norm = (hidden * gram_h).sum(1) + 2 * torch.einsum("k,bkhw->bhw", weight.T @ bias, hidden) + bias @ bias
-    return scale * numerator / sq_norm.clamp_min(0).sqrt().clamp_min(1e-12)[:, None]
+    # One 1x1 conv, as a plain C-class head: the C numerators and the norm's linear part 2 (W^T b).h + b.b.
+    rows = torch.cat([unit_text @ weight, 2 * (bias @ weight)[None]])             # (C + 1, K)
+    offsets = torch.cat([unit_text @ bias, (bias @ bias)[None]])                  # (C + 1,)
+    linear = F.conv2d(hidden, rows[:, :, None, None], offsets)
+    gram_h = hidden if orthonormal else F.conv2d(hidden, (weight.T @ weight)[:, :, None, None])  # (B, K, h, w)
+    sq_norm = (hidden * gram_h).sum(1) + linear[:, -1]
+    return scale * linear[:, :-1] / sq_norm.clamp_min(0).sqrt().clamp_min(1e-12)[:, None]
