@@ -35,7 +35,7 @@ demo: install
 # Two workers (pytest-xdist), one core and one torch thread each (tests/conftest.py): ~7 min on 2 cores.
 # loadgroup: each of test_export.py and test_serve.py runs on one worker, so its module fixtures start once.
 test: install-test
-	python -m pytest -q -n 2 --dist loadgroup
+	python -m pytest -q -n 2 --dist loadgroup --durations=10
 
 # The edit-test loop: everything but the tests marked slow (real dvc repro, DDP spawns, SIGKILL, CLI subprocesses).
 test-fast: install-test
