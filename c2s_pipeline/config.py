@@ -102,7 +102,7 @@ class StudentConfig:
     # prediction; saved with the student.
     logit_scale: float = bounded(50.0, above=0)
     # the 1x1 head W from the decoder to D: linear (the paper's), or isometric (W^T W = I), whose feature
-    # norm is nearly free at inference (README: inference speed)
+    # norm is nearly free at inference (README: Development, Inference)
     head: str = one_of(*STUDENT_HEADS)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.nn.utils import parametrize
 
 from c2s_pipeline.eval.inference import segment
 from c2s_pipeline.student.checkpoint import load_student
@@ -71,15 +72,18 @@ def test_onnxruntime_scores_equal_the_torch_students(exported):
 def test_an_isometric_head_exports_as_a_plain_conv_and_scores_as_in_torch(tmp_path):
     """ONNX has no QR: the export fixes the orthonormal weight once, and leaves the student it copied intact."""
     torch.manual_seed(0)
-    student, text = Student("linknet", "resnet18", None, embed_dim=32, head="isometric").eval(), torch.randn(4, 32)
-    path = export_onnx(DeployedStudent(student, 50.0, 64, text=text), tmp_path / "iso.onnx", list("abcd"), 32)
+    student, text = Student("linknet", "resnet18", None, embed_dim=64, head="isometric").eval(), torch.randn(4, 64)
+    path = export_onnx(DeployedStudent(student, 50.0, 64, text=text), tmp_path / "iso.onnx", list("abcd"), 64)
     x = images(50, 90).transpose(0, 3, 1, 2).astype(np.float32)
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["scores"], {"image": x})[0]
+    deployed = DeployedStudent(student, 50.0, 64, text=text)
     with torch.no_grad():
-        want = DeployedStudent(student, 50.0, 64, text=text)(torch.from_numpy(x)).numpy()
-        weight = student.net.segmentation_head[0].weight[:, :, 0, 0]           # still the parametrized head
+        want = deployed(torch.from_numpy(x)).numpy()
     assert got.shape == (2, 4, 50, 90) and np.abs(got - want).max() < 1e-4
-    torch.testing.assert_close(weight.T @ weight, torch.eye(32), atol=1e-5, rtol=0)
+    assert parametrize.is_parametrized(student.net.segmentation_head[0], "weight")      # the original: intact
+    fixed = deployed.student.net.segmentation_head[0]
+    assert not parametrize.is_parametrized(fixed, "weight")
+    assert torch.equal(fixed.weight, student.net.segmentation_head[0].weight.detach())
 
 
 BLOCK_OPEN_CLIP = "import sys; sys.modules['open_clip'] = None; from stages.cli import app; app(sys.argv[1:])"

@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch.nn.utils import parametrize
 
 from c2s_pipeline.cache.schema import EMPTY_SLOT, LATENT
 from c2s_pipeline.config import LossConfig
@@ -38,11 +39,12 @@ def test_student_contract(arch, encoder):
 
 
 @pytest.mark.parametrize("arch, encoder, head, dim", [(a, e, "linear", 32) for a, e in ARCHS]
-                         + [("fpn", "resnet18", "isometric", 128), ("linknet", "resnet18", "isometric", 32)])
+                         + [("fpn", "resnet18", "isometric", 256), ("linknet", "resnet18", "isometric", 32)])
 def test_predict_logits_equal_the_cosine_of_the_d_channel_map(arch, encoder, head, dim):
     """The inference path (text folded into a 1x1 head, or not) gives the training path's logits."""
     torch.manual_seed(0)
     student = Student(arch, encoder, None, embed_dim=dim, head=head).eval()
+    assert parametrize.is_parametrized(student.net.segmentation_head[0], "weight") == (head == "isometric")
     x, text = torch.randn(2, 3, 64, 64), torch.randn(7, dim)
     with torch.no_grad():
         expected = torch.nn.functional.interpolate(class_logits(student(x), text, 50.0), size=(64, 64),
@@ -51,26 +53,29 @@ def test_predict_logits_equal_the_cosine_of_the_d_channel_map(arch, encoder, hea
 
 
 def test_isometric_head_keeps_orthonormal_columns_as_it_trains():
-    """W^T W = I after optimizer steps (what makes the folded norm cost K), and the no-grad path's cached
-    weight follows the steps."""
+    """W^T W = I (K = 128 < D = 256) after the trainer's fused AdamW steps, and the no-grad path's cached
+    weight follows the steps and a load_state_dict."""
     torch.manual_seed(0)
-    student = Student("linknet", "resnet18", None, embed_dim=32, head="isometric").eval()
-    x, text = torch.randn(2, 3, 64, 64), torch.randn(5, 32)
+    student = Student("fpn", "resnet18", None, embed_dim=256, head="isometric").eval()
+    x, text = torch.randn(2, 3, 64, 64), torch.randn(5, 256)
     up = lambda t: torch.nn.functional.interpolate(t, size=(64, 64), mode="bilinear", align_corners=False)  # noqa: E731
     with torch.no_grad():
         before = student.predict_logits(x, text, 50.0)
-    opt = torch.optim.SGD(student.net.segmentation_head.parameters(), lr=0.5)
+    opt = torch.optim.AdamW(student.net.segmentation_head.parameters(), lr=0.05, fused=True)
     for _ in range(2):
         class_logits(student(x), text, 50.0).logsumexp(1).mean().backward()
         opt.step()
         opt.zero_grad()
     weight = student.net.segmentation_head[0].weight[:, :, 0, 0]
-    assert weight.shape == (32, 32)                                   # linknet's decoder ends in 32 channels
-    torch.testing.assert_close(weight.T @ weight, torch.eye(32), atol=1e-5, rtol=0)
+    assert weight.shape == (256, 128)                                 # fpn's decoder ends in 128 channels
+    torch.testing.assert_close(weight.T @ weight, torch.eye(128), atol=1e-5, rtol=0)
     with torch.no_grad():
         after, expected = student.predict_logits(x, text, 50.0), up(class_logits(student(x), text, 50.0))
-    assert (after - before).abs().max() > 1e-2
-    torch.testing.assert_close(after, expected, atol=1e-4, rtol=1e-4)
+        assert (after - before).abs().max() > 1e-2
+        torch.testing.assert_close(after, expected, atol=1e-4, rtol=1e-4)
+        student.load_state_dict(Student("fpn", "resnet18", None, embed_dim=256, head="isometric").state_dict())
+        torch.testing.assert_close(student.predict_logits(x, text, 50.0), up(class_logits(student(x), text, 50.0)),
+                                   atol=1e-4, rtol=1e-4)
 
 
 def test_isometric_head_needs_no_more_decoder_channels_than_embed_dim():

@@ -75,30 +75,35 @@ class Student(nn.Module):
             parametrize.register_parametrization(conv, "weight", OrthonormalColumns())
 
     def _head_weight(self) -> torch.Tensor:
-        """The head conv's weight; an isometric head's QR (~3 ms for 512 x 256) is computed once per
-        parameter value when no gradient is needed (parameter's version counter + storage as the key)."""
+        """The head conv's weight. An isometric head's QR (~3 ms for 512 x 256) is redone only when its free
+        matrix changed, if no gradient is needed: comparing values is exact whatever changed it (a step,
+        load_state_dict, a move or cast) and costs ~0.1 ms."""
         conv = self.net.segmentation_head[0]
         if not parametrize.is_parametrized(conv, "weight") or torch.is_grad_enabled():
             return conv.weight
         free = conv.parametrizations.weight.original
-        key = (free.data_ptr(), free._version)
-        if getattr(self, "_frozen_head", (None, None))[0] != key:
-            self._frozen_head = (key, conv.weight.detach())
+        source, weight = getattr(self, "_frozen_head", (None, None))
+        if source is None or source.device != free.device or source.dtype != free.dtype \
+                or not torch.equal(source, free):
+            self._frozen_head = (free.detach().clone(), conv.weight.detach())
         return self._frozen_head[1]
 
     def with_fixed_head(self) -> "Student":
-        """A copy whose head weight is a plain tensor, the isometric head's QR done once (ONNX has no QR).
+        """This student, or for an isometric head a copy whose head is a plain conv holding the orthonormal
+        weight (ONNX has no QR).
 
         The parametrized conv is replaced, not un-parametrized: remove_parametrizations would edit the
         class it shares with this student's conv."""
-        fixed = copy.deepcopy(self)
         conv = self.net.segmentation_head[0]
-        if parametrize.is_parametrized(conv, "weight"):
-            plain = nn.Conv2d(conv.in_channels, conv.out_channels, 1).to(conv.bias.device)
-            with torch.no_grad():
-                plain.weight.copy_(conv.weight)
-                plain.bias.copy_(conv.bias)
-            fixed.net.segmentation_head[0] = plain
+        if not parametrize.is_parametrized(conv, "weight"):
+            return self
+        fixed = copy.deepcopy(self)
+        fixed.__dict__.pop("_frozen_head", None)
+        plain = nn.Conv2d(conv.in_channels, conv.out_channels, 1).to(conv.bias)
+        with torch.no_grad():
+            plain.weight.copy_(conv.weight)
+            plain.bias.copy_(conv.bias)
+        fixed.net.segmentation_head[0] = plain
         return fixed
 
     def encoder_parameters(self) -> list[nn.Parameter]:
@@ -112,7 +117,7 @@ class Student(nn.Module):
         """(B, 3, H, W) -> (B, C, H, W): class logits at feature stride, then upsampled.
 
         With a 1x1 head conv the text matrix is folded into it, so the D-channel map is never built:
-        the same logits as class_logits(self(x), ...) at about half the head's cost (see _folded_logits).
+        the same logits as class_logits(self(x), ...) at a fraction of the head's cost (see _folded_logits).
         """
         conv = self.net.segmentation_head[0]
         if conv.kernel_size == (1, 1) and conv.bias is not None:
@@ -131,15 +136,16 @@ def _folded_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 
     Numerator t.(W h + b) = (t W).h + t.b costs C*K per pixel; the squared norm
     |W h + b|^2 = h.(W^T W) h + 2 (W^T b).h + b.b costs K*K, against D*K for the D-channel map, and K
-    when W's columns are `orthonormal` (W^T W = I: h.h). Computed in fp32 so the quadratic form keeps its
-    precision under autocast.
+    when W's columns are `orthonormal` (W^T W = I: h.h). Computed in fp32, autocast off, so the quadratic
+    form keeps its precision.
     """
     hidden, weight, bias = hidden.float(), weight.float(), bias.float()
-    unit_text = F.normalize(text.float(), dim=-1)                                 # (C, D)
-    # One 1x1 conv, as a plain C-class head: the C numerators and the norm's linear part 2 (W^T b).h + b.b.
-    rows = torch.cat([unit_text @ weight, 2 * (bias @ weight)[None]])             # (C + 1, K)
-    offsets = torch.cat([unit_text @ bias, (bias @ bias)[None]])                  # (C + 1,)
-    linear = F.conv2d(hidden, rows[:, :, None, None], offsets)
-    gram_h = hidden if orthonormal else F.conv2d(hidden, (weight.T @ weight)[:, :, None, None])  # (B, K, h, w)
-    sq_norm = (hidden * gram_h).sum(1) + linear[:, -1]
-    return scale * linear[:, :-1] / sq_norm.clamp_min(0).sqrt().clamp_min(1e-12)[:, None]
+    with torch.autocast(hidden.device.type, enabled=False):
+        unit_text = F.normalize(text.float(), dim=-1)                             # (C, D)
+        # One 1x1 conv, as a plain C-class head: the C numerators and the norm's linear part 2 (W^T b).h + b.b.
+        rows = torch.cat([unit_text @ weight, 2 * (bias @ weight)[None]])         # (C + 1, K)
+        offsets = torch.cat([unit_text @ bias, (bias @ bias)[None]])              # (C + 1,)
+        linear = F.conv2d(hidden, rows[:, :, None, None], offsets)
+        gram_h = hidden if orthonormal else F.conv2d(hidden, (weight.T @ weight)[:, :, None, None])  # (B, K, h, w)
+        sq_norm = (hidden * gram_h).sum(1) + linear[:, -1]
+        return scale * linear[:, :-1] / sq_norm.clamp_min(0).sqrt().clamp_min(1e-12)[:, None]
