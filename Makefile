@@ -32,7 +32,7 @@ demo: install
 	dvc metrics show
 	cat metrics/report.md
 
-# Two workers (pytest-xdist), one core and one torch thread each (tests/conftest.py): ~7 min on 2 cores.
+# Two workers (pytest-xdist), one core and one torch thread each (tests/conftest.py): ~10 min on 2 cores.
 # loadgroup: each of test_export.py and test_serve.py runs on one worker, so its module fixtures start once.
 test: install-test
 	python -m pytest -q -n 2 --dist loadgroup --durations=10
