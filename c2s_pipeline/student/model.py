@@ -5,7 +5,8 @@ logits, never the D-channel map, are upsampled to the input size.
 
 The head is the 1x1 conv W (D x K) from the decoder's K channels to D. `linear` (the paper's) leaves W
 free; `isometric` keeps its columns orthonormal (W^T W = I, needs K <= D), so the feature norm that the
-cosine divides by costs K per pixel at inference instead of K^2 (see _folded_logits). README: inference.
+cosine divides by costs K per pixel at inference instead of K^2 (see _folded_logits).
+README: Development, Inference.
 """
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ class Student(nn.Module):
         if not parametrize.is_parametrized(conv, "weight") or torch.is_grad_enabled():
             return conv.weight
         free = conv.parametrizations.weight.original
-        source, weight = getattr(self, "_frozen_head", (None, None))
+        source = getattr(self, "_frozen_head", (None,))[0]
         if source is None or source.device != free.device or source.dtype != free.dtype \
                 or not torch.equal(source, free):
             self._frozen_head = (free.detach().clone(), conv.weight.detach())
