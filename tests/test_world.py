@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 import numpy as np
 import open_clip
@@ -215,3 +216,38 @@ def test_pretraining_batches_larger_than_the_distinct_captions_are_refused(tiny_
     with pytest.raises(ConfigError, match="pretrain.batch_size 21 is more than the .* distinct captions"):
         pretrain_teacher(tiny_world, tmp_path / "clip.pt", cfg, model_name="c2s-tiny-vit")
     assert not (tmp_path / "clip.pt").exists()
+
+
+def test_training_only_the_captions_token_rows_gives_the_same_teacher_bit_for_bit():
+    from c2s_pipeline.world.pretrain import _augment, _lr, _normalise, train_clip
+
+    cfg = PretrainConfig(lr=1e-2, weight_decay=0.1, warmup_steps=1)
+    tokens = open_clip.get_tokenizer("c2s-tiny-vit")([f"a photo of a {c}." for c in CLASS_NAMES[:6]])
+    images = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    batches = [torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([5, 0, 2])]
+
+    def fresh():
+        register_model_configs()
+        torch.manual_seed(0)
+        return open_clip.create_model("c2s-tiny-vit", pretrained=None, output_dict=True)
+
+    ours = fresh()
+    start = ours.token_embedding.weight.detach().clone()
+    train_clip(ours, images, tokens, batches, cfg, torch.Generator().manual_seed(1), "cpu")
+    reference, gen = fresh(), torch.Generator().manual_seed(1)           # AdamW over every row, as before
+    opt = torch.optim.AdamW(reference.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for step, idx in enumerate(batches):
+        opt.param_groups[0]["lr"] = _lr(step, len(batches), cfg)
+        out = reference(_normalise(_augment(images[idx], gen)), tokens[idx])
+        loss = open_clip.ClipLoss()(out["image_features"], out["text_features"], out["logit_scale"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            reference.logit_scale.clamp_(0, math.log(100))
+    table = ours.token_embedding.weight
+    assert table.shape == start.shape                                      # the full table is back
+    used, unused = tokens[0, 1], 100                                       # a caption token; one no caption has
+    assert unused not in tokens
+    assert not torch.equal(table[used], start[used]) and not torch.equal(table[unused], start[unused])
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in ours.state_dict().items())

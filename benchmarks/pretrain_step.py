@@ -1,0 +1,70 @@
+"""Teacher pretraining step: `train_clip` (AdamW on the caption token rows only) vs AdamW on every row.
+
+    python -m benchmarks.pretrain_step                    # the world's CLIP, batch 20, 30 steps a run
+
+Both train the same freshly initialised open_clip model on the same batches (20 distinct class captions,
+random photos at the model's input size) and give the same weights bit for bit (tests/test_world.py);
+the runs alternate, and each is timed whole (the optimizer's first step allocates its state).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+import open_clip
+import torch
+
+from benchmarks.timing import interleaved_median_seconds
+from c2s_pipeline.config import PretrainConfig
+from c2s_pipeline.teacher.clip import SINGLE_TEMPLATE
+from c2s_pipeline.teacher.registry import register_model_configs
+from c2s_pipeline.world.generator import CLASS_NAMES
+from c2s_pipeline.world.pretrain import _augment, _lr, _normalise, make_optimizer, train_clip
+
+
+def every_row(model, images, tokens, batches, cfg: PretrainConfig, gen, device) -> None:
+    """The loop before CaptionTokenRows: AdamW over the whole token table."""
+    opt, loss_fn = make_optimizer(model, cfg), open_clip.ClipLoss()
+    for step, idx in enumerate(batches):
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, len(batches), cfg)
+        out = model(_normalise(_augment(images[idx], gen).to(device)), tokens[idx].to(device))
+        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="c2s-world-vit")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    register_model_configs()
+    cfg = PretrainConfig()
+    tokens = open_clip.get_tokenizer(args.model)([SINGLE_TEMPLATE[0].format(c) for c in CLASS_NAMES])
+    size = open_clip.get_model_config(args.model)["vision_cfg"]["image_size"]
+    images = torch.randint(0, 256, (len(tokens), 3, size, size), dtype=torch.uint8)
+    batches = [torch.randperm(len(tokens), generator=torch.Generator().manual_seed(i)) for i in range(args.steps)]
+
+    def run(train):
+        def once():
+            torch.manual_seed(0)
+            model = open_clip.create_model(args.model, pretrained=None, output_dict=True).train()
+            train(model, images, tokens, batches, cfg, torch.Generator().manual_seed(0), "cpu")
+        return once
+
+    secs = interleaved_median_seconds({"caption rows": run(train_clip), "every row": run(every_row)},
+                                      repeats=args.repeats)
+    ours, before = (secs[k] / args.steps * 1e3 for k in ("caption rows", "every row"))
+    print(f"{args.model}, batch {len(tokens)}, {args.steps} steps a run, median of {args.repeats} runs, "
+          f"{torch.get_num_threads()} threads")
+    print(f"ms per step: caption rows {ours:.1f}, every row {before:.1f}, ratio {ours / before:.3f}")
+
+
+if __name__ == "__main__":
+    main()
