@@ -11,7 +11,7 @@ from tqdm import tqdm
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params, to_dict
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.eval.inference import apply_seen_bias, dense_text_logits, segment
-from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, summarize
+from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, split_confusion, summarize
 from c2s_pipeline.eval.report import write_per_class_csv
 from c2s_pipeline.eval.speed import count_flops, count_params, measure_fps
 from c2s_pipeline.student.data import image_to_tensor
@@ -33,7 +33,7 @@ def _finish(name: str, cm: ConfusionMatrix, dataset, extra: dict, out_json: Path
     iou = cm.iou()
     summary = summarize(iou, torch.from_numpy(seen), cm.pixel_accuracy())
     rows = per_class_rows(iou, list(dataset.spec.class_names), seen)
-    payload = {"name": name, **summary, **extra}
+    payload = {"name": name, **summary, **split_confusion(cm.mat, seen), **extra}
     write_per_class_csv(rows, out_json.with_suffix(".csv"))
     log.info("%s: sIoU %.2f uIoU %.2f hIoU %.2f", name, summary["sIoU"], summary["uIoU"], summary["hIoU"])
     return write_json(out_json, payload)

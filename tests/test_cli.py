@@ -44,7 +44,7 @@ def test_pipeline_end_to_end(project):
         assert c2s("evaluate", "--run", f"models/{run}").exit_code == 0
     assert c2s("evaluate", "--clip-baseline").exit_code == 0
     metrics = json.loads((project / "metrics" / "c2s.json").read_text())
-    for key in ("mIoU", "sIoU", "uIoU", "hIoU", "pixel_acc", "fps", "params"):
+    for key in ("mIoU", "sIoU", "uIoU", "hIoU", "pixel_acc", "seen_as_unseen", "unseen_as_seen", "fps", "params"):
         assert isinstance(metrics[key], (int, float))
     assert 0 <= metrics["sIoU"] <= 100 and metrics["fps"] > 0
     rows = (project / "metrics" / "c2s.csv").read_text().splitlines()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from c2s_pipeline.eval.inference import apply_seen_bias, predict_logits, segment
-from c2s_pipeline.eval.metrics import ConfusionMatrix, harmonic, per_class_rows, summarize
+from c2s_pipeline.eval.metrics import ConfusionMatrix, harmonic, per_class_rows, split_confusion, summarize
 from c2s_pipeline.eval.report import (legend_entries, metrics_table, overlay_png, palette, per_class_bar_chart,
                                       read_per_class_csv, write_per_class_csv)
 from c2s_pipeline.eval.speed import count_flops, measure_fps
@@ -39,6 +39,12 @@ def test_confusion_matrix_and_iou_by_hand():
     assert s["hIoU"] == pytest.approx(2 * s["sIoU"] * s["uIoU"] / (s["sIoU"] + s["uIoU"]))
     rows = per_class_rows(iou, ["a", "b", "c", "d"], [True, True, False, False])
     assert rows[2] == {"class": "c", "iou": pytest.approx(33.3333, abs=1e-3), "seen": False} and rows[3]["iou"] is None
+    # class 0 seen: 1 of its 3 pixels went to an unseen class; 3 of the 5 unseen pixels (1 + 2) went to class 0
+    crossing = split_confusion(cm.mat, [True, False, False, False])
+    assert crossing == {"seen_as_unseen": pytest.approx(100 / 3), "unseen_as_seen": pytest.approx(60.0)}
+    assert split_confusion(cm.mat, [True, True, False, False]) == {"seen_as_unseen": 0.0,
+                                                                   "unseen_as_seen": pytest.approx(100 * 2 / 3)}
+    assert math.isnan(split_confusion(cm.mat, [True] * 4)["unseen_as_seen"])
 
 
 def test_never_predicted_class_scores_zero_and_hiou_edge_cases():
@@ -125,9 +131,12 @@ def test_seen_bias_flips_only_small_margins():
 
 def test_report_table_csv_chart_and_overlay(tmp_path):
     table = metrics_table([{"name": "c2s", "sIoU": 80.123, "uIoU": 40.0, "hIoU": 53.36, "mIoU": 70.0,
-                            "pixel_acc": 90.0}])
-    assert table.splitlines()[0] == "| model | sIoU | uIoU | hIoU | mIoU | pixel_acc |"
-    assert "| c2s | 80.12 | 40.00 | 53.36 | 70.00 | 90.00 |" in table
+                            "pixel_acc": 90.0, "seen_as_unseen": 3.5, "unseen_as_seen": 42.0},
+                           {"name": "old", "sIoU": 1.0}])                 # a metrics file from before a column
+    assert table.splitlines()[0] == ("| model | sIoU | uIoU | hIoU | mIoU | pixel_acc | seen_as_unseen "
+                                     "| unseen_as_seen |")
+    assert "| c2s | 80.12 | 40.00 | 53.36 | 70.00 | 90.00 | 3.50 | 42.00 |" in table
+    assert "| old | 1.00 | nan | nan | nan | nan | nan | nan |" in table
     rows = [{"class": "a", "iou": 12.5, "seen": True}, {"class": "b", "iou": None, "seen": False}]
     assert read_per_class_csv(write_per_class_csv(rows, tmp_path / "x.csv")) == rows
     png = per_class_bar_chart({"c2s": rows, "base": rows}, tmp_path / "bars.png")

@@ -64,6 +64,20 @@ def summarize(iou: torch.Tensor, seen_mask, pixel_acc: float) -> dict:
             "pixel_acc": pixel_acc * 100}
 
 
+def split_confusion(mat: torch.Tensor, seen_mask) -> dict:
+    """Where pixels cross the split, in percent: labelled seen-class pixels predicted as an unseen class
+    (what costs sIoU when unseen classes pull seen pixels), and unseen-class pixels predicted as a seen
+    class (the seen bias that calibration targets). NaN for a side with no labelled pixels."""
+    seen = torch.as_tensor(np.asarray(seen_mask), dtype=torch.bool, device=mat.device)
+    m = mat.double()
+
+    def share(rows: torch.Tensor, cols: torch.Tensor) -> float:
+        total = float(m[rows].sum())
+        return float(m[rows][:, cols].sum()) / total * 100 if total else float("nan")
+
+    return {"seen_as_unseen": share(seen, ~seen), "unseen_as_seen": share(~seen, seen)}
+
+
 def per_class_rows(iou: torch.Tensor, class_names: list[str], seen_mask) -> list[dict]:
     seen = np.asarray(seen_mask, dtype=bool)
     return [{"class": name, "iou": None if math.isnan(v) else round(v * 100, 4), "seen": bool(seen[i])}

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-TABLE_COLUMNS = ("sIoU", "uIoU", "hIoU", "mIoU", "pixel_acc")
+# seen_as_unseen / unseen_as_seen: % of one split's labelled pixels predicted as the other's classes
+TABLE_COLUMNS = ("sIoU", "uIoU", "hIoU", "mIoU", "pixel_acc", "seen_as_unseen", "unseen_as_seen")
 
 
 def metrics_table(rows: list[dict]) -> str:
