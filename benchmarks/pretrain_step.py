@@ -4,7 +4,8 @@
 
 Both train the same freshly initialised open_clip model on the same batches (20 distinct class captions,
 random photos at the model's input size) and give the same weights bit for bit (tests/test_world.py);
-the runs alternate, and each is timed whole (the optimizer's first step allocates its state).
+the runs alternate, and each is timed whole (the optimizer's first step allocates its state), each on a model
+built before the timing. `every_row` is also the reference of tests/test_world.py.
 """
 from __future__ import annotations
 
@@ -51,11 +52,15 @@ def main() -> None:
     images = torch.randint(0, 256, (len(tokens), 3, size, size), dtype=torch.uint8)
     batches = [torch.randperm(len(tokens), generator=torch.Generator().manual_seed(i)) for i in range(args.steps)]
 
+    def fresh():
+        torch.manual_seed(0)
+        return open_clip.create_model(args.model, pretrained=None, output_dict=True).train()
+
     def run(train):
+        models = [fresh() for _ in range(args.repeats + 1)]          # built before the timing (+1: warm-up)
+
         def once():
-            torch.manual_seed(0)
-            model = open_clip.create_model(args.model, pretrained=None, output_dict=True).train()
-            train(model, images, tokens, batches, cfg, torch.Generator().manual_seed(0), "cpu")
+            train(models.pop(), images, tokens, batches, cfg, torch.Generator().manual_seed(0), "cpu")
         return once
 
     secs = interleaved_median_seconds({"caption rows": run(train_clip), "every row": run(every_row)},

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 
 import numpy as np
 import open_clip
@@ -218,8 +217,9 @@ def test_pretraining_batches_larger_than_the_distinct_captions_are_refused(tiny_
     assert not (tmp_path / "clip.pt").exists()
 
 
-def test_training_only_the_captions_token_rows_gives_the_same_teacher_bit_for_bit():
-    from c2s_pipeline.world.pretrain import _augment, _lr, _normalise, train_clip
+def test_training_only_the_captions_token_rows_gives_the_same_teacher_bit_for_bit(monkeypatch):
+    from benchmarks.pretrain_step import every_row
+    from c2s_pipeline.world import pretrain
 
     cfg = PretrainConfig(lr=1e-2, weight_decay=0.1, warmup_steps=1)
     tokens = open_clip.get_tokenizer("c2s-tiny-vit")([f"a photo of a {c}." for c in CLASS_NAMES[:6]])
@@ -231,23 +231,42 @@ def test_training_only_the_captions_token_rows_gives_the_same_teacher_bit_for_bi
         torch.manual_seed(0)
         return open_clip.create_model("c2s-tiny-vit", pretrained=None, output_dict=True)
 
+    table_rows = []
+    make_optimizer = pretrain.make_optimizer
+    monkeypatch.setattr(pretrain, "make_optimizer",
+                        lambda m, c: table_rows.append(m.token_embedding.weight.shape[0]) or make_optimizer(m, c))
     ours = fresh()
     start = ours.token_embedding.weight.detach().clone()
-    train_clip(ours, images, tokens, batches, cfg, torch.Generator().manual_seed(1), "cpu")
-    reference, gen = fresh(), torch.Generator().manual_seed(1)           # AdamW over every row, as before
-    opt = torch.optim.AdamW(reference.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    for step, idx in enumerate(batches):
-        opt.param_groups[0]["lr"] = _lr(step, len(batches), cfg)
-        out = reference(_normalise(_augment(images[idx], gen)), tokens[idx])
-        loss = open_clip.ClipLoss()(out["image_features"], out["text_features"], out["logit_scale"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            reference.logit_scale.clamp_(0, math.log(100))
+    pretrain.train_clip(ours, images, tokens, batches, cfg, torch.Generator().manual_seed(1), "cpu")
+    reference = fresh()
+    every_row(reference, images, tokens, batches, cfg, torch.Generator().manual_seed(1), "cpu")
+
+    assert table_rows == [len(torch.unique(tokens))] and table_rows[0] < 50      # AdamW saw the used rows only
     table = ours.token_embedding.weight
     assert table.shape == start.shape                                      # the full table is back
     used, unused = tokens[0, 1], 100                                       # a caption token; one no caption has
     assert unused not in tokens
     assert not torch.equal(table[used], start[used]) and not torch.equal(table[unused], start[unused])
-    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in ours.state_dict().items())
+    mine, theirs = ours.state_dict(), reference.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_caption_token_rows_keep_the_end_token_last_and_restore_the_table():
+    from c2s_pipeline.world.pretrain import CaptionTokenRows
+
+    register_model_configs()
+    model = open_clip.create_model("c2s-tiny-vit", pretrained=None)
+    tokens = open_clip.get_tokenizer("c2s-tiny-vit")(["a photo of a red star.", "a photo of a blue cross."])
+    full, start = model.token_embedding, model.token_embedding.weight.detach().clone()
+    rows = CaptionTokenRows(model, tokens)
+    assert model.token_embedding.weight.shape[0] == len(torch.unique(tokens)) < 20
+    assert torch.equal(rows.remapped.argmax(-1), tokens.argmax(-1))         # argmax pooling: same positions
+    assert torch.equal(model.token_embedding(rows.remapped), full(tokens))  # same vectors per position
+    with torch.no_grad():
+        model.token_embedding.weight += 1.0                                 # "training"
+    rows.restore()
+    others = torch.ones(len(start), dtype=torch.bool)
+    others[rows.used] = False
+    assert model.token_embedding is full
+    assert torch.equal(full.weight[rows.used], start[rows.used] + 1.0)
+    assert torch.equal(full.weight[others], start[others])

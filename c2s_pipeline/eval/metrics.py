@@ -1,4 +1,5 @@
-"""Confusion matrix at label resolution and the zero-shot summaries sIoU / uIoU / hIoU."""
+"""Confusion matrix at label resolution, the zero-shot summaries sIoU / uIoU / hIoU, and the pixels that
+cross the seen / unseen split."""
 from __future__ import annotations
 
 import math
@@ -65,9 +66,10 @@ def summarize(iou: torch.Tensor, seen_mask, pixel_acc: float) -> dict:
 
 
 def split_confusion(mat: torch.Tensor, seen_mask) -> dict:
-    """Where pixels cross the split, in percent: labelled seen-class pixels predicted as an unseen class
-    (what costs sIoU when unseen classes pull seen pixels), and unseen-class pixels predicted as a seen
-    class (the seen bias that calibration targets). NaN for a side with no labelled pixels."""
+    """Where pixels cross the split, from a (C, C) confusion matrix (rows = label), in percent: labelled
+    seen-class pixels predicted as an unseen class (what costs sIoU when unseen classes pull seen pixels),
+    and unseen-class pixels predicted as a seen class (the seen bias that calibration targets). NaN for a
+    side with no labelled pixels."""
     seen = torch.as_tensor(np.asarray(seen_mask), dtype=torch.bool, device=mat.device)
     m = mat.double()
 

@@ -130,29 +130,33 @@ def zero_shot_accuracy(model, tokenizer, world_dir: Path, size: int, device) -> 
 
 def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
     """AdamW with the batched (foreach) kernels: on CPU torch defaults to a per-tensor loop, which gives the
-    same numbers (tests/test_world.py) more slowly (a world pretraining step: 209 vs 200 ms side by side)."""
+    same numbers (tests/test_world.py) more slowly. One parameter group: `train_clip` repeats its decay."""
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
 class CaptionTokenRows:
-    """Trains only the rows of the token embedding that the captions use; the same teacher, bit for bit.
+    """Swaps a CLIP's token embedding for the rows that `tokens` use; the same teacher, bit for bit.
 
     The table has a row for each of open_clip's 49,408 tokens (83 % of the world CLIP's weights) and a
-    world's captions use a few dozen, yet AdamW reads and writes every row at every step (a third of a
-    world pretraining step). A row no caption uses gets a zero gradient, so AdamW's only change to it is
-    the decoupled decay p *= 1 - lr * wd, which `decay_unused` applies with the same float; the used rows
-    train as an ordinary Embedding. Token ids are renumbered in their order, so open_clip's argmax text
-    pooling finds the same end-of-text token. `restore` puts the full table back.
+    world's captions use a few dozen, yet AdamW reads and writes every row at every step (a fifth of a
+    world pretraining step: benchmarks/pretrain_step.py). A row no caption uses gets a zero gradient, so
+    AdamW's only change to it is the decoupled decay p *= 1 - lr * wd, which `decay_table` applies with the
+    same float; the used rows train as an ordinary Embedding. Ids are renumbered in their order
+    (`remapped`), so open_clip's argmax text pooling finds the same end-of-text token. `restore` writes the
+    trained rows into the full table and puts it back.
     """
 
     def __init__(self, model: torch.nn.Module, tokens: torch.Tensor):
+        if getattr(model, "text_pool_type", None) != "argmax" or not hasattr(model, "token_embedding"):
+            raise ValueError("training only the caption token rows needs an open_clip CLIP with argmax text "
+                             "pooling (the world's c2s-* configs)")
         self.model, self.full = model, model.token_embedding
-        self.used, self.tokens = torch.unique(tokens, return_inverse=True)     # sorted: order kept
+        self.used, self.remapped = torch.unique(tokens, return_inverse=True)    # sorted: order kept
         model.token_embedding = torch.nn.Embedding.from_pretrained(self.full.weight.detach()[self.used],
                                                                    freeze=False)
 
     @torch.no_grad()
-    def decay_unused(self, factor: float) -> None:
+    def decay_table(self, factor: float) -> None:
         self.full.weight.mul_(factor)            # the used rows too: `restore` overwrites them
 
     @torch.no_grad()
@@ -163,26 +167,30 @@ class CaptionTokenRows:
 
 def train_clip(model, images: torch.Tensor, tokens: torch.Tensor, batches: list[torch.Tensor],
                cfg: PretrainConfig, gen: torch.Generator, device, bar: tqdm | None = None) -> None:
-    """AdamW with ClipLoss over the index batches of (uint8 images, caption tokens), augmented by `gen`."""
+    """AdamW with ClipLoss: images (N, 3, S, S) uint8 and caption tokens (N, L), one step per index batch,
+    augmented by `gen`. Only the caption token rows train (CaptionTokenRows); the full table is back on
+    return, also after an error."""
     loss_fn = open_clip.ClipLoss()
     rows = CaptionTokenRows(model, tokens)
-    opt = make_optimizer(model, cfg)
-    for step, idx in enumerate(batches):
-        lr = _lr(step, len(batches), cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        out = model(_normalise(_augment(images[idx], gen).to(device)), rows.tokens[idx].to(device))
-        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        rows.decay_unused(1 - lr * cfg.weight_decay)
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    rows.restore()
+    try:
+        opt = make_optimizer(model, cfg)
+        for step, idx in enumerate(batches):
+            lr = _lr(step, len(batches), cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            out = model(_normalise(_augment(images[idx], gen).to(device)), rows.remapped[idx].to(device))
+            loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            rows.decay_table(1 - lr * cfg.weight_decay)
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    finally:
+        rows.restore()
 
 
 def pretrain_teacher(world_dir: str | Path, out_path: str | Path, cfg: PretrainConfig,
