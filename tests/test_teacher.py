@@ -69,6 +69,19 @@ def test_standard_dense_path_matches_the_models_own_patch_projection():
     torch.testing.assert_close(clip.encode_images(x).dense_tokens, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_world_teacher_embeds_an_image_as_the_mean_of_its_patch_tokens():
+    """The world's CLIP pools by averaging (README: the embedded default), so at native size its image
+    embedding is the mean of the dense path's projected patch tokens: each token is a piece of it."""
+    torch.manual_seed(2)
+    clip = load_clip("c2s-world-vit", None, image_size=64, dense_mode="standard")
+    x = clip.preprocess(_images(seed=2, size=64), 64)
+    with torch.no_grad():
+        tokens = clip._dense_tokens(x)                                    # (B, 8, 8, D), not normalised
+        image = clip.model.encode_image(x)                                # (B, D)
+    assert tokens.shape == (2, 8, 8, 128)
+    torch.testing.assert_close(tokens.mean((1, 2)), image, atol=1e-5, rtol=1e-5)
+
+
 def test_maskclip_block_is_the_value_path_with_residual_and_mlp(tiny):
     block = tiny.visual.transformer.resblocks[-1]
     x = torch.randn(2, 5, block.ln_1.normalized_shape[0])
