@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from c2s_pipeline.cache import schema as S
-from c2s_pipeline.cache.fingerprint import fingerprint_inputs, teacher_fingerprint
+from c2s_pipeline.cache.fingerprint import fingerprint_inputs, model_config_digest, teacher_fingerprint
 from c2s_pipeline.cache.inspect import list_stores, verify_store
 from c2s_pipeline.cache.schema import CacheShape, TeacherRecord
 from c2s_pipeline.cache.store import CacheError, CacheReader, CacheWriter, StoreIdentity, UnseenAccessError
@@ -203,7 +203,8 @@ def test_list_and_verify(tmp_path):
 
 
 def test_fingerprint_tracks_teacher_settings_only():
-    base = dict(dataset="world", split="train", ids=["a", "b"], data="d0", clip_model="m", weights_digest="w",
+    base = dict(dataset="world", split="train", ids=["a", "b"], data="d0", clip_model="m", model_config="c",
+                weights_digest="w",
                 image_size=128,
                 dense_mode="maskclip", crop_size=0, templates="single", mining=MiningConfig(), max_regions=16,
                 unseen=[1], view_crops=(0.75,), dense_tokens=True)
@@ -215,3 +216,10 @@ def test_fingerprint_tracks_teacher_settings_only():
     assert teacher_fingerprint(fingerprint_inputs(**{**base, "view_crops": (0.5,)})) != fp
     assert teacher_fingerprint(fingerprint_inputs(**{**base, "data": "d1"})) != fp   # images or labels changed
     assert teacher_fingerprint(fingerprint_inputs(**{**base, "dense_tokens": False})) != fp
+    assert teacher_fingerprint(fingerprint_inputs(**{**base, "model_config": "c1"})) != fp  # architecture
+
+
+def test_model_config_digest_reads_the_projects_configs_and_names_open_clips():
+    assert model_config_digest("ViT-B-16") == "open_clip:ViT-B-16"
+    world, tiny = model_config_digest("c2s-world-vit"), model_config_digest("c2s-tiny-vit")
+    assert len(world) == 16 and world != tiny and world == model_config_digest("c2s-world-vit")

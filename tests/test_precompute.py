@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,9 @@ from c2s_pipeline.cache.schema import LATENT, NO_REGION
 from c2s_pipeline.cache.inspect import list_stores, verify_store
 from c2s_pipeline.cache.store import CacheError, CacheReader
 from stages import precompute
-from c2s_pipeline.cache.identity import locate_store
+from c2s_pipeline.cache import fingerprint
+from c2s_pipeline.cache.identity import locate_store, open_store
+from c2s_pipeline.teacher.registry import MODEL_CONFIG_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 ARRAYS = ("global_cls", "dense_tokens", "pseudo_mask", "region_class", "local_cls", "region_count")
@@ -102,6 +105,23 @@ def test_each_stored_view_is_the_clip_embedding_of_exactly_that_window(tiny_para
         np.testing.assert_allclose(stored[v], expected, atol=2e-3, err_msg=f"view {v}")
     assert np.abs(stored[0] - stored[1]).max() > 1e-2                                # views differ
     assert reader.manifest["inputs"]["clip_model"] == "c2s-tiny-vit"
+
+
+def test_an_edited_model_config_addresses_a_new_store_and_the_old_one_is_refused(tiny_params, tmp_path, monkeypatch):
+    """The project's own configs change with the code (world v4 -> average pooling, same weight names): the
+    store of the old architecture must not be served for the new one."""
+    path = precompute.run(tiny_params, split="val", cache_dir=tmp_path)
+    configs = tmp_path / "configs"
+    shutil.copytree(MODEL_CONFIG_DIR, configs)
+    cfg = json.loads((configs / "c2s-tiny-vit.json").read_text())
+    (configs / "c2s-tiny-vit.json").write_text(json.dumps(cfg, indent=4))           # layout only: same store
+    monkeypatch.setattr(fingerprint, "MODEL_CONFIG_DIR", configs)
+    assert locate_store(tiny_params, "val", tmp_path)[0] == path
+    cfg["vision_cfg"]["pool_type"] = "avg"
+    (configs / "c2s-tiny-vit.json").write_text(json.dumps(cfg))
+    assert locate_store(tiny_params, "val", tmp_path)[0] != path
+    with pytest.raises(CacheError, match="computed under other settings: model_config '[0-9a-f]{16}' -> '[0-9a-f]{16}'"):
+        open_store(tiny_params, "val", cache_dir=tmp_path, cache=path)
 
 
 def test_rerun_reuses_and_teacher_change_makes_a_new_store(tiny_params, tmp_path, caplog):

@@ -1,6 +1,7 @@
 """The frozen CLIP wrapper on the project's tiny open_clip config (random weights, no download)."""
 from __future__ import annotations
 
+import json
 import numpy as np
 import open_clip
 import pytest
@@ -127,6 +128,23 @@ def test_local_checkpoint_loads_identically_and_changes_the_digest(tmp_path, tin
     other = tmp_path / "other.pt"
     torch.save(state, other)
     assert load_clip("c2s-tiny-vit", str(other), image_size=128).weights_digest != loaded.weights_digest
+
+
+def test_a_checkpoint_recorded_under_another_config_is_refused(tmp_path, tiny):
+    """The record that world pretraining writes beside its checkpoint names the config: weights of another
+    pooling have the same keys, so only the record can tell."""
+    path = tmp_path / "clip.pt"
+    torch.save(tiny.model.state_dict(), path)
+    recorded = open_clip.get_model_config("c2s-tiny-vit")
+    (tmp_path / "clip.json").write_text(json.dumps({"model": "c2s-tiny-vit", "model_config": recorded}))
+    load_clip("c2s-tiny-vit", str(path), image_size=64)                       # the same config loads
+    recorded["vision_cfg"]["pool_type"] = "avg"
+    (tmp_path / "clip.json").write_text(json.dumps({"model": "c2s-tiny-vit", "model_config": recorded}))
+    with pytest.raises(TeacherError, match=r"pretrained under another c2s-tiny-vit config \(vision_cfg.pool_type "
+                                           r"'avg' -> None\); pretrain it again"):
+        load_clip("c2s-tiny-vit", str(path), image_size=64)
+    (tmp_path / "clip.json").write_text(json.dumps({"loss_after": 1.0}))        # a record from before: unchecked
+    load_clip("c2s-tiny-vit", str(path), image_size=64)
 
 
 def test_bad_weights_give_one_line_errors(tmp_path, monkeypatch):

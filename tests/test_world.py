@@ -80,6 +80,7 @@ def test_pretraining_lowers_the_loss_and_writes_an_open_clip_checkpoint(tiny_wor
     metrics = pretrain_teacher(tiny_world, out, cfg, model_name="c2s-tiny-vit")
     assert metrics["loss_after"] < metrics["loss_before"]
     assert set(metrics) >= {"zero_shot_top1_seen", "zero_shot_top1_unseen"}
+    assert metrics["model_config"] == open_clip.get_model_config("c2s-tiny-vit")      # checked when it loads
     model = open_clip.create_model("c2s-tiny-vit", pretrained=str(out)).eval()
     state = torch.load(out, weights_only=True)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())

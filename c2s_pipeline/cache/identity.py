@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from c2s_pipeline.cache.fingerprint import data_digest, fingerprint_inputs, teacher_fingerprint, weights_digest
+from c2s_pipeline.cache.fingerprint import (data_digest, fingerprint_inputs, model_config_digest, teacher_fingerprint,
+                                            weights_digest)
 from c2s_pipeline.cache.store import CacheReader, StoreIdentity, store_path
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
 from c2s_pipeline.data.registry import dataset_from_params
@@ -24,7 +25,8 @@ def teacher_inputs(params: Params, split: str, dataset) -> dict:
     files = [p for i in range(len(dataset)) for p in (dataset.image_path(i), dataset.label_path(i))]
     return fingerprint_inputs(
         dataset=d.dataset, split=split, ids=list(dataset.ids), data=data_digest(files), clip_model=t.clip_model,
-        weights_digest=weights_digest(t.clip_model, t.pretrained), image_size=d.image_size,
+        model_config=model_config_digest(t.clip_model), weights_digest=weights_digest(t.clip_model, t.pretrained),
+        image_size=d.image_size,
         dense_mode=t.dense_mode, crop_size=t.crop_size, templates=dataset.spec.prompt_set(t.templates),
         mining=params.mining, max_regions=t.max_regions, unseen=list(dataset.spec.unseen), view_crops=t.view_crops,
         dense_tokens=stores_dense_tokens(params, split),

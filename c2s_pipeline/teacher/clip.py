@@ -6,6 +6,7 @@ to the requested image size and a modified last block (MaskCLIP by default).
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from c2s_pipeline.cache.fingerprint import weights_digest
+from c2s_pipeline.config import changes, first_few, flatten
 from c2s_pipeline.teacher.registry import register_model_configs
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ def _create(model_name: str, pretrained: str | None) -> torch.nn.Module:
         return open_clip.create_model(model_name, pretrained=None)
     path = Path(pretrained)
     if path.is_file():
+        check_recorded_config(model_name, path)
         try:
             return open_clip.create_model(model_name, pretrained=str(path))
         except (RuntimeError, KeyError, ValueError) as err:
@@ -68,6 +71,23 @@ def _create(model_name: str, pretrained: str | None) -> torch.nn.Module:
         raise TeacherError(f"could not load CLIP weights '{pretrained}' for {model_name} (offline? "
                            f"{err.__class__.__name__}): download them on a connected machine with open_clip "
                            "or pass --pretrained /path/to/checkpoint.pt") from None
+
+
+def check_recorded_config(model_name: str, checkpoint: Path) -> None:
+    """Refuse a checkpoint whose record (the JSON beside it that `c2s world pretrain-teacher` writes) names another
+    config of this model: weights of a class-token-pooled world CLIP load into the average-pooled config
+    without any error, as the two have the same parameters. Checkpoints without a record load unchecked."""
+    try:
+        recorded = json.loads(checkpoint.with_suffix(".json").read_text()).get("model_config")
+    except (OSError, ValueError, AttributeError):
+        return
+    current = open_clip.get_model_config(model_name)
+    if recorded is None or current is None or recorded == current:
+        return
+    old, new = flatten(recorded), flatten(current)
+    raise TeacherError(f"checkpoint {checkpoint} was pretrained under another {model_name} config "
+                       f"({first_few(changes(old, new, sorted(set(old) | set(new))))}); pretrain it again "
+                       "(`dvc repro pretrain_teacher` or `c2s world pretrain-teacher`)")
 
 
 def load_clip(model_name: str, pretrained: str | None, *, image_size: int,

@@ -217,7 +217,8 @@ def pretrain_teacher(world_dir: str | Path, out_path: str | Path, cfg: PretrainC
     bar = tqdm(total=total, desc="pretrain teacher", unit="step")
     train_clip(model, images, tokens, batches, cfg, gen, device, bar)
     bar.close()
-    metrics = {"loss_before": loss_before,
+    metrics = {"model": model_name, "model_config": open_clip.get_model_config(model_name),
+               "loss_before": loss_before,
                "loss_after": contrastive_loss(model, loss_fn, images[probe].to(device), tokens[probe].to(device)),
                "steps": total, "seconds": round(time.perf_counter() - start, 1),
                **zero_shot_accuracy(model, tokenizer, world_dir, size, device)}
