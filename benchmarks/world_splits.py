@@ -2,6 +2,7 @@
 
     python -m benchmarks.world_splits --seeds 0 1 2 --out metrics/world_splits.md          # ~1 h on 2 cores
     python -m benchmarks.world_splits --seeds 0 --splits default --ablation --out metrics/ablation.md
+    python -m benchmarks.world_splits --student-init --work benchmarks/_world_splits_init   # encoders pretrained
 
 Every arm runs the pipeline's own stages with params.yaml; one world and one teacher per seed (the
 teacher never depends on the split), one teacher store per (seed, split). Prints and writes a markdown
@@ -16,7 +17,7 @@ import statistics
 from pathlib import Path
 
 from c2s_pipeline.config import Params, load_params, override
-from stages import evaluate, precompute, train, world
+from stages import evaluate, precompute, student_init, train, world
 
 SPLITS = {
     "default": None,   # world.unseen of params.yaml
@@ -68,6 +69,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     ap.add_argument("--ablation", action="store_true", help="all five arms of the ablation, not just two")
+    ap.add_argument("--student-init", action="store_true",
+                    help="both arms start from the encoder of `world pretrain-encoder` (one per seed)")
     ap.add_argument("--work", default="benchmarks/_world_splits", help="worlds, teachers, stores and runs")
     ap.add_argument("--out", default="metrics/world_splits.md")
     args = ap.parse_args()
@@ -82,6 +85,11 @@ def main() -> None:
             world.run_generate(params, seed_dir / "world")
         if not (seed_dir / "teacher" / "clip.pt").is_file():
             world.run_pretrain(params, seed_dir / "world", seed_dir / "teacher" / "clip.pt")
+        if args.student_init:
+            encoder = seed_dir / "student_init" / "encoder.pt"
+            if not encoder.is_file():
+                student_init.run(params, seed_dir / "world", encoder)
+            params = override(params, student={"encoder_weights": str(encoder)})
         for split in args.splits:
             p = params if SPLITS[split] is None else override(params, world={"unseen": list(SPLITS[split])})
             results = run_pair(p, seed_dir / split, arms)

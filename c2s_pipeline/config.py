@@ -97,7 +97,7 @@ STUDENT_HEADS = ("linear", "isometric")
 class StudentConfig:
     arch: str = "fpn"                   # any smp architecture name
     encoder: str = "resnet18"
-    encoder_weights: str | None = None  # e.g. "imagenet"; None trains from scratch (offline)
+    encoder_weights: str | None = None  # "imagenet" (smp, downloads), a local .pt/.pth state_dict, or None
     # tau in logits = tau * cos(F, A): the seen-class logits of training (the paper's alpha), evaluation and
     # prediction; saved with the student.
     logit_scale: float = bounded(50.0, above=0)
@@ -178,6 +178,16 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
+class EncoderPretrainConfig:
+    """The world's stand-in for ImageNet weights: the student's encoder as a classifier of the caption photos."""
+    steps: int = bounded(600, low=1)
+    batch_size: int = bounded(32, low=1)
+    lr: float = bounded(1e-3, above=0)
+    weight_decay: float = bounded(0.01, low=0)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -188,6 +198,7 @@ class Params:
     eval: EvalConfig = field(default_factory=EvalConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    encoder_pretrain: EncoderPretrainConfig = field(default_factory=EncoderPretrainConfig)
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

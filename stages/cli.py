@@ -253,6 +253,16 @@ def world_pretrain(world: str = typer.Option("data/world"), out: str = typer.Opt
     typer.echo(str(stage.run_pretrain(_params(params), world, out)))
 
 
+@world_app.command("pretrain-encoder")
+@friendly
+def world_pretrain_encoder(world: str = typer.Option("data/world"),
+                           out: str = typer.Option("models/student_init/encoder.pt"), params: str = ParamsOpt):
+    """Train the student's encoder to name the caption photos: the world's stand-in for ImageNet weights."""
+    from stages import student_init
+
+    typer.echo(str(student_init.run(_params(params), world, out)))
+
+
 @world_app.command("diagnose")
 @friendly
 def world_diagnose(out: str = typer.Option("metrics/world_diagnostics.json", help="JSON; the plot goes beside it."),

@@ -9,6 +9,7 @@ from torch.nn.utils import parametrize
 
 from c2s_pipeline.cache.schema import EMPTY_SLOT, LATENT
 from c2s_pipeline.config import LossConfig
+from c2s_pipeline.student.checkpoint import CheckpointError
 from c2s_pipeline.student.model import Student, StudentError, class_logits
 from c2s_pipeline.student.task import LOSS_KEYS, C2STask
 
@@ -204,3 +205,21 @@ def test_training_and_evaluation_share_the_students_logit_scale():
     for scale in (10.0, 50.0):
         task = C2STask(student, text, LossConfig(), logit_scale=scale)
         torch.testing.assert_close(task._seen_logits(student(x)), class_logits(student(x), text, scale))
+
+
+def test_encoder_weights_from_a_local_file_load_exactly_and_another_encoders_file_is_refused(tmp_path):
+    """The offline route to pretrained encoders: `student.encoder_weights` may name a state_dict file."""
+    torch.manual_seed(0)
+    source = Student("fpn", "resnet18", None, embed_dim=16).net.encoder.state_dict()
+    path = tmp_path / "encoder.pt"
+    torch.save(source, path)
+    torch.manual_seed(1)
+    loaded = Student("fpn", "resnet18", str(path), embed_dim=16).net.encoder.state_dict()
+    assert loaded.keys() == source.keys() and all(torch.equal(loaded[k], source[k]) for k in source)
+    torch.manual_seed(1)
+    assert not torch.equal(Student("fpn", "resnet18", None, embed_dim=16).net.encoder.conv1.weight,
+                           source["conv1.weight"])
+    with pytest.raises(StudentError, match=r"encoder.pt does not fit the resnet34 encoder \(.*\); pass a state_dict"):
+        Student("fpn", "resnet34", str(path), embed_dim=16)
+    with pytest.raises(CheckpointError, match="missing.pt not found; pass a state_dict of smp's resnet18 encoder"):
+        Student("fpn", "resnet18", str(tmp_path / "missing.pt"), embed_dim=16)

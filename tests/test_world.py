@@ -10,11 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from c2s_pipeline.config import PretrainConfig, WorldConfig
+from c2s_pipeline.config import EncoderPretrainConfig, PretrainConfig, WorldConfig
 from c2s_pipeline.data.registry import build_dataset
 from c2s_pipeline.world.generator import CLASS_NAMES, COLOURS, SHAPES, generate_world
 from c2s_pipeline.teacher.registry import register_model_configs
 from c2s_pipeline.world.pretrain import pretrain_teacher
+from c2s_pipeline.student.model import Student
+from c2s_pipeline.world.encoder import pretrain_encoder
 
 SMALL = WorldConfig(seed=3, n_train=8, n_val=4, n_caption=16, image_size=128)
 
@@ -271,3 +273,16 @@ def test_caption_token_rows_keep_the_end_token_last_and_restore_the_table():
     assert model.token_embedding is full
     assert torch.equal(full.weight[rows.used], start[rows.used] + 1.0)
     assert torch.equal(full.weight[others], start[others])
+
+
+def test_encoder_pretraining_learns_from_caption_photos_only_and_feeds_the_student(tiny_world, tmp_path, monkeypatch):
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    out = tmp_path / "encoder.pt"
+    metrics = pretrain_encoder(tiny_world, out, "resnet18", EncoderPretrainConfig(steps=20, batch_size=8))
+    assert len(opened) == 16 and all("CaptionImages" in p for p in opened)      # no scene, no segmentation label
+    assert metrics["last_loss"] < metrics["first_loss"] and 0 <= metrics["caption_top1"] <= 100
+    state = torch.load(out, weights_only=True)
+    encoder = Student("fpn", "resnet18", str(out), embed_dim=16).net.encoder.state_dict()
+    assert all(torch.equal(encoder[k], v) for k, v in state.items()) and encoder.keys() == state.keys()

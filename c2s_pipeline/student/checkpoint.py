@@ -13,7 +13,7 @@ import torch
 
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import ConfigError, Params, changes, first_few, flatten, params_from_dict, to_dict
-from c2s_pipeline.student.model import Student
+from c2s_pipeline.student.model import Student, StudentError
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,18 @@ def load_vocab(path: str | Path) -> tuple[list[str], torch.Tensor]:
     v = safe_load(path, "vocabulary", f"rebuild it with `c2s vocab \"cat,dog,...\" -o {path}`",
                   keys=("class_names", "text_embeddings"))
     return list(v["class_names"]), v["text_embeddings"].float()
+
+
+def load_encoder_weights(encoder: torch.nn.Module, path: str | Path, name: str) -> None:
+    """Load a state_dict file into the student's smp encoder `name`, safely; a file of another encoder is one
+    StudentError line."""
+    fix = f"pass a state_dict of smp's {name} encoder (`c2s world pretrain-encoder` writes one)"
+    state = safe_load(path, "encoder weights", fix)
+    try:
+        encoder.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = str(err).strip().splitlines()[-1].strip()[:120]
+        raise StudentError(f"{path} does not fit the {name} encoder ({first}); {fix}") from None
 
 
 def load_student(run_dir: str | Path, device: torch.device | str = "cpu"):

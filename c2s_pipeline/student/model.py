@@ -11,6 +11,7 @@ README: Development, Inference.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
@@ -43,6 +44,13 @@ def scaled_cosine(features: torch.Tensor, scaled_unit_text: torch.Tensor) -> tor
     return ((scaled_unit_text @ flat) * inv_norm).view(b, -1, h, w)
 
 
+def is_weights_file(encoder_weights: str | None) -> bool:
+    """A local state_dict of the encoder (offline ImageNet weights, `c2s world pretrain-encoder`), not a name
+    that smp downloads."""
+    return encoder_weights is not None and (Path(encoder_weights).suffix in (".pt", ".pth")
+                                            or Path(encoder_weights).is_file())
+
+
 class OrthonormalColumns(nn.Module):
     """Parametrization of a (D, K, 1, 1) conv weight as the Q of its QR (signs fixed so Q is a smooth map)."""
 
@@ -58,13 +66,18 @@ class Student(nn.Module):
         super().__init__()
         if head not in STUDENT_HEADS:
             raise StudentError(f"unknown student.head '{head}'; choose {' or '.join(STUDENT_HEADS)}")
+        weights_file = is_weights_file(encoder_weights)
         try:
-            self.net = smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights,
-                                        classes=embed_dim)
+            self.net = smp.create_model(arch, encoder_name=encoder, classes=embed_dim,
+                                        encoder_weights=None if weights_file else encoder_weights)
         except KeyError as err:
             archs = ", ".join(sorted(getattr(smp, "MODEL_ARCHITECTURES_MAPPING", {}))) or "see smp docs"
             raise StudentError(f"smp has no {err}; architectures: {archs}; "
                                "encoders: smp.encoders.get_encoder_names()") from None
+        if weights_file:
+            from c2s_pipeline.student.checkpoint import load_encoder_weights  # that module imports this one
+
+            load_encoder_weights(self.net.encoder, encoder_weights, encoder)
         self.net.segmentation_head[1] = nn.Identity()  # keep D channels at the decoder's own stride
         self.embed_dim, self.head_type = embed_dim, head
         if head == "isometric":
