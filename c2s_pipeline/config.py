@@ -97,7 +97,7 @@ STUDENT_HEADS = ("linear", "isometric")
 class StudentConfig:
     arch: str = "fpn"                   # any smp architecture name
     encoder: str = "resnet18"
-    encoder_weights: str | None = None  # "imagenet" (smp, downloads), a local .pt/.pth state_dict, or None
+    encoder_weights: str | None = "models/student_init/encoder.pt"  # a local state_dict, "imagenet" (smp), None
     # tau in logits = tau * cos(F, A): the seen-class logits of training (the paper's alpha), evaluation and
     # prediction; saved with the student.
     logit_scale: float = bounded(50.0, above=0)

@@ -55,7 +55,7 @@ def tiny_params(tiny_world, tiny_teacher) -> Params:
         p,
         data=dataclasses.replace(p.data, root=str(tiny_world)),
         # The student the suite was written for: a small Segformer with the fine-tuning recipe.
-        student=dataclasses.replace(p.student, arch="segformer", encoder="mit_b0"),
+        student=dataclasses.replace(p.student, arch="segformer", encoder="mit_b0", encoder_weights=None),
         loss=dataclasses.replace(p.loss, focal_weight=100.0),
         teacher=dataclasses.replace(p.teacher, clip_model="c2s-tiny-vit", pretrained=str(tiny_teacher),
                                     batch_size=4, workers=0, device="cpu", max_regions=8),

@@ -17,6 +17,7 @@ TINY = {
     "data": {"image_size": 64},
     "world": {"n_train": 8, "n_val": 4, "n_caption": 32, "image_size": 64},
     "pretrain": {"epochs": 1, "batch_size": 8, "warmup_steps": 1},
+    "encoder_pretrain": {"steps": 2, "batch_size": 2},
     "teacher": {"batch_size": 4, "workers": 0, "device": "cpu"},
     "train": {"iterations": 3, "batch_size": 2, "num_workers": 0, "warmup_iters": 1, "checkpoint_every": 3,
               "device": "cpu"},
@@ -53,7 +54,8 @@ def test_repro_reuses_the_teacher_cache(tmp_path):
     sh(root, "dvc", "config", "core.analytics", "false")
 
     first = sh(root, "dvc", "repro")
-    for stage in ("generate", "pretrain_teacher", "precompute", "train_c2s", "train_seen_only", "report"):
+    for stage in ("generate", "pretrain_teacher", "pretrain_student_encoder", "precompute", "train_c2s",
+                  "train_seen_only", "report"):
         assert f"Running stage '{stage}'" in first
     assert (root / "metrics" / "report.md").exists()
     stores = sorted(p.name for p in (root / "data_cache").glob("*.zarr"))

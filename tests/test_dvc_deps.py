@@ -11,6 +11,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("c2s_pipeline", "stages")
 COMMANDS = {"world generate": "stages.world", "world pretrain-teacher": "stages.world",
+            "world pretrain-encoder": "stages.student_init",
             "world diagnose": "stages.diagnose", "precompute": "stages.precompute", "train": "stages.train",
             "evaluate": "stages.evaluate", "report": "stages.report"}
 
