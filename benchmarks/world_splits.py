@@ -2,10 +2,10 @@
 
     python -m benchmarks.world_splits --seeds 0 1 2 --out metrics/world_splits.md          # ~1 h on 2 cores
     python -m benchmarks.world_splits --seeds 0 --splits default --ablation --out metrics/ablation.md
-    python -m benchmarks.world_splits --student-init --work benchmarks/_world_splits_init   # encoders pretrained
 
-Every arm runs the pipeline's own stages with params.yaml; one world and one teacher per seed (the
-teacher never depends on the split), one teacher store per (seed, split). Prints and writes a markdown
+Every arm runs the pipeline's own stages with params.yaml; one world, one teacher and (when
+`student.encoder_weights` names a file, as params.yaml's does) one pretrained student encoder per seed (neither
+depends on the split), one teacher store per (seed, split). Prints and writes a markdown
 table of sIoU / uIoU / hIoU per arm: mean and standard deviation over all (seed, split) pairs.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import statistics
 from pathlib import Path
 
 from c2s_pipeline.config import Params, load_params, override
+from c2s_pipeline.student.model import is_weights_file
 from stages import evaluate, precompute, student_init, train, world
 
 SPLITS = {
@@ -69,8 +70,6 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     ap.add_argument("--ablation", action="store_true", help="all five arms of the ablation, not just two")
-    ap.add_argument("--student-init", action="store_true",
-                    help="both arms start from the encoder of `world pretrain-encoder` (one per seed)")
     ap.add_argument("--work", default="benchmarks/_world_splits", help="worlds, teachers, stores and runs")
     ap.add_argument("--out", default="metrics/world_splits.md")
     args = ap.parse_args()
@@ -85,7 +84,7 @@ def main() -> None:
             world.run_generate(params, seed_dir / "world")
         if not (seed_dir / "teacher" / "clip.pt").is_file():
             world.run_pretrain(params, seed_dir / "world", seed_dir / "teacher" / "clip.pt")
-        if args.student_init:
+        if is_weights_file(params.student.encoder_weights):      # params.yaml's: each world its own encoder
             encoder = seed_dir / "student_init" / "encoder.pt"
             if not encoder.is_file():
                 student_init.run(params, seed_dir / "world", encoder)
