@@ -1,6 +1,8 @@
 """The `c2s` command line: thin typer wrappers that map flags onto params and call one stage each."""
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import json
 import logging
@@ -103,7 +105,8 @@ def train(run: str = typer.Option("models/c2s", help="Run folder (models/<run>).
           cache: Optional[str] = typer.Option(None, help="Teacher store; default: the one of these params."),
           arch: Optional[str] = typer.Option(None, help="smp architecture, e.g. segformer, unet, fpn."),
           encoder: Optional[str] = typer.Option(None, help="smp encoder, e.g. mit_b0, resnet50."),
-          encoder_weights: Optional[str] = typer.Option(None, help="e.g. imagenet (needs the weights locally)."),
+          encoder_weights: Optional[str] = typer.Option(
+              None, help="imagenet (smp's, needs them locally), a local encoder state_dict file, or none (scratch)."),
           iterations: Optional[int] = typer.Option(None), batch_size: Optional[int] = typer.Option(None),
           device: Optional[str] = typer.Option(None), seed: Optional[int] = typer.Option(None),
           baseline: bool = typer.Option(False, help="Plain supervised seen-only student (all C2S terms off)."),
@@ -116,6 +119,8 @@ def train(run: str = typer.Option("models/c2s", help="Run folder (models/<run>).
 
     p = _params(params, student={"arch": arch, "encoder": encoder, "encoder_weights": encoder_weights},
                 train={"iterations": iterations, "batch_size": batch_size, "device": device, "seed": seed})
+    if encoder_weights == "none":
+        p = dataclasses.replace(p, student=dataclasses.replace(p.student, encoder_weights=None))
     if baseline:
         p = stage.baseline_params(p)
     rank, world_size, _ = init_distributed() if distributed else (0, 1, None)

@@ -220,6 +220,10 @@ def test_fingerprint_tracks_teacher_settings_only():
 
 
 def test_model_config_digest_reads_the_projects_configs_and_names_open_clips():
-    assert model_config_digest("ViT-B-16") == "open_clip:ViT-B-16"
+    assert model_config_digest("ViT-B-16") is None
+    vitb = dict(dataset="voc", split="val", ids=["a"], data="d", clip_model="ViT-B-16", weights_digest="w",
+                image_size=512, dense_mode="maskclip", crop_size=0, templates="single", mining=MiningConfig(),
+                max_regions=16, unseen=[1], view_crops=(0.75,), dense_tokens=True)
+    assert "model_config" not in fingerprint_inputs(**vitb, model_config=None)   # its stores keep their address
     world, tiny = model_config_digest("c2s-world-vit"), model_config_digest("c2s-tiny-vit")
     assert len(world) == 16 and world != tiny and world == model_config_digest("c2s-world-vit")

@@ -221,5 +221,7 @@ def test_encoder_weights_from_a_local_file_load_exactly_and_another_encoders_fil
                            source["conv1.weight"])
     with pytest.raises(StudentError, match=r"encoder.pt does not fit the resnet34 encoder \(.*\); pass a state_dict"):
         Student("fpn", "resnet34", str(path), embed_dim=16)
-    with pytest.raises(CheckpointError, match="missing.pt not found; pass a state_dict of smp's resnet18 encoder"):
+    with pytest.raises(CheckpointError, match="missing.pt not found; pass a state_dict file of smp's resnet18 .* none"):
         Student("fpn", "resnet18", str(tmp_path / "missing.pt"), embed_dim=16)
+    with pytest.raises(CheckpointError, match="weights/enc not found"):         # path-like: not an smp name
+        Student("fpn", "resnet18", str(tmp_path / "weights" / "enc"), embed_dim=16)

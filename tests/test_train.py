@@ -21,6 +21,7 @@ from c2s_pipeline.student.data import DistillDataset
 from c2s_pipeline.student.checkpoint import (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE, RunRecord,
                                              load_student)
 from c2s_pipeline.student.loop import lr_factor
+from c2s_pipeline.student.model import Student
 from c2s_pipeline.student.task import C2STask
 from stages import precompute, train
 
@@ -291,3 +292,25 @@ def test_an_unreadable_run_record_is_one_checkpoint_error(saved):
 
     with pytest.raises(CheckpointError, match="retrain it"):
         RunRecord.from_dict(saved, "models/x/student.pt")
+
+
+def test_training_starts_from_the_encoder_weights_file(cached, tmp_path, monkeypatch):
+    """`student.encoder_weights` naming a file (params.yaml's default for the world) is what the trainer's
+    student starts from."""
+    params, cache_dir = cached
+    torch.manual_seed(7)
+    source = Student(params.student.arch, params.student.encoder, None, embed_dim=32).net.encoder.state_dict()
+    torch.save(source, tmp_path / "encoder.pt")
+    started = []
+    real_task = train.C2STask
+    monkeypatch.setattr(train, "C2STask", lambda student, *a, **k: started.append(
+        {k: v.clone() for k, v in student.net.encoder.state_dict().items()}) or real_task(student, *a, **k))
+    weights = str(tmp_path / "encoder.pt")
+    params = dataclasses.replace(params, train=dataclasses.replace(params.train, iterations=1),
+                                 student=dataclasses.replace(params.student, encoder_weights=weights))
+    train.run(params, tmp_path / "from_file", cache_dir=cache_dir)
+    train.run(dataclasses.replace(params, student=dataclasses.replace(params.student, encoder_weights=None)),
+              tmp_path / "scratch", cache_dir=cache_dir)
+    assert all(torch.equal(started[0][k], v) for k, v in source.items())
+    first = next(k for k, v in source.items() if v.is_floating_point())
+    assert not torch.equal(started[1][first], source[first])

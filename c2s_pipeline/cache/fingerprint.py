@@ -58,29 +58,32 @@ def weights_digest(model_name: str, pretrained: str | None) -> str:
     return sha.hexdigest()
 
 
-def model_config_digest(model_name: str) -> str:
-    """Identity of the teacher's architecture: 16 hex chars over the canonical JSON of the project's own config
-    (`c2s-*`, which change with this code: world v4 -> average pooling kept its weight names), else the
-    name (open_clip's configs are fixed by its pinned version)."""
+def model_config_digest(model_name: str) -> str | None:
+    """Identity of the teacher's architecture when this project defines it: 16 hex chars over the canonical JSON
+    of its own config (`c2s-*`, which change with this code: world v4 -> average pooling kept its weight
+    names). None for open_clip's configs, fixed by its pinned version: their stores keep their addresses."""
     path = MODEL_CONFIG_DIR / f"{model_name}.json"
     if not path.is_file():
-        return f"open_clip:{model_name}"
+        return None
     return _sha256(json.dumps(json.loads(path.read_text()), sort_keys=True).encode())[:16]
 
 
-def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], data: str, clip_model: str, model_config: str,
-                       weights_digest: str, image_size: int, dense_mode: str, crop_size: int, templates: str, mining,
-                       max_regions: int, unseen: list[int], view_crops: tuple[float, ...],
-                       dense_tokens: bool) -> dict:
+def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], data: str, clip_model: str,
+                       model_config: str | None, weights_digest: str, image_size: int, dense_mode: str,
+                       crop_size: int, templates: str, mining, max_regions: int, unseen: list[int],
+                       view_crops: tuple[float, ...], dense_tokens: bool) -> dict:
     """Everything the teacher's outputs depend on, as a JSON-able dict."""
     mining_dict = dataclasses.asdict(mining) if dataclasses.is_dataclass(mining) else dict(mining)
-    return {
+    inputs = {
         "schema_version": SCHEMA_VERSION,
         "dataset": dataset, "split": split, "num_images": len(ids), "file_list": file_list_digest(ids),
         "data": data,
         "unseen": sorted(int(u) for u in unseen),
-        "clip_model": clip_model, "model_config": model_config, "weights": weights_digest, "image_size": image_size,
+        "clip_model": clip_model, "weights": weights_digest, "image_size": image_size,
         "dense_mode": dense_mode, "crop_size": crop_size, "templates": templates,
         "mining": json.loads(json.dumps(mining_dict)), "max_regions": max_regions,
         "view_crops": [float(f) for f in view_crops], "dense_tokens": bool(dense_tokens),
     }
+    if model_config is not None:          # only then: stores of open_clip's own models keep their fingerprints
+        inputs["model_config"] = model_config
+    return inputs

@@ -123,7 +123,8 @@ def load_vocab(path: str | Path) -> tuple[list[str], torch.Tensor]:
 def load_encoder_weights(encoder: torch.nn.Module, path: str | Path, name: str) -> None:
     """Load a state_dict file into the student's smp encoder `name`, safely; a file of another encoder is one
     StudentError line."""
-    fix = f"pass a state_dict of smp's {name} encoder (`c2s world pretrain-encoder` writes one)"
+    fix = (f"pass a state_dict file of smp's {name} encoder (`c2s world pretrain-encoder` writes one for "
+           f"student.encoder), or --encoder-weights imagenet or none (from scratch)")
     state = safe_load(path, "encoder weights", fix)
     try:
         encoder.load_state_dict(state)

@@ -46,8 +46,8 @@ def scaled_cosine(features: torch.Tensor, scaled_unit_text: torch.Tensor) -> tor
 
 def is_weights_file(encoder_weights: str | None) -> bool:
     """A local state_dict of the encoder (offline ImageNet weights, `c2s world pretrain-encoder`), not a name
-    that smp downloads."""
-    return encoder_weights is not None and (Path(encoder_weights).suffix in (".pt", ".pth")
+    that smp downloads: a file, or anything path-like (so a missing file is named as such)."""
+    return encoder_weights is not None and (Path(encoder_weights).suffix in (".pt", ".pth") or "/" in encoder_weights
                                             or Path(encoder_weights).is_file())
 
 
