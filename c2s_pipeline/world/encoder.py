@@ -23,14 +23,14 @@ from tqdm import tqdm
 from c2s_pipeline.config import EncoderPretrainConfig
 from c2s_pipeline.files import replacing, write_text
 from c2s_pipeline.student.data import image_to_tensor
-from c2s_pipeline.world.generator import CAPTIONS_FILE, CLASS_NAMES
+from c2s_pipeline.world.generator import CLASS_NAMES, caption_rows
 
 log = logging.getLogger(__name__)
 
 
 def load_caption_photos(world_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Every caption photo, normalised as the student sees images (N, 3, S, S), and its class (N,)."""
-    rows = [json.loads(line) for line in (world_dir / CAPTIONS_FILE).read_text().splitlines() if line.strip()]
+    rows = caption_rows(world_dir)
     images = torch.stack([image_to_tensor(np.asarray(Image.open(world_dir / r["image"]).convert("RGB")))
                           for r in rows])
     return images, torch.tensor([r["classes"][0] for r in rows])

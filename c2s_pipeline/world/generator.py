@@ -136,6 +136,12 @@ def caption_photo(rng: np.random.Generator, size: int) -> tuple[int, np.ndarray]
     return cls, render(rng, size, [cls], radius=CAPTION_OBJECT_RADIUS)[0]
 
 
+def caption_rows(world_dir: str | Path) -> list[dict]:
+    """The world's caption photos as written by `generate_world`: image path, caption, classes shown."""
+    lines = (Path(world_dir) / CAPTIONS_FILE).read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 def caption_for(cls: int) -> str:
     return SINGLE_TEMPLATE[0].format(CLASS_NAMES[cls])
 

@@ -24,14 +24,14 @@ from c2s_pipeline.data.registry import build_dataset
 from c2s_pipeline.files import replacing, write_text
 from c2s_pipeline.teacher.clip import SINGLE_TEMPLATE
 from c2s_pipeline.teacher.registry import register_model_configs
-from c2s_pipeline.world.generator import CAPTIONS_FILE
+from c2s_pipeline.world.generator import caption_rows
 
 log = logging.getLogger(__name__)
 
 
 def _load_captions(world_dir: Path, size: int) -> tuple[torch.Tensor, list[str]]:
     """All caption images as one (N, 3, size, size) uint8 tensor, and their captions."""
-    rows = [json.loads(line) for line in (world_dir / CAPTIONS_FILE).read_text().splitlines() if line.strip()]
+    rows = caption_rows(world_dir)
     images = [np.asarray(Image.open(world_dir / r["image"]).convert("RGB").resize((size, size), Image.BILINEAR))
               for r in rows]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), [r["caption"] for r in rows]
