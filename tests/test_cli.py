@@ -84,3 +84,15 @@ def test_unknown_params_key_is_named(project):
     (project / "params.yaml").write_text(yaml.safe_dump(raw))
     result = c2s("train")
     assert result.exit_code == 2 and "unknown key(s) train.learning_rate" in result.output
+
+
+@pytest.mark.parametrize("flag, expected", [([], "models/student_init/encoder.pt"),
+                                            (["--encoder-weights", "none"], None),
+                                            (["--encoder-weights", "imagenet"], "imagenet")])
+def test_train_encoder_weights_flag_sets_none_a_name_or_keeps_the_params_file(monkeypatch, flag, expected):
+    from stages import train
+
+    seen = []
+    monkeypatch.setattr(train, "run", lambda p, run, **k: seen.append(p.student.encoder_weights) or run)
+    assert c2s("train", *flag).exit_code == 0
+    assert seen == [expected]
