@@ -13,9 +13,10 @@ from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.student.data import DistillDataset, make_loader
 from c2s_pipeline.student.checkpoint import RunRecord
 from c2s_pipeline.student.loop import train
-from c2s_pipeline.student.model import Student
+from c2s_pipeline.student.model import Student, is_weights_file
 from c2s_pipeline.student.task import C2STask
 from c2s_pipeline import __version__
+from c2s_pipeline.cache.fingerprint import file_sha256
 from c2s_pipeline.cache.identity import open_store
 from stages.common import resolve_device, seed_everything
 
@@ -47,8 +48,11 @@ def run(params: Params, run_dir: str | Path, *, cache: str | Path | None = None,
                       embed_dim=reader.shape.embed_dim, head=params.student.head)
     seen_text = torch.from_numpy(reader.text_embeddings()).float()       # (C_s, D) seen rows only
     task = C2STask(student, seen_text, params.loss, params.student.logit_scale)
-    run = RunRecord(params, {"teacher_store": str(cache), "fingerprint": reader.fingerprint,
-                             "class_names": list(reader.class_names), "c2s_version": __version__})
+    provenance = {"teacher_store": str(cache), "fingerprint": reader.fingerprint,
+                  "class_names": list(reader.class_names), "c2s_version": __version__}
+    if is_weights_file(params.student.encoder_weights):   # a path says where, not which weights: record which
+        provenance["encoder_weights_sha256"] = file_sha256(params.student.encoder_weights)
+    run = RunRecord(params, provenance)
     log.info("training %s/%s on %s (%d images, %d seen classes)", params.student.arch,
              params.student.encoder, Path(str(cache)).name, len(distill), seen_text.shape[0])
     device = resolve_device(tc.device)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pickle
@@ -314,3 +315,6 @@ def test_training_starts_from_the_encoder_weights_file(cached, tmp_path, monkeyp
     assert all(torch.equal(started[0][k], v) for k, v in source.items())
     first = next(k for k, v in source.items() if v.is_floating_point())
     assert not torch.equal(started[1][first], source[first])
+    recorded = [json.loads((tmp_path / r / CONFIG_FILE).read_text())["provenance"] for r in ("from_file", "scratch")]
+    assert recorded[0]["encoder_weights_sha256"] == hashlib.sha256((tmp_path / "encoder.pt").read_bytes()).hexdigest()
+    assert "encoder_weights_sha256" not in recorded[1]

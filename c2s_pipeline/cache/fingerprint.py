@@ -51,8 +51,13 @@ def weights_digest(model_name: str, pretrained: str | None) -> str:
     path = Path(pretrained)
     if not path.is_file():
         return f"{model_name}:{pretrained}"
+    return file_sha256(path)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (checkpoints may be GBs)."""
     sha = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             sha.update(block)
     return sha.hexdigest()
