@@ -14,7 +14,7 @@ from c2s_pipeline.config import EncoderPretrainConfig, PretrainConfig, WorldConf
 from c2s_pipeline.data.registry import build_dataset
 from c2s_pipeline.world.generator import CLASS_NAMES, COLOURS, SHAPES, generate_world
 from c2s_pipeline.teacher.registry import register_model_configs
-from c2s_pipeline.world.pretrain import pretrain_teacher
+from c2s_pipeline.world.pretrain import pretrain_teacher, warmup_cosine_lr
 from c2s_pipeline.student.model import Student
 from c2s_pipeline.world.encoder import pretrain_encoder
 
@@ -124,6 +124,14 @@ def test_caption_batches_never_repeat_a_caption_and_drop_only_leftovers():
     used = [i for b in batches for i in b.tolist()]
     assert len(used) == len(set(used))                                       # each item at most once
     assert sum(captions[i] == "a" for i in used) <= len(batches)            # one "a" per batch at most
+
+def test_world_pretraining_lr_warms_up_linearly_then_follows_a_half_cosine_to_zero():
+    lr = [warmup_cosine_lr(step, 110, 1.0, warmup=10) for step in range(111)]
+    assert lr[0] == pytest.approx(0.1) and lr[9] == pytest.approx(1.0)       # warm-up reaches the base rate
+    assert lr[10] == pytest.approx(1.0) and lr[60] == pytest.approx(0.5) and lr[110] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(lr[10:], lr[11:]))                     # then only decays
+    assert warmup_cosine_lr(0, 600, 1e-3) == pytest.approx(1e-3)              # no warm-up: the encoder's
+
 
 def test_unknown_shape_is_a_clear_error():
     from c2s_pipeline.world.generator import shape_polygon

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from c2s_pipeline.config import EncoderPretrainConfig
 from c2s_pipeline.files import replacing, write_text
 from c2s_pipeline.student.data import image_to_tensor
 from c2s_pipeline.world.generator import CLASS_NAMES, caption_rows
+from c2s_pipeline.world.pretrain import warmup_cosine_lr
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def pretrain_encoder(world_dir: str | Path, out_path: str | Path, encoder_name: 
         if torch.rand((), generator=gen) < 0.5:
             x = x.flip(-1)
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+            group["lr"] = warmup_cosine_lr(step, cfg.steps, cfg.lr)
         loss = F.cross_entropy(classify(encoder, head, x.to(device)), labels[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()

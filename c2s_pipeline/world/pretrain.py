@@ -90,10 +90,11 @@ def distinct_caption_batches(captions: list[str], batch_size: int, gen: torch.Ge
     return batches
 
 
-def _lr(step: int, total: int, cfg: PretrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)))
+def warmup_cosine_lr(step: int, total: int, base_lr: float, warmup: int = 0) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 0 at `total` (both world pretrainings)."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    return base_lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
 @torch.no_grad()
@@ -175,7 +176,7 @@ def train_clip(model, images: torch.Tensor, tokens: torch.Tensor, batches: list[
     try:
         opt = make_optimizer(model, cfg)
         for step, idx in enumerate(batches):
-            lr = _lr(step, len(batches), cfg)
+            lr = warmup_cosine_lr(step, len(batches), cfg.lr, cfg.warmup_steps)
             for group in opt.param_groups:
                 group["lr"] = lr
             out = model(_normalise(_augment(images[idx], gen).to(device)), rows.remapped[idx].to(device))
