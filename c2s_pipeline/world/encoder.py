@@ -28,12 +28,16 @@ from c2s_pipeline.world.pretrain import warmup_cosine_lr
 log = logging.getLogger(__name__)
 
 
-def load_caption_photos(world_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every caption photo, normalised as the student sees images (N, 3, S, S), and its class (N,)."""
+def load_caption_photos(world_dir: Path) -> tuple[np.ndarray, torch.Tensor]:
+    """Every caption photo as uint8 (N, S, S, 3), a quarter of float32's memory, and its class (N,)."""
     rows = caption_rows(world_dir)
-    images = torch.stack([image_to_tensor(np.asarray(Image.open(world_dir / r["image"]).convert("RGB")))
-                          for r in rows])
-    return images, torch.tensor([r["classes"][0] for r in rows])
+    photos = np.stack([np.asarray(Image.open(world_dir / r["image"]).convert("RGB")) for r in rows])
+    return photos, torch.tensor([r["classes"][0] for r in rows])
+
+
+def photo_batch(photos: np.ndarray, idx) -> torch.Tensor:
+    """The photos at idx, normalised as the student sees images: (B, 3, S, S)."""
+    return torch.stack([image_to_tensor(photos[int(i)]) for i in idx])
 
 
 def classify(encoder: torch.nn.Module, head: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -47,7 +51,7 @@ def pretrain_encoder(world_dir: str | Path, out_path: str | Path, encoder_name: 
     random batches and flips); writes the encoder's state_dict, for `student.encoder_weights`."""
     world_dir, out_path = Path(world_dir), Path(out_path)
     torch.manual_seed(cfg.seed)
-    images, labels = load_caption_photos(world_dir)
+    photos, labels = load_caption_photos(world_dir)
     encoder = smp.encoders.get_encoder(encoder_name, in_channels=3, depth=5, weights=None).to(device).train()
     head = torch.nn.Linear(encoder.out_channels[-1], len(CLASS_NAMES)).to(device)
     opt = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -55,8 +59,8 @@ def pretrain_encoder(world_dir: str | Path, out_path: str | Path, encoder_name: 
     start = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="pretrain student encoder", unit="step")
     for step in bar:
-        idx = torch.randint(0, len(images), (cfg.batch_size,), generator=gen)
-        x = images[idx]
+        idx = torch.randint(0, len(photos), (cfg.batch_size,), generator=gen)
+        x = photo_batch(photos, idx)
         if torch.rand((), generator=gen) < 0.5:
             x = x.flip(-1)
         for group in opt.param_groups:
@@ -70,10 +74,10 @@ def pretrain_encoder(world_dir: str | Path, out_path: str | Path, encoder_name: 
         bar.set_postfix(loss=f"{loss.item():.3f}")
     encoder.eval()
     with torch.no_grad():
-        hits = sum(int((classify(encoder, head, images[i:i + 100].to(device)).argmax(1).cpu()
-                        == labels[i:i + 100]).sum()) for i in range(0, len(images), 100))
+        hits = sum(int((classify(encoder, head, photo_batch(photos, range(i, min(i + 100, len(photos)))).to(device))
+                        .argmax(1).cpu() == labels[i:i + 100]).sum()) for i in range(0, len(photos), 100))
     metrics = {"encoder": encoder_name, "steps": cfg.steps, "seconds": round(time.perf_counter() - start, 1),
-               "first_loss": first_loss, "last_loss": loss.item(), "caption_top1": 100 * hits / len(images)}
+               "first_loss": first_loss, "last_loss": loss.item(), "caption_top1": 100 * hits / len(photos)}
     with replacing(out_path) as tmp:
         torch.save(encoder.state_dict(), tmp)
     write_text(out_path.with_suffix(".json"), json.dumps(metrics, indent=2))
