@@ -123,7 +123,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    iterations: int = bounded(400, low=1)
+    iterations: int = bounded(1200, low=1)
     batch_size: int = bounded(8, low=1)
     lr: float = bounded(1e-3, above=0)
     head_lr_mult: float = bounded(1.0, above=0)
