@@ -20,7 +20,8 @@ from c2s_pipeline.config import PretrainConfig
 from c2s_pipeline.teacher.clip import SINGLE_TEMPLATE
 from c2s_pipeline.teacher.registry import register_model_configs
 from c2s_pipeline.world.generator import CLASS_NAMES
-from c2s_pipeline.world.pretrain import _augment, _normalise, make_optimizer, train_clip, warmup_cosine_lr
+from c2s_pipeline.world.pretrain import _augment, _normalise, make_optimizer, train_clip
+from c2s_pipeline.world.schedule import warmup_cosine_lr
 
 
 def every_row(model, images, tokens, batches, cfg: PretrainConfig, gen, device) -> None:

@@ -19,8 +19,8 @@ import torch
 from c2s_pipeline.cache import store as cache_store
 from c2s_pipeline.data import reader as data_reader
 from c2s_pipeline.student.data import DistillDataset
-from c2s_pipeline.student.checkpoint import (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE, RunRecord,
-                                             load_student)
+from c2s_pipeline.student.checkpoint import (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE, CheckpointError,
+                                             RunRecord, check_resumable, load_student)
 from c2s_pipeline.student.loop import lr_factor
 from c2s_pipeline.student.model import Student
 from c2s_pipeline.student.task import C2STask
@@ -318,3 +318,14 @@ def test_training_starts_from_the_encoder_weights_file(cached, tmp_path, monkeyp
     recorded = [json.loads((tmp_path / r / CONFIG_FILE).read_text())["provenance"] for r in ("from_file", "scratch")]
     assert recorded[0]["encoder_weights_sha256"] == hashlib.sha256((tmp_path / "encoder.pt").read_bytes()).hexdigest()
     assert "encoder_weights_sha256" not in recorded[1]
+
+
+def test_resume_is_refused_when_the_encoder_weights_file_has_other_contents():
+    from c2s_pipeline.config import Params
+
+    def record(sha: str) -> RunRecord:
+        return RunRecord(Params(), {"fingerprint": "fp", "class_names": ["a"], "encoder_weights_sha256": sha})
+
+    check_resumable("models/x/checkpoint.pt", record("aa").to_dict(), record("aa"))     # same file: resumes
+    with pytest.raises(CheckpointError, match="encoder_weights_sha256 'aa' -> 'bb'.*--no-resume"):
+        check_resumable("models/x/checkpoint.pt", record("aa").to_dict(), record("bb"))

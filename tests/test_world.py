@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 import numpy as np
 import open_clip
@@ -14,9 +15,10 @@ from c2s_pipeline.config import EncoderPretrainConfig, PretrainConfig, WorldConf
 from c2s_pipeline.data.registry import build_dataset
 from c2s_pipeline.world.generator import CLASS_NAMES, COLOURS, SHAPES, generate_world
 from c2s_pipeline.teacher.registry import register_model_configs
-from c2s_pipeline.world.pretrain import pretrain_teacher, warmup_cosine_lr
+from c2s_pipeline.world.pretrain import pretrain_teacher
+from c2s_pipeline.world.schedule import warmup_cosine_lr
 from c2s_pipeline.student.model import Student
-from c2s_pipeline.world.encoder import pretrain_encoder
+from c2s_pipeline.world.encoder import load_caption_photos, photo_batch, pretrain_encoder
 
 SMALL = WorldConfig(seed=3, n_train=8, n_val=4, n_caption=16, image_size=128)
 
@@ -127,10 +129,12 @@ def test_caption_batches_never_repeat_a_caption_and_drop_only_leftovers():
 
 def test_world_pretraining_lr_warms_up_linearly_then_follows_a_half_cosine_to_zero():
     lr = [warmup_cosine_lr(step, 110, 1.0, warmup=10) for step in range(111)]
-    assert lr[0] == pytest.approx(0.1) and lr[9] == pytest.approx(1.0)       # warm-up reaches the base rate
+    assert lr[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])      # linear warm-up to the base rate
     assert lr[10] == pytest.approx(1.0) and lr[60] == pytest.approx(0.5) and lr[110] == pytest.approx(0.0)
-    assert all(a >= b for a, b in zip(lr[10:], lr[11:]))                     # then only decays
-    assert warmup_cosine_lr(0, 600, 1e-3) == pytest.approx(1e-3)              # no warm-up: the encoder's
+    assert all(a > b for a, b in zip(lr[10:], lr[11:]))                      # then only decays
+    # No warm-up (the student encoder's): a half cosine over the whole run, step for step.
+    assert [warmup_cosine_lr(s, 600, 1e-3) for s in range(600)] == pytest.approx(
+        [1e-3 * 0.5 * (1 + math.cos(math.pi * s / 600)) for s in range(600)], rel=1e-12)
 
 
 def test_unknown_shape_is_a_clear_error():
@@ -294,3 +298,17 @@ def test_encoder_pretraining_learns_from_caption_photos_only_and_feeds_the_stude
     state = torch.load(out, weights_only=True)
     encoder = Student("fpn", "resnet18", str(out), embed_dim=16).net.encoder.state_dict()
     assert all(torch.equal(encoder[k], v) for k, v in state.items()) and encoder.keys() == state.keys()
+
+
+def test_caption_photos_are_held_as_uint8_and_normalised_per_batch_as_the_student_sees_images(tiny_world):
+    from c2s_pipeline.student.data import image_to_tensor
+    from c2s_pipeline.world.generator import caption_rows
+
+    photos, labels = load_caption_photos(tiny_world)
+    rows = caption_rows(tiny_world)
+    assert photos.dtype == np.uint8 and photos.shape == (len(rows), 128, 128, 3)
+    assert labels.tolist() == [r["classes"][0] for r in rows]
+    picked = [3, 0, 3]
+    expected = torch.stack([image_to_tensor(np.asarray(Image.open(tiny_world / rows[i]["image"]).convert("RGB")))
+                            for i in picked])
+    assert torch.equal(photo_batch(photos, torch.tensor(picked)), expected)

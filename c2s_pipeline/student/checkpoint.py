@@ -93,8 +93,9 @@ class RunRecord:
 
 
 # Saved-config entries that shape the weights: the store (by fingerprint, wherever it lies) and its classes,
-# data, student, loss and train. Teacher, mining, eval and world reach training only through the store.
-RESUME_COMPARED = ("data", "student", "loss", "train", "fingerprint", "class_names")
+# the encoder weights file (by content), data, student, loss and train. Teacher, mining, eval and world reach
+# training only through the store.
+RESUME_COMPARED = ("data", "student", "loss", "train", "fingerprint", "class_names", "encoder_weights_sha256")
 # Bookkeeping a resumed run may change; train.iterations may only grow (checked on its own).
 RESUME_MAY_CHANGE = ("train.log_every", "train.checkpoint_every", "train.iterations")
 

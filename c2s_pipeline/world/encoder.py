@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from c2s_pipeline.config import EncoderPretrainConfig
 from c2s_pipeline.files import replacing, write_text
 from c2s_pipeline.student.data import image_to_tensor
 from c2s_pipeline.world.generator import CLASS_NAMES, caption_rows
-from c2s_pipeline.world.pretrain import warmup_cosine_lr
+from c2s_pipeline.world.schedule import warmup_cosine_lr
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def load_caption_photos(world_dir: Path) -> tuple[np.ndarray, torch.Tensor]:
     return photos, torch.tensor([r["classes"][0] for r in rows])
 
 
-def photo_batch(photos: np.ndarray, idx) -> torch.Tensor:
+def photo_batch(photos: np.ndarray, idx: Iterable[int] | torch.Tensor) -> torch.Tensor:
     """The photos at idx, normalised as the student sees images: (B, 3, S, S)."""
     return torch.stack([image_to_tensor(photos[int(i)]) for i in idx])
 

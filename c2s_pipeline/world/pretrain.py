@@ -25,6 +25,7 @@ from c2s_pipeline.files import replacing, write_text
 from c2s_pipeline.teacher.clip import SINGLE_TEMPLATE
 from c2s_pipeline.teacher.registry import register_model_configs
 from c2s_pipeline.world.generator import caption_rows
+from c2s_pipeline.world.schedule import warmup_cosine_lr
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +89,6 @@ def distinct_caption_batches(captions: list[str], batch_size: int, gen: torch.Ge
                 batches.append(torch.tensor(current))
                 current, names = [], set()
     return batches
-
-
-def warmup_cosine_lr(step: int, total: int, base_lr: float, warmup: int = 0) -> float:
-    """Linear warm-up over `warmup` steps, then cosine decay to 0 at `total` (both world pretrainings)."""
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    return base_lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
 @torch.no_grad()
