@@ -1,6 +1,6 @@
 """C2S vs seen-only on several world seeds x unseen splits, and the ablation of the C2S terms.
 
-    python -m benchmarks.world_splits --seeds 0 1 2 --out metrics/world_splits.md          # ~1 h on 2 cores
+    python -m benchmarks.world_splits --seeds 0 1 2 --out metrics/world_splits.md          # ~1.2 h on 2 cores
     python -m benchmarks.world_splits --seeds 0 --splits default --ablation --out metrics/ablation.md
 
 Every arm runs the pipeline's own stages with params.yaml; one world, one teacher and (when
@@ -64,6 +64,24 @@ def table(rows: dict[str, list[dict]]) -> str:
     return "\n".join([head, *lines])
 
 
+def per_run(runs: list[tuple[int, str]], rows: dict[str, list[dict]], base: str = "seen-only") -> str:
+    """One row per (seed, split): every arm's sIoU / uIoU / hIoU and each other arm minus `base`, with the
+    mean and standard deviation of those differences (paired: the same world, teacher and store)."""
+    others = [arm for arm in rows if arm != base]
+    head = ("| seed | split | " + " | ".join(rows) + " | " + " | ".join(f"{a} - {base}" for a in others) + " |\n"
+            + "|---|---|" + "---|" * (len(rows) + len(others)))
+    fmt = lambda m: " / ".join(f"{m[c]:.2f}" for c in COLUMNS)  # noqa: E731
+    diffs = {a: [[r[c] - b[c] for c in COLUMNS] for r, b in zip(rows[a], rows[base])] for a in others}
+    lines = [f"| {seed} | {split} | " + " | ".join(fmt(rows[a][i]) for a in rows) + " | "
+             + " | ".join(" / ".join(f"{d:+.1f}" for d in diffs[a][i]) for a in others) + " |"
+             for i, (seed, split) in enumerate(runs)]
+    if len(runs) > 1:
+        spread = lambda xs: f"{statistics.mean(xs):+.1f} ± {statistics.stdev(xs):.1f}"  # noqa: E731
+        lines.append("| mean ± sd | | " + " | " * (len(rows) - 1) + " | "
+                     + " | ".join(" / ".join(spread(col) for col in zip(*diffs[a])) for a in others) + " |")
+    return "\n".join([head, *lines])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
@@ -76,6 +94,7 @@ def main() -> None:
     base = load_params(args.params)
     arms = ABLATION if args.ablation else ARMS
     rows: dict[str, list[dict]] = {name: [] for name in arms}
+    runs: list[tuple[int, str]] = []
     for seed in args.seeds:
         seed_dir = Path(args.work) / f"seed{seed}"
         params = override(base, world={"seed": seed}, data={"root": str(seed_dir / "world")},
@@ -92,12 +111,13 @@ def main() -> None:
         for split in args.splits:
             p = params if SPLITS[split] is None else override(params, world={"unseen": list(SPLITS[split])})
             results = run_pair(p, seed_dir / split, arms)
+            runs.append((seed, split))
             for name, metrics in results.items():
                 rows[name].append(metrics)
                 print(f"seed {seed} split {split} {name}: " + ", ".join(f"{c} {metrics[c]:.2f}" for c in COLUMNS),
                       flush=True)
     text = (f"seeds {args.seeds} x splits {args.splits}; mean ± standard deviation over the runs\n\n"
-            + table(rows) + "\n")
+            + table(rows) + "\n\nPer run (sIoU / uIoU / hIoU):\n\n" + per_run(runs, rows) + "\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(text)
