@@ -1,6 +1,6 @@
 """C2S vs seen-only on several world seeds x unseen splits, and the ablation of the C2S terms.
 
-    python -m benchmarks.world_splits --seeds 0 1 2 --out metrics/world_splits.md          # ~1.2 h on 2 cores
+    python -m benchmarks.world_splits --seeds 0 1 2 --out metrics/world_splits.md          # ~1.5 h on 2 cores
     python -m benchmarks.world_splits --seeds 0 --splits default --ablation --out metrics/ablation.md
 
 Every arm runs the pipeline's own stages with params.yaml; one world, one teacher and (when
