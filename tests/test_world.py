@@ -127,6 +127,7 @@ def test_caption_batches_never_repeat_a_caption_and_drop_only_leftovers():
     assert len(used) == len(set(used))                                       # each item at most once
     assert sum(captions[i] == "a" for i in used) <= len(batches)            # one "a" per batch at most
 
+
 def test_world_pretraining_lr_warms_up_linearly_then_follows_a_half_cosine_to_zero():
     lr = [warmup_cosine_lr(step, 110, 1.0, warmup=10) for step in range(111)]
     assert lr[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])      # linear warm-up to the base rate
@@ -306,7 +307,8 @@ def test_caption_photos_are_held_as_uint8_and_normalised_per_batch_as_the_studen
 
     photos, labels = load_caption_photos(tiny_world)
     rows = caption_rows(tiny_world)
-    assert photos.dtype == np.uint8 and photos.shape == (len(rows), 128, 128, 3)
+    assert photos.dtype == torch.uint8 and photos.shape == (len(rows), 3, 128, 128)
+    assert photos.is_contiguous()   # a channels-last batch takes other conv kernels: another encoder in the last bits
     assert labels.tolist() == [r["classes"][0] for r in rows]
     picked = [3, 0, 3]
     expected = torch.stack([image_to_tensor(np.asarray(Image.open(tiny_world / rows[i]["image"]).convert("RGB")))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +21,24 @@ from tqdm import tqdm
 
 from c2s_pipeline.config import EncoderPretrainConfig
 from c2s_pipeline.files import replacing, write_text
-from c2s_pipeline.student.data import image_to_tensor
+from c2s_pipeline.student.data import CLIP_MEAN, CLIP_STD
 from c2s_pipeline.world.generator import CLASS_NAMES, caption_rows
 from c2s_pipeline.world.schedule import warmup_cosine_lr
 
 log = logging.getLogger(__name__)
 
 
-def load_caption_photos(world_dir: Path) -> tuple[np.ndarray, torch.Tensor]:
-    """Every caption photo as uint8 (N, S, S, 3), a quarter of float32's memory, and its class (N,)."""
+def load_caption_photos(world_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every caption photo as uint8 (N, 3, S, S), a quarter of float32's memory, and its class (N,)."""
     rows = caption_rows(world_dir)
     photos = np.stack([np.asarray(Image.open(world_dir / r["image"]).convert("RGB")) for r in rows])
-    return photos, torch.tensor([r["classes"][0] for r in rows])
+    return torch.from_numpy(photos).permute(0, 3, 1, 2).contiguous(), torch.tensor([r["classes"][0] for r in rows])
 
 
-def photo_batch(photos: np.ndarray, idx: Iterable[int] | torch.Tensor) -> torch.Tensor:
-    """The photos at idx, normalised as the student sees images: (B, 3, S, S)."""
-    return torch.stack([image_to_tensor(photos[int(i)]) for i in idx])
+def photo_batch(photos: torch.Tensor, idx: torch.Tensor | slice) -> torch.Tensor:
+    """The photos at idx, normalised as the student sees images (`image_to_tensor`'s arithmetic): (B, 3, S, S)."""
+    x = photos[idx].float() / 255.0
+    return (x - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
 
 
 def classify(encoder: torch.nn.Module, head: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -75,8 +75,8 @@ def pretrain_encoder(world_dir: str | Path, out_path: str | Path, encoder_name: 
         bar.set_postfix(loss=f"{loss.item():.3f}")
     encoder.eval()
     with torch.no_grad():
-        hits = sum(int((classify(encoder, head, photo_batch(photos, range(i, min(i + 100, len(photos)))).to(device))
-                        .argmax(1).cpu() == labels[i:i + 100]).sum()) for i in range(0, len(photos), 100))
+        hits = sum(int((classify(encoder, head, photo_batch(photos, slice(i, i + 100)).to(device)).argmax(1).cpu()
+                        == labels[i:i + 100]).sum()) for i in range(0, len(photos), 100))
     metrics = {"encoder": encoder_name, "steps": cfg.steps, "seconds": round(time.perf_counter() - start, 1),
                "first_loss": first_loss, "last_loss": loss.item(), "caption_top1": 100 * hits / len(photos)}
     with replacing(out_path) as tmp:
