@@ -5,8 +5,9 @@
 
 Every arm runs the pipeline's own stages with params.yaml; one world, one teacher and (when
 `student.encoder_weights` names a file, as params.yaml's does) one pretrained student encoder per seed (neither
-depends on the split), one teacher store per (seed, split). Prints and writes a markdown
-table of sIoU / uIoU / hIoU per arm: mean and standard deviation over all (seed, split) pairs.
+depends on the split), one teacher store per (seed, split). Prints and writes markdown tables of sIoU / uIoU /
+hIoU: per arm, mean and standard deviation over all (seed, split) pairs; then per run, with each arm minus
+seen-only and those differences' mean and standard deviation. Runs already in --work are reused (resumed).
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def per_run(runs: list[tuple[int, str]], rows: dict[str, list[dict]], base: str 
              for i, (seed, split) in enumerate(runs)]
     if len(runs) > 1:
         spread = lambda xs: f"{statistics.mean(xs):+.1f} ± {statistics.stdev(xs):.1f}"  # noqa: E731
-        lines.append("| mean ± sd | | " + " | " * (len(rows) - 1) + " | "
+        lines.append("| mean ± sd | | " + " | " * len(rows)
                      + " | ".join(" / ".join(spread(col) for col in zip(*diffs[a])) for a in others) + " |")
     return "\n".join([head, *lines])
 
