@@ -6,8 +6,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from c2s_pipeline.student.losses import (attention_pool, dice_loss, global_distill_loss, info_nce,
-                                         local_distill_loss, nel_loss, region_prototypes, sigmoid_focal_loss)
+from c2s_pipeline.student.losses import (attention_pool, dice_loss, global_distill_loss, group_cross_entropy,
+                                         info_nce, local_distill_loss, nel_loss, region_prototypes,
+                                         sigmoid_focal_loss)
 
 
 def test_info_nce_hand_computed():
@@ -128,3 +129,23 @@ def test_nel_mask_count_is_the_mean_over_ranks(monkeypatch):
     monkeypatch.setattr(dist, "all_reduce", lambda t: t.add_(6.0))   # the sum with the other rank's 6
     assert losses.mask_count(present) == 4.0
     assert losses.mask_count(torch.zeros(4, 3, dtype=torch.bool)) == 3.0
+
+
+def test_group_cross_entropy_keeps_the_seen_supervision_whatever_the_latent_share():
+    """Mining more background as latent must not weaken the seen-class signal (a pooled mean would)."""
+    torch.manual_seed(0)
+    num_seen, ignore = 3, 255
+    logits = torch.randn(2, num_seen + 2, 6, 6, requires_grad=True)
+    seen_only = torch.full((2, 6, 6), ignore)
+    seen_only[:, :2] = torch.randint(0, num_seen, (2, 2, 6))              # 24 seen pixels, the rest unannotated
+    mined = seen_only.clone()
+    mined[:, 2:] = num_seen + torch.randint(0, 2, (2, 4, 6))               # 48 latent pixels around them
+    plain = F.cross_entropy(logits, seen_only, ignore_index=ignore)
+    assert torch.allclose(group_cross_entropy(logits, seen_only, num_seen), plain)
+    latent_part = F.cross_entropy(logits, torch.where(mined >= num_seen, mined, ignore), ignore_index=ignore)
+    assert torch.allclose(group_cross_entropy(logits, mined, num_seen), plain + latent_part)
+    grad_plain, = torch.autograd.grad(group_cross_entropy(logits, seen_only, num_seen), logits)
+    grad_mined, = torch.autograd.grad(group_cross_entropy(logits, mined, num_seen), logits)
+    seen_px = (seen_only != ignore)[:, None].expand_as(logits)
+    assert torch.allclose(grad_mined[seen_px], grad_plain[seen_px])      # same pull on every seen pixel
+    assert grad_mined[~seen_px].abs().sum() > 0 and grad_plain[~seen_px].abs().sum() == 0

@@ -7,6 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from c2s_pipeline.data.base import IGNORE_INDEX
 
 
 def info_nce(queries: torch.Tensor, keys: torch.Tensor, positive: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -109,3 +110,17 @@ def nel_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, fo
     num_masks = mask_count(present)
     return (focal_weight * sigmoid_focal_loss(logits, targets, valid.float(), num_masks)
             + dice_weight * dice_loss(logits, targets, present.float(), num_masks))
+
+
+def group_cross_entropy(logits: torch.Tensor, target: torch.Tensor, num_seen: int) -> torch.Tensor:
+    """Mean CE over seen-labelled pixels + mean CE over latent pixels (target >= num_seen).
+
+    Latent regions cover most unannotated pixels (the background too), so one mean over all pixels would
+    shrink the seen-class supervision by the share of background; each group keeps its own weight, and with no
+    latent pixels this is the plain cross-entropy of the seen labels.
+    """
+    per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")   # (B, H, W)
+    labelled = target != IGNORE_INDEX
+    latent = labelled & (target >= num_seen)
+    seen = labelled & ~latent
+    return sum(per_pixel[group].mean() for group in (seen, latent) if group.any())
