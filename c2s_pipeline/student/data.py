@@ -14,10 +14,15 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, H, W) float, CLIP-normalised (the student sees what the teacher saw)."""
-    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
+def clip_normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) uint8 -> float, CLIP-normalised (the student sees what the teacher saw)."""
+    x = pixels.float() / 255.0
     return (x - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float, CLIP-normalised."""
+    return clip_normalise(torch.from_numpy(np.array(image)).permute(2, 0, 1))
 
 
 class DistillDataset(Dataset):

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from c2s_pipeline.config import EncoderPretrainConfig
 from c2s_pipeline.files import replacing, write_text
-from c2s_pipeline.student.data import CLIP_MEAN, CLIP_STD
+from c2s_pipeline.student.data import clip_normalise
 from c2s_pipeline.world.generator import CLASS_NAMES, caption_rows
 from c2s_pipeline.world.schedule import warmup_cosine_lr
 
@@ -36,9 +36,8 @@ def load_caption_photos(world_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def photo_batch(photos: torch.Tensor, idx: torch.Tensor | slice) -> torch.Tensor:
-    """The photos at idx, normalised as the student sees images (`image_to_tensor`'s arithmetic): (B, 3, S, S)."""
-    x = photos[idx].float() / 255.0
-    return (x - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+    """The photos at idx, normalised as the student sees images: (B, 3, S, S)."""
+    return clip_normalise(photos[idx])
 
 
 def classify(encoder: torch.nn.Module, head: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
