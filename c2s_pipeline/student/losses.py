@@ -119,8 +119,10 @@ def group_cross_entropy(logits: torch.Tensor, target: torch.Tensor, num_seen: in
     shrink the seen-class supervision by the share of background; each group keeps its own weight, and with no
     latent pixels this is the plain cross-entropy of the seen labels.
     """
-    per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")   # (B, H, W)
     labelled = target != IGNORE_INDEX
     latent = labelled & (target >= num_seen)
+    if not latent.any():   # the plain mean itself, so arms without the latent term train exactly as before
+        return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")   # (B, H, W)
     seen = labelled & ~latent
     return sum(per_pixel[group].mean() for group in (seen, latent) if group.any())
