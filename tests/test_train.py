@@ -329,3 +329,21 @@ def test_resume_is_refused_when_the_encoder_weights_file_has_other_contents():
     check_resumable("models/x/checkpoint.pt", record("aa").to_dict(), record("aa"))     # same file: resumes
     with pytest.raises(CheckpointError, match="encoder_weights_sha256 'aa' -> 'bb'.*--no-resume"):
         check_resumable("models/x/checkpoint.pt", record("aa").to_dict(), record("bb"))
+
+
+def test_resume_follows_a_moved_workspace_by_content_not_by_path():
+    """data.root and a local encoder file may move (same fingerprint, same sha256); other weights may not."""
+    from c2s_pipeline.config import Params, override
+
+    def record(root: str, weights: str | None, sha: str | None, fingerprint: str = "fp") -> RunRecord:
+        provenance = {"fingerprint": fingerprint, "class_names": ["a"]}
+        if sha:
+            provenance["encoder_weights_sha256"] = sha
+        return RunRecord(override(Params(), data={"root": root}, student={"encoder_weights": weights}), provenance)
+
+    saved = record("/old/world", "/old/encoder.pt", "aa").to_dict()
+    check_resumable("models/x/checkpoint.pt", saved, record("/new/world", "/new/encoder.pt", "aa"))
+    with pytest.raises(CheckpointError, match="student.encoder_weights '/old/encoder.pt' -> 'imagenet'"):
+        check_resumable("models/x/checkpoint.pt", saved, record("/new/world", "imagenet", None))
+    with pytest.raises(CheckpointError, match="fingerprint 'fp' -> 'other'"):
+        check_resumable("models/x/checkpoint.pt", saved, record("/new/world", "/new/encoder.pt", "aa", "other"))

@@ -98,13 +98,18 @@ class RunRecord:
 RESUME_COMPARED = ("data", "student", "loss", "train", "fingerprint", "class_names", "encoder_weights_sha256")
 # Bookkeeping a resumed run may change; train.iterations may only grow (checked on its own).
 RESUME_MAY_CHANGE = ("train.log_every", "train.checkpoint_every", "train.iterations")
+# Paths compared by the content they name when both records hold its digest: the data by the store's
+# fingerprint (a digest of the data's files), a local encoder weights file by its sha256. A moved
+# workspace resumes; a switch between a file and "imagenet" or scratch is still refused by its path.
+RESUME_BY_CONTENT = {"data.root": "fingerprint", "student.encoder_weights": "encoder_weights_sha256"}
 
 
 def check_resumable(path: str | Path, saved: dict | None, current: RunRecord) -> None:
     """Refuse to continue a checkpoint under other settings than it was written with; names what differs."""
     old, new = RunRecord.from_dict(saved or {}, path).flat(), current.flat()
+    by_content = {k for k, digest in RESUME_BY_CONTENT.items() if old.get(digest) and new.get(digest)}
     keys = sorted(k for k in old.keys() | new.keys()
-                  if k.split(".")[0] in RESUME_COMPARED and k not in RESUME_MAY_CHANGE)
+                  if k.split(".")[0] in RESUME_COMPARED and k not in RESUME_MAY_CHANGE and k not in by_content)
     diffs = changes(old, new, keys)
     before, after = old.get("train.iterations"), new.get("train.iterations")
     if before is not None and after is not None and after < before:
