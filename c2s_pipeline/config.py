@@ -117,6 +117,8 @@ class LossConfig:
     focal_weight: float = bounded(1.0, low=0)  # NEL = focal_weight * focal + dice_weight * dice (ZegCLIP: 100)
     dice_weight: float = bounded(1.0, low=0)
     ce_weight: float = bounded(1.0, low=0)
+    # grouped: mean over seen pixels + mean over latent pixels; pooled: one mean over both (before ebb0065)
+    ce_reduction: str = one_of("grouped", "pooled")
     decoder_layers: int = bounded(2, low=1)  # latent embedding generator
     decoder_heads: int = bounded(4, low=1)
 

@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from c2s_pipeline.cache.schema import EMPTY_SLOT, LATENT
@@ -155,6 +156,25 @@ def test_latent_regions_add_channels_only_with_latent_on():
                                                        *_protos(with_latent, batch))
     assert logits.shape[1] == 4 + 2 and valid.tolist() == [[True] * 5 + [False], [True] * 6]
     assert set(target[0].unique().tolist()) == {2, 4, 255} and set(target[1].unique().tolist()) == {2, 4, 5}
+
+
+def test_ce_of_the_pseudo_mask_is_grouped_by_default_and_pooled_on_request():
+    """ce_loss = seen-pixel mean + latent-pixel mean (grouped) or one mean over both (pooled)."""
+    batch = fixed_batch()
+    task = make_task()
+    with torch.no_grad():
+        feats = task.student(batch["image"])
+        logits, target, valid = task._pseudo_logits(feats, batch, *_protos(task, batch))
+        logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        per_pixel = F.cross_entropy(logits.masked_fill(~valid[..., None, None], -1e4), target, ignore_index=255,
+                                    reduction="none")
+        seen, latent = (target < 4), (target >= 4) & (target != 255)
+        grouped = per_pixel[seen].mean() + per_pixel[latent].mean()
+        pooled = per_pixel[seen | latent].mean()
+        assert abs(float(grouped - pooled)) > 0.1          # the batch tells the two apart
+        torch.testing.assert_close(task(batch)["ce_loss"], grouped)
+        task.cfg = dataclasses.replace(task.cfg, ce_reduction="pooled")
+        torch.testing.assert_close(task(batch)["ce_loss"], pooled)
 
 
 def _protos(task, batch):

@@ -331,6 +331,23 @@ def test_resume_is_refused_when_the_encoder_weights_file_has_other_contents():
         check_resumable("models/x/checkpoint.pt", record("aa").to_dict(), record("bb"))
 
 
+def test_runs_from_before_ce_reduction_resume_only_where_the_loss_is_unchanged():
+    """A saved record without loss.ce_reduction trained the pooled mean: a C2S run is refused under the grouped
+    default, a run without the latent term (the same computation under both) resumes."""
+    from c2s_pipeline.config import Params, override
+
+    provenance = {"fingerprint": "fp", "class_names": ["a"]}
+    for use_latent, refused in ((True, True), (False, False)):
+        current = RunRecord(override(Params(), loss={"use_latent": use_latent}), provenance)
+        saved = current.to_dict()
+        del saved["params"]["loss"]["ce_reduction"]
+        if refused:
+            with pytest.raises(CheckpointError, match="loss.ce_reduction 'pooled' -> 'grouped'"):
+                check_resumable("models/x/checkpoint.pt", saved, current)
+        else:
+            check_resumable("models/x/checkpoint.pt", saved, current)
+
+
 def test_resume_follows_a_moved_workspace_by_content_not_by_path():
     """data.root and a local encoder file may move (same fingerprint, same sha256); other weights may not."""
     from c2s_pipeline.config import Params, override

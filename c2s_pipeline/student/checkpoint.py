@@ -82,6 +82,11 @@ class RunRecord:
         # loss.alpha was the training-only seen-logit scale; student.logit_scale is now the one scale (it
         # always held the same value in params.yaml).
         params.get("loss", {}).pop("alpha", None)
+        # Runs from before loss.ce_reduction took one cross-entropy mean over the pseudo mask ("pooled"); without
+        # the latent term there is no latent pixel and both reductions are the same computation.
+        loss = params.get("loss")
+        if isinstance(loss, dict) and "ce_reduction" not in loss:
+            loss["ce_reduction"] = "pooled" if loss.get("use_latent", True) else "grouped"
         try:
             return cls(params_from_dict(params), dict(saved.get("provenance") or {}))
         except ConfigError as err:
@@ -99,15 +104,15 @@ RESUME_COMPARED = ("data", "student", "loss", "train", "fingerprint", "class_nam
 # Bookkeeping a resumed run may change; train.iterations may only grow (checked on its own).
 RESUME_MAY_CHANGE = ("train.log_every", "train.checkpoint_every", "train.iterations")
 # Paths compared by the content they name when both records hold its digest: the data by the store's
-# fingerprint (a digest of the data's files), a local encoder weights file by its sha256. A moved
-# workspace resumes; a switch between a file and "imagenet" or scratch is still refused by its path.
+# fingerprint (ids, sizes and mtimes of the data's files: a copy that kept them), a local encoder weights file
+# by its sha256. A moved workspace resumes; a switch between a file and "imagenet" or scratch is refused.
 RESUME_BY_CONTENT = {"data.root": "fingerprint", "student.encoder_weights": "encoder_weights_sha256"}
 
 
 def check_resumable(path: str | Path, saved: dict | None, current: RunRecord) -> None:
     """Refuse to continue a checkpoint under other settings than it was written with; names what differs."""
     old, new = RunRecord.from_dict(saved or {}, path).flat(), current.flat()
-    by_content = {k for k, digest in RESUME_BY_CONTENT.items() if old.get(digest) and new.get(digest)}
+    by_content = {k for k, digest in RESUME_BY_CONTENT.items() if old.get(digest) and old[digest] == new.get(digest)}
     keys = sorted(k for k in old.keys() | new.keys()
                   if k.split(".")[0] in RESUME_COMPARED and k not in RESUME_MAY_CHANGE and k not in by_content)
     diffs = changes(old, new, keys)

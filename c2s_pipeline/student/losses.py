@@ -113,11 +113,12 @@ def nel_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, fo
 
 
 def group_cross_entropy(logits: torch.Tensor, target: torch.Tensor, num_seen: int) -> torch.Tensor:
-    """Mean CE over seen-labelled pixels + mean CE over latent pixels (target >= num_seen).
+    """Mean CE over the seen-labelled pixels + mean CE over the latent pixels.
 
-    Latent regions cover most unannotated pixels (the background too), so one mean over all pixels would
-    shrink the seen-class supervision by the share of background; each group keeps its own weight, and with no
-    latent pixels this is the plain cross-entropy of the seen labels.
+    logits (B, C_s + U, H, W); target (B, H, W): seen index < num_seen, latent slot >= num_seen, or
+    IGNORE_INDEX (at least one pixel labelled). Mining labels most unannotated pixels latent (the background
+    too), so one mean over all of them would shrink the seen supervision by the background's share; here each
+    seen pixel weighs what it does without the latent term, and with no latent pixel this is the plain mean.
     """
     labelled = target != IGNORE_INDEX
     latent = labelled & (target >= num_seen)
@@ -125,4 +126,5 @@ def group_cross_entropy(logits: torch.Tensor, target: torch.Tensor, num_seen: in
         return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
     per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")   # (B, H, W)
     seen = labelled & ~latent
-    return sum(per_pixel[group].mean() for group in (seen, latent) if group.any())
+    latent_mean = per_pixel[latent].mean()
+    return per_pixel[seen].mean() + latent_mean if seen.any() else latent_mean

@@ -1,7 +1,7 @@
 """A training step's forward: batch -> dict(loss, global_loss, local_loss, nel_loss, ce_loss).
 
 L = L_g + L_l + L_p, L_p = NEL + ce_weight * CE on X = cat(tau cos(F, A_s), beta cos(F, A'_u)),
-the CE a mean over seen pixels plus one over latent pixels (`group_cross_entropy`),
+the CE a mean over seen pixels plus one over latent pixels (`group_cross_entropy`; loss.ce_reduction),
 with tau the student's logit scale (the paper's alpha; evaluation uses the same one).
 With every C2S term off this is the plain supervised seen-only baseline on the dataset labels.
 Only seen-class text embeddings ever enter this module.
@@ -73,7 +73,9 @@ class C2STask(nn.Module):
         with record_function("c2s.ce"):
             if (target != IGNORE_INDEX).any():
                 masked = logits.masked_fill(~valid[..., None, None], -1e4)
-                out["ce_loss"] = cfg.ce_weight * group_cross_entropy(masked, target, len(self.seen_text))
+                out["ce_loss"] = cfg.ce_weight * (
+                    group_cross_entropy(masked, target, len(self.seen_text)) if cfg.ce_reduction == "grouped"
+                    else F.cross_entropy(masked, target, ignore_index=IGNORE_INDEX))
         out["loss"] = out["global_loss"] + out["local_loss"] + out["nel_loss"] + out["ce_loss"]
         if cfg.use_global:
             self._push_bank(batch["global_cls"])
