@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from c2s_pipeline.data.registry import dataset_from_params
-from c2s_pipeline.eval.inference import predict_logits
+from c2s_pipeline.eval.inference import predict_logits, slide_stride
 from c2s_pipeline.eval.metrics import ConfusionMatrix, summarize
 from c2s_pipeline.student.checkpoint import load_student
 from c2s_pipeline.student.data import image_to_tensor
@@ -36,7 +36,7 @@ def closed_set(run_dir: Path) -> tuple[float, float]:
             sample = dataset[i]
             logits = predict_logits(lambda x: student.predict_logits(x, text[seen], scale),
                                     image_to_tensor(sample.image)[None], mode=p.eval.mode, crop=size,
-                                    stride=p.eval.stride or size * 5 // 6, flip=p.eval.flip)
+                                    stride=slide_stride(p.eval.stride, size), flip=p.eval.flip)
             pred = logits[0].argmax(0)          # raw logits: no calibration, so no saturated ties
             cm.update(seen_ids[pred], torch.from_numpy(sample.label).long())
     scores = summarize(cm.iou().cpu(), seen.numpy(), cm.pixel_accuracy())

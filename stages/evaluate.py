@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params, to_dict
 from c2s_pipeline.data.registry import dataset_from_params
-from c2s_pipeline.eval.inference import apply_seen_bias, dense_text_logits, segment
+from c2s_pipeline.eval.inference import apply_seen_bias, dense_text_logits, segment, slide_stride
 from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, split_confusion, summarize
 from c2s_pipeline.eval.report import write_per_class_csv
 from c2s_pipeline.eval.speed import count_flops, count_params, measure_fps
@@ -55,7 +55,7 @@ def run(params: Params, run_dir: str | Path, out_json: str | Path, *, split: str
             sample = dataset[i]
             x = image_to_tensor(sample.image).unsqueeze(0).to(device)          # (1, 3, H, W)
             pred = segment(logits_fn, x, seen, e.seen_bias, e.calibration, mode=e.mode, crop=size,
-                           stride=e.stride or size * 5 // 6, flip=e.flip)
+                           stride=slide_stride(e.stride, size), flip=e.flip)
             cm.update(pred, torch.from_numpy(sample.label).long().to(device))
         example = torch.zeros(1, 3, size, size, device=device)
         fps = measure_fps(logits_fn, example, e.fps_warmup, e.fps_iters, device)

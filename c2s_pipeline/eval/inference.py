@@ -11,6 +11,11 @@ from c2s_pipeline.student.model import class_logits
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, h, w) -> (B, C, h, w)
 
 
+def slide_stride(stride: int, crop: int) -> int:
+    """eval.stride, or its default 0: 5/6 of the window (mmseg's 426 for 512-px windows)."""
+    return stride or crop * 5 // 6
+
+
 def _slide(logits_fn: LogitsFn, x: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
     """mmseg-style sliding window over x (1, 3, H, W) (H, W >= crop), overlaps averaged."""
     _, _, h, w = x.shape

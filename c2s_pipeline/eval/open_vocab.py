@@ -8,7 +8,7 @@ from PIL import Image, UnidentifiedImageError
 
 from c2s_pipeline.config import EvalConfig, Params
 from c2s_pipeline.data.registry import dataset_spec
-from c2s_pipeline.eval.inference import segment
+from c2s_pipeline.eval.inference import segment, slide_stride
 from c2s_pipeline.student.data import image_to_tensor
 
 
@@ -35,7 +35,7 @@ def class_map(student, emb: torch.Tensor, run_params: Params, ev: EvalConfig, im
     x = image_to_tensor(image).unsqueeze(0).to(emb.device)
     with torch.inference_mode():
         pred = segment(lambda t: student.predict_logits(t, emb, run_params.student.logit_scale), x, no_bias, 0.0,
-                       mode=ev.mode, crop=size, stride=ev.stride or size * 5 // 6, flip=ev.flip)
+                       mode=ev.mode, crop=size, stride=slide_stride(ev.stride, size), flip=ev.flip)
     return pred.cpu().numpy()
 
 
