@@ -70,17 +70,29 @@ def test_standard_dense_path_matches_the_models_own_patch_projection():
     torch.testing.assert_close(clip.encode_images(x).dense_tokens, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_world_teacher_embeds_an_image_as_the_mean_of_its_patch_tokens():
-    """The world's CLIP pools by averaging (README: the embedded default), so at native size its image
-    embedding is the mean of the dense path's projected patch tokens: each token is a piece of it."""
+def test_world_teacher_dense_tokens_are_its_attention_pool_applied_to_each_token_alone():
+    """The world's CLIP pools by attention (README: the embedded default). Its MaskCLIP tokens are what
+    open_clip's own pool, ln_post and projection give for each final token alone, so the sum of what a
+    token says is what the pool would say of it; clearclip and sclip edit the last block instead."""
     torch.manual_seed(2)
-    clip = load_clip("c2s-world-vit", None, image_size=64, dense_mode="standard")
+    clip = load_clip("c2s-world-vit", None, image_size=64, dense_mode="maskclip")
+    v = clip.visual
     x = clip.preprocess(_images(seed=2, size=64), 64)
+    seen = {}
+    hook = v.attn_pool.register_forward_pre_hook(lambda module, args: seen.update(tokens=args[0]))
     with torch.no_grad():
-        tokens = clip._dense_tokens(x)                                    # (B, 8, 8, D), not normalised
-        image = clip.model.encode_image(x)                                # (B, D)
-    assert clip.visual.pool_type == "avg" and tokens.shape == (2, 8, 8, 128)
-    torch.testing.assert_close(tokens.mean((1, 2)), image, atol=1e-5, rtol=1e-5)
+        image = clip.model.encode_image(x)                                   # (B, D), the pool's input kept
+        hook.remove()
+        final = seen["tokens"][:, 1:]                                        # (B, 64, W) after every block
+        alone = torch.cat([v.attn_pool(final[:, [i]]) for i in range(final.shape[1])], 1)   # (B, 64, D)
+        expected = (v.ln_post(alone) @ v.proj).view(2, 8, 8, -1)
+        tokens = clip._dense_tokens(x)
+        pooled = v.ln_post(v.attn_pool(seen["tokens"]))[:, 0] @ v.proj
+        clip.dense_mode = "sclip"
+        edited = clip._dense_tokens(x)
+    torch.testing.assert_close(pooled, image)                                # the hook saw the real forward
+    torch.testing.assert_close(tokens, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(edited, tokens, atol=1e-3)
 
 
 def test_maskclip_block_is_the_value_path_with_residual_and_mlp(tiny):

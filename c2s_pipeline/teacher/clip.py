@@ -2,7 +2,7 @@
 
 The model is built at its native size, so checkpoints load unchanged and the global CLS comes from
 the standard forward; the dense path re-runs the vision tower with position embeddings interpolated
-to the requested image size and a modified last block (MaskCLIP by default).
+to the requested image size and its last attention modified (MaskCLIP by default).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from c2s_pipeline.teacher.registry import register_model_configs
 
 log = logging.getLogger(__name__)
 
-DENSE_MODES = ("maskclip", "clearclip", "sclip", "standard")  # standard = unmodified block (checks)
+DENSE_MODES = ("maskclip", "clearclip", "sclip", "standard")  # standard = unmodified tower (checks)
 SINGLE_TEMPLATE = ("a photo of a {}.",)
 ENSEMBLE_TEMPLATES = (  # ZegCLIP's 15 templates for COCO-Stuff / Context
     "a photo of a {}.", "a photo of a small {}.", "a photo of a medium {}.", "a photo of a large {}.",
@@ -179,13 +179,29 @@ class FrozenCLIP:
         t = v.ln_pre(torch.cat([cls, t], 1) + self._pos_embed(h, w).to(t.dtype))  # (B, 1+hw, W)
         seq_first = not getattr(v.transformer, "batch_first", True)
         blocks = v.transformer.resblocks
+        pool = getattr(v, "attn_pool", None)
+        # MaskCLIP edits the last attention that forms the image embedding: the last block's when the CLS
+        # token pools, the pool's own when an attention pool does (as for CLIP's ResNets). ClearCLIP and
+        # SCLIP edit the last block either way.
+        edit_last_block = pool is None or self.dense_mode in ("clearclip", "sclip")
         t = t.transpose(0, 1) if seq_first else t
-        for block in blocks[:-1]:
+        for block in blocks[:-1] if edit_last_block else blocks:
             t = block(t)
         t = t.transpose(0, 1) if seq_first else t
-        t = last_block(blocks[-1], t, self.dense_mode, seq_first)
-        t = v.ln_post(t[:, 1:]) @ v.proj                                     # (B, hw, D)
+        if edit_last_block:
+            t = last_block(blocks[-1], t, self.dense_mode, seq_first)
+        t = t[:, 1:] if pool is None else attention_pool_values(pool, t[:, 1:])
+        t = v.ln_post(t) @ v.proj                                            # (B, hw, D)
         return t.reshape(b, h, w, -1)
+
+
+def attention_pool_values(pool: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, N, W) -> (B, N, D): each token through an open_clip AttentionalPooler's value path and output
+    projection, which is what the pool returns for a sequence of that token alone (softmax over one key)."""
+    attn = pool.attn
+    e = attn.embed_dim
+    weight = attn.in_proj_weight[2 * e:] if attn.in_proj_weight is not None else attn.v_proj_weight
+    return attn.out_proj(F.linear(pool.ln_k(tokens), weight, attn.in_proj_bias[2 * e:]))
 
 
 def last_block(block: torch.nn.Module, x: torch.Tensor, mode: str, seq_first: bool = False) -> torch.Tensor:
