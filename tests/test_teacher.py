@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from c2s_pipeline.teacher.clip import TeacherError, last_block, load_clip
+from c2s_pipeline.teacher.clip import FrozenCLIP, TeacherError, last_block, load_clip
 from c2s_pipeline.teacher.mining import region_crops
 
 
@@ -77,6 +77,10 @@ def test_world_teacher_dense_tokens_are_its_attention_pool_applied_to_each_token
     torch.manual_seed(2)
     clip = load_clip("c2s-world-vit", None, image_size=64, dense_mode="maskclip")
     v = clip.visual
+    with torch.no_grad():   # open_clip initialises these to 0 / 1: random values make each of them count
+        for p in (v.attn_pool.attn.in_proj_bias, v.attn_pool.attn.out_proj.bias, *v.attn_pool.ln_k.parameters(),
+                  *v.ln_post.parameters()):
+            p.copy_(torch.randn_like(p))
     x = clip.preprocess(_images(seed=2, size=64), 64)
     seen = {}
     hook = v.attn_pool.register_forward_pre_hook(lambda module, args: seen.update(tokens=args[0]))
@@ -93,6 +97,27 @@ def test_world_teacher_dense_tokens_are_its_attention_pool_applied_to_each_token
     torch.testing.assert_close(pooled, image)                                # the hook saw the real forward
     torch.testing.assert_close(tokens, expected, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(edited, tokens, atol=1e-3)
+
+
+def test_an_average_pooled_tower_embeds_an_image_as_the_mean_of_its_patch_tokens():
+    """open_clip's `pool_type: avg` (the world's CLIP before 6381925): at native size the image embedding is the
+    mean of the unmodified dense path's projected patch tokens."""
+    torch.manual_seed(3)
+    clip = load_clip("c2s-tiny-vit", None, image_size=64, dense_mode="standard")
+    clip.visual.pool_type = "avg"
+    x = clip.preprocess(_images(seed=3), 64)
+    with torch.no_grad():
+        tokens = clip._dense_tokens(x)                                    # (B, 4, 4, D), not normalised
+        image = clip.model.encode_image(x)                                # (B, D)
+    torch.testing.assert_close(tokens.mean((1, 2)), image, atol=1e-5, rtol=1e-5)
+
+
+def test_a_two_pool_coca_tower_is_refused_with_what_to_use():
+    model = open_clip.create_model("c2s-tiny-vit", pretrained=None)
+    model.visual.attn_pool_contrastive = torch.nn.Identity()             # what 'parallel' / 'cascade' build
+    with pytest.raises(TeacherError, match="two-pool .* no dense-token path here; use a class-token"):
+        FrozenCLIP(model, "c2s-tiny-vit", image_size=64, device=torch.device("cpu"), dense_mode="maskclip",
+                   weights_digest="0")
 
 
 def test_maskclip_block_is_the_value_path_with_residual_and_mlp(tiny):

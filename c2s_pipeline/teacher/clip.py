@@ -22,7 +22,8 @@ from c2s_pipeline.teacher.registry import register_model_configs
 
 log = logging.getLogger(__name__)
 
-DENSE_MODES = ("maskclip", "clearclip", "sclip", "standard")  # standard = unmodified tower (checks)
+DENSE_MODES = ("maskclip", "clearclip", "sclip", "standard")  # standard: tower unmodified (checks; = maskclip
+                                                              # when an attention pool forms the embedding)
 SINGLE_TEMPLATE = ("a photo of a {}.",)
 ENSEMBLE_TEMPLATES = (  # ZegCLIP's 15 templates for COCO-Stuff / Context
     "a photo of a {}.", "a photo of a small {}.", "a photo of a medium {}.", "a photo of a large {}.",
@@ -75,8 +76,9 @@ def _create(model_name: str, pretrained: str | None) -> torch.nn.Module:
 
 def check_recorded_config(model_name: str, checkpoint: Path) -> None:
     """Refuse a checkpoint whose record (the JSON beside it that `c2s world pretrain-teacher` writes) names another
-    config of this model: weights of a class-token-pooled world CLIP load into the average-pooled config
-    without any error, as the two have the same parameters. Checkpoints without a record load unchecked."""
+    config of this model: weights of a class-token-pooled world CLIP load into an average-pooled config
+    without any error, as the two have the same parameters (other edits fail to load, less clearly).
+    Checkpoints without a record load unchecked."""
     try:
         recorded = json.loads(checkpoint.with_suffix(".json").read_text()).get("model_config")
     except (OSError, ValueError, AttributeError):
@@ -107,6 +109,10 @@ class FrozenCLIP:
                  dense_mode: str, weights_digest: str):
         self.model = model.eval().requires_grad_(False).to(device)
         self.visual = self.model.visual
+        if getattr(self.visual, "attn_pool_contrastive", None) is not None:
+            raise TeacherError(f"{model_name} pools by open_clip's two-pool (CoCa 'parallel' / 'cascade') attention, "
+                               "which has no dense-token path here; use a class-token, average or single "
+                               "attention-pooled config")
         self.model_name, self.image_size, self.device = model_name, image_size, device
         self.dense_mode, self.weights_digest = dense_mode, weights_digest
         self.tokenizer = open_clip.get_tokenizer(model_name)
@@ -201,7 +207,8 @@ def attention_pool_values(pool: torch.nn.Module, tokens: torch.Tensor) -> torch.
     attn = pool.attn
     e = attn.embed_dim
     weight = attn.in_proj_weight[2 * e:] if attn.in_proj_weight is not None else attn.v_proj_weight
-    return attn.out_proj(F.linear(pool.ln_k(tokens), weight, attn.in_proj_bias[2 * e:]))
+    bias = attn.in_proj_bias[2 * e:] if attn.in_proj_bias is not None else None
+    return attn.out_proj(F.linear(pool.ln_k(tokens), weight, bias))
 
 
 def last_block(block: torch.nn.Module, x: torch.Tensor, mode: str, seq_first: bool = False) -> torch.Tensor:
