@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from c2s_pipeline.teacher.clip import FrozenCLIP, TeacherError, last_block, load_clip
 from c2s_pipeline.teacher.mining import region_crops
+from c2s_pipeline.teacher.registry import MODEL_CONFIG_DIR
 
 
 @pytest.fixture(scope="module")
@@ -70,26 +71,34 @@ def test_standard_dense_path_matches_the_models_own_patch_projection():
     torch.testing.assert_close(clip.encode_images(x).dense_tokens, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_world_teacher_dense_tokens_are_its_attention_pool_applied_to_each_token_alone():
-    """The world's CLIP pools by attention (README: the embedded default). Its MaskCLIP tokens are what
-    open_clip's own pool, ln_post and projection give for each final token alone, so the sum of what a
-    token says is what the pool would say of it; clearclip and sclip edit the last block instead."""
+def _attention_pooled_clip() -> FrozenCLIP:
+    """The tiny config with open_clip's attention pool of one query (as CLIP's ResNets pool; README: the
+    embedded default, attention pooling tried)."""
+    cfg = json.loads((MODEL_CONFIG_DIR / "c2s-tiny-vit.json").read_text())
+    cfg["vision_cfg"].update(attentional_pool=True, attn_pooler_queries=1, attn_pooler_heads=2)
+    return FrozenCLIP(open_clip.CLIP(**cfg), "c2s-tiny-vit", image_size=64, device=torch.device("cpu"),
+                      dense_mode="maskclip", weights_digest="0")
+
+
+def test_attention_pooled_dense_tokens_are_the_pool_applied_to_each_token_alone():
+    """MaskCLIP on an attention-pooled tower edits the pool: each token's dense output is what open_clip's own
+    pool, ln_post and projection give for that final token alone; clearclip and sclip edit the last block."""
     torch.manual_seed(2)
-    clip = load_clip("c2s-world-vit", None, image_size=64, dense_mode="maskclip")
+    clip = _attention_pooled_clip()
     v = clip.visual
     with torch.no_grad():   # open_clip initialises these to 0 / 1: random values make each of them count
         for p in (v.attn_pool.attn.in_proj_bias, v.attn_pool.attn.out_proj.bias, *v.attn_pool.ln_k.parameters(),
                   *v.ln_post.parameters()):
             p.copy_(torch.randn_like(p))
-    x = clip.preprocess(_images(seed=2, size=64), 64)
+    x = clip.preprocess(_images(seed=2), 64)
     seen = {}
     hook = v.attn_pool.register_forward_pre_hook(lambda module, args: seen.update(tokens=args[0]))
     with torch.no_grad():
         image = clip.model.encode_image(x)                                   # (B, D), the pool's input kept
         hook.remove()
-        final = seen["tokens"][:, 1:]                                        # (B, 64, W) after every block
-        alone = torch.cat([v.attn_pool(final[:, [i]]) for i in range(final.shape[1])], 1)   # (B, 64, D)
-        expected = (v.ln_post(alone) @ v.proj).view(2, 8, 8, -1)
+        final = seen["tokens"][:, 1:]                                        # (B, 16, W) after every block
+        alone = torch.cat([v.attn_pool(final[:, [i]]) for i in range(final.shape[1])], 1)   # (B, 16, D)
+        expected = (v.ln_post(alone) @ v.proj).view(2, 4, 4, -1)
         tokens = clip._dense_tokens(x)
         pooled = v.ln_post(v.attn_pool(seen["tokens"]))[:, 0] @ v.proj
         clip.dense_mode = "sclip"
@@ -99,16 +108,16 @@ def test_world_teacher_dense_tokens_are_its_attention_pool_applied_to_each_token
     assert not torch.allclose(edited, tokens, atol=1e-3)
 
 
-def test_an_average_pooled_tower_embeds_an_image_as_the_mean_of_its_patch_tokens():
-    """open_clip's `pool_type: avg` (the world's CLIP before 6381925): at native size the image embedding is the
-    mean of the unmodified dense path's projected patch tokens."""
-    torch.manual_seed(3)
-    clip = load_clip("c2s-tiny-vit", None, image_size=64, dense_mode="standard")
-    clip.visual.pool_type = "avg"
-    x = clip.preprocess(_images(seed=3), 64)
+def test_world_teacher_embeds_an_image_as_the_mean_of_its_patch_tokens():
+    """The world's CLIP pools by averaging (README: the embedded default), so at native size its image
+    embedding is the mean of the dense path's projected patch tokens: each token is a piece of it."""
+    torch.manual_seed(2)
+    clip = load_clip("c2s-world-vit", None, image_size=64, dense_mode="standard")
+    x = clip.preprocess(_images(seed=2, size=64), 64)
     with torch.no_grad():
-        tokens = clip._dense_tokens(x)                                    # (B, 4, 4, D), not normalised
+        tokens = clip._dense_tokens(x)                                    # (B, 8, 8, D), not normalised
         image = clip.model.encode_image(x)                                # (B, D)
+    assert clip.visual.pool_type == "avg" and tokens.shape == (2, 8, 8, 128)
     torch.testing.assert_close(tokens.mean((1, 2)), image, atol=1e-5, rtol=1e-5)
 
 
