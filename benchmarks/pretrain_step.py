@@ -17,10 +17,11 @@ import torch
 
 from benchmarks.timing import interleaved_median_seconds
 from c2s_pipeline.config import PretrainConfig
+from c2s_pipeline.student.data import clip_normalise
 from c2s_pipeline.teacher.clip import SINGLE_TEMPLATE
 from c2s_pipeline.teacher.registry import register_model_configs
 from c2s_pipeline.world.generator import CLASS_NAMES
-from c2s_pipeline.world.pretrain import _augment, _normalise, make_optimizer, train_clip
+from c2s_pipeline.world.pretrain import _augment, make_optimizer, train_clip
 from c2s_pipeline.world.schedule import warmup_cosine_lr
 
 
@@ -30,7 +31,7 @@ def every_row(model, images, tokens, batches, cfg: PretrainConfig, gen, device) 
     for step, idx in enumerate(batches):
         for group in opt.param_groups:
             group["lr"] = warmup_cosine_lr(step, len(batches), cfg.lr, cfg.warmup_steps)
-        out = model(_normalise(_augment(images[idx], gen).to(device)), tokens[idx].to(device))
+        out = model(clip_normalise(_augment(images[idx], gen).to(device)), tokens[idx].to(device))
         loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -17,7 +17,8 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 def clip_normalise(pixels: torch.Tensor) -> torch.Tensor:
     """(..., 3, H, W) uint8 -> float, CLIP-normalised (the student sees what the teacher saw)."""
     x = pixels.float() / 255.0
-    return (x - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+    mean, std = (torch.tensor(v, device=x.device)[:, None, None] for v in (CLIP_MEAN, CLIP_STD))
+    return (x - mean) / std
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:

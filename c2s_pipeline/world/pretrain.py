@@ -22,6 +22,7 @@ from c2s_pipeline.config import ConfigError, PretrainConfig
 from c2s_pipeline.data.base import IGNORE_INDEX
 from c2s_pipeline.data.registry import build_dataset
 from c2s_pipeline.files import replacing, write_text
+from c2s_pipeline.student.data import clip_normalise
 from c2s_pipeline.teacher.clip import SINGLE_TEMPLATE
 from c2s_pipeline.teacher.registry import register_model_configs
 from c2s_pipeline.world.generator import caption_rows
@@ -36,12 +37,6 @@ def _load_captions(world_dir: Path, size: int) -> tuple[torch.Tensor, list[str]]
     images = [np.asarray(Image.open(world_dir / r["image"]).convert("RGB").resize((size, size), Image.BILINEAR))
               for r in rows]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), [r["caption"] for r in rows]
-
-
-def _normalise(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(open_clip.OPENAI_DATASET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x.float() / 255.0 - mean) / std
 
 
 CROP_SIDE = (0.6, 1.0)   # random crop side as a fraction of the photo's, then resized back (RandomResizedCrop)
@@ -94,7 +89,7 @@ def distinct_caption_batches(captions: list[str], batch_size: int, gen: torch.Ge
 @torch.no_grad()
 def contrastive_loss(model, loss_fn, images: torch.Tensor, tokens: torch.Tensor) -> float:
     model.eval()
-    out = model(_normalise(images), tokens)
+    out = model(clip_normalise(images), tokens)
     model.train()
     return float(loss_fn(out["image_features"], out["text_features"], out["logit_scale"]))
 
@@ -116,7 +111,7 @@ def zero_shot_accuracy(model, tokenizer, world_dir: Path, size: int, device) -> 
             continue
         target = int(present[np.argmax(counts)])
         image = torch.from_numpy(np.array(Image.fromarray(sample.image).resize((size, size), Image.BILINEAR)))
-        feat = F.normalize(model.encode_image(_normalise(image.permute(2, 0, 1)[None].to(device))), dim=-1)
+        feat = F.normalize(model.encode_image(clip_normalise(image.permute(2, 0, 1)[None].to(device))), dim=-1)
         pred = int((feat @ text.T).argmax())
         hits["unseen" if target in ds.spec.unseen else "seen"].append(pred == target)
     model.train()
@@ -173,7 +168,7 @@ def train_clip(model, images: torch.Tensor, tokens: torch.Tensor, batches: list[
             lr = warmup_cosine_lr(step, len(batches), cfg.lr, cfg.warmup_steps)
             for group in opt.param_groups:
                 group["lr"] = lr
-            out = model(_normalise(_augment(images[idx], gen).to(device)), rows.remapped[idx].to(device))
+            out = model(clip_normalise(_augment(images[idx], gen).to(device)), rows.remapped[idx].to(device))
             loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
