@@ -17,7 +17,7 @@ import torch
 
 from benchmarks.timing import interleaved_median_seconds
 from c2s_pipeline.config import PretrainConfig
-from c2s_pipeline.student.data import clip_normalise
+from c2s_pipeline.data.transforms import clip_normalise
 from c2s_pipeline.teacher.clip import SINGLE_TEMPLATE
 from c2s_pipeline.teacher.registry import register_model_configs
 from c2s_pipeline.world.generator import CLASS_NAMES

@@ -225,7 +225,7 @@ def _raise_offline(*args, **kwargs):
 def test_students_and_world_pretraining_normalise_pixels_exactly_as_the_teacher_does(tiny):
     """`clip_normalise` (training never imports open_clip, so it holds a copy of CLIP's constants) is the
     teacher's preprocess at native size, bit for bit."""
-    from c2s_pipeline.student.data import clip_normalise
+    from c2s_pipeline.data.transforms import clip_normalise
 
     images = _images(size=64, seed=4)                                     # (B, 64, 64, 3) uint8
     assert torch.equal(clip_normalise(images.permute(0, 3, 1, 2)), tiny.preprocess(images, 64))

@@ -1,9 +1,21 @@
-"""Geometric transforms applied identically to an image and its masks (bilinear image, nearest masks)."""
+"""Geometric transforms applied identically to an image and its masks (bilinear image, nearest masks), and
+CLIP's pixel normalisation."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image
 
+# CLIP's normalisation (open_clip.constants.OPENAI_DATASET_MEAN/STD), copied so training never imports open_clip.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) uint8 -> float, CLIP-normalised: what the teacher sees, for the student and world pretraining."""
+    x = pixels.float() / 255.0
+    mean, std = (torch.tensor(v, device=x.device)[:, None, None] for v in (CLIP_MEAN, CLIP_STD))
+    return (x - mean) / std
 
 
 def _resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -7,18 +7,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from c2s_pipeline.config import TrainConfig
 from c2s_pipeline.data.base import IGNORE_INDEX
-from c2s_pipeline.data.transforms import resize_pair, view_crop_flip
-
-# CLIP's normalisation (open_clip.constants.OPENAI_DATASET_MEAN/STD), copied so training never imports open_clip.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def clip_normalise(pixels: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) uint8 -> float, CLIP-normalised (the student sees what the teacher saw)."""
-    x = pixels.float() / 255.0
-    mean, std = (torch.tensor(v, device=x.device)[:, None, None] for v in (CLIP_MEAN, CLIP_STD))
-    return (x - mean) / std
+from c2s_pipeline.data.transforms import clip_normalise, resize_pair, view_crop_flip
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:

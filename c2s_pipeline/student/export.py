@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from c2s_pipeline.student.data import CLIP_MEAN, CLIP_STD
+from c2s_pipeline.data.transforms import CLIP_MEAN, CLIP_STD
 from c2s_pipeline.student.model import Student
 
 IMAGE, TEXT, SCORES = "image", "text", "scores"

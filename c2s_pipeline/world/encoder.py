@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from c2s_pipeline.config import EncoderPretrainConfig
 from c2s_pipeline.files import replacing, write_text
-from c2s_pipeline.student.data import clip_normalise
+from c2s_pipeline.data.transforms import clip_normalise
 from c2s_pipeline.world.generator import CLASS_NAMES, caption_rows
 from c2s_pipeline.world.schedule import warmup_cosine_lr
 

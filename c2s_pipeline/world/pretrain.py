@@ -21,8 +21,8 @@ from tqdm import tqdm
 from c2s_pipeline.config import ConfigError, PretrainConfig
 from c2s_pipeline.data.base import IGNORE_INDEX
 from c2s_pipeline.data.registry import build_dataset
+from c2s_pipeline.data.transforms import clip_normalise
 from c2s_pipeline.files import replacing, write_text
-from c2s_pipeline.student.data import clip_normalise
 from c2s_pipeline.teacher.clip import SINGLE_TEMPLATE
 from c2s_pipeline.teacher.registry import register_model_configs
 from c2s_pipeline.world.generator import caption_rows
