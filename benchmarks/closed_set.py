@@ -35,8 +35,8 @@ def closed_set(run_dir: Path) -> tuple[float, float]:
         for i in range(len(dataset)):
             sample = dataset[i]
             logits = predict_logits(lambda x: student.predict_logits(x, text[seen], scale),
-                                    image_to_tensor(sample.image)[None], mode=p.eval.mode, crop=size,
-                                    stride=slide_stride(p.eval.stride, size), flip=p.eval.flip)
+                                    image_to_tensor(sample.image, p.student.normalisation)[None], mode=p.eval.mode,
+                                    crop=size, stride=slide_stride(p.eval.stride, size), flip=p.eval.flip)
             pred = logits[0].argmax(0)          # raw logits: no calibration, so no saturated ties
             cm.update(seen_ids[pred], torch.from_numpy(sample.label).long())
     scores = summarize(cm.iou().cpu(), seen.numpy(), cm.pixel_accuracy())

@@ -69,8 +69,16 @@ class TeacherConfig:
     templates: str = "auto"             # auto (the dataset's own: single for VOC and the world, ensemble for
                                         # Context / COCO-Stuff) | single ("a photo of a {}.") | ensemble (15)
     crop_size: int = bounded(0, low=0)  # local-CLS crop side; 0 = the model's native image size
-    # stored views: the whole image + 4 corner crops per fraction
+    # the views whose global CLS is stored, the only pixels the student is shown (docs/DESIGN.md, Views):
+    # corners = the S x S image + 4 corner crops per view_crops fraction; bank = view_count crops per image
+    # drawn as MMSeg draws a training crop (ratio-kept resize of view_scale x a ratio in view_ratio, an S x S
+    # window with cat_max_ratio judged on seen labels, padded)
+    views: str = one_of("corners", "bank")
     view_crops: tuple[float, ...] = bounded((0.75,), above=0, high=1)
+    view_count: int = bounded(8, low=1, high=255)
+    view_scale: tuple[int, int] = bounded((512, 128), low=1)       # (long, short) side at ratio 1; (4 S, S)
+    view_ratio: tuple[float, float] = bounded((0.5, 2.0), above=0)
+    cat_max_ratio: float = bounded(0.75, above=0, high=1)         # 1 = any window
     batch_size: int = bounded(16, low=1)
     max_regions: int = bounded(16, low=1, high=255)  # fixed per-image region slots in the cache
     device: str = "auto"                # auto | cpu | cuda | cuda:N
@@ -104,6 +112,12 @@ class StudentConfig:
     # the 1x1 head W from the decoder to D: linear (the paper's), or isometric (W^T W = I), whose feature
     # norm is nearly free at inference (README: Development, Inference)
     head: str = one_of(*STUDENT_HEADS)
+    # the mean / std the student's input is normalised with: its encoder's pretraining (clip for the world's
+    # encoder, trained on CLIP-normalised caption photos; imagenet for smp/timm ImageNet weights)
+    normalisation: str = one_of("clip", "imagenet")
+    # seen-class logits in training, evaluation and prediction: cosine = tau cos(F, A_s); dot = the paper's
+    # alpha F^T A_s (unit text rows, raw features; docs/DESIGN.md, Student)
+    seen_logits: str = one_of("cosine", "dot")
 
 
 @dataclass(frozen=True)
@@ -134,7 +148,12 @@ class TrainConfig:
     poly_power: float = bounded(0.9, low=0)
     min_lr: float = bounded(1e-6, low=0)
     grad_clip: float = bounded(0.0, low=0)   # 0 = off
+    # weight decay on normalisation layers' parameters (LayerNorm, BatchNorm, GroupNorm); MMSeg's SegFormer
+    # recipe gives them none (custom_keys norm: decay_mult 0)
+    decay_norms: bool = True
     flip: bool = True
+    # MMSeg's PhotoMetricDistortion on the student's input only (the teacher's CLS is of the plain view)
+    photometric: bool = False
     checkpoint_every: int = bounded(250, low=1)
     log_every: int = bounded(20, low=1)
     num_workers: int = bounded(2, low=0)

@@ -53,7 +53,7 @@ def run(params: Params, run_dir: str | Path, out_json: str | Path, *, split: str
     with torch.inference_mode():
         for i in tqdm(range(len(dataset)), desc=f"evaluate {Path(run_dir).name}", unit="img"):
             sample = dataset[i]
-            x = image_to_tensor(sample.image).unsqueeze(0).to(device)          # (1, 3, H, W)
+            x = image_to_tensor(sample.image, run.params.student.normalisation)[None].to(device)  # (1, 3, H, W)
             pred = segment(logits_fn, x, seen, e.seen_bias, e.calibration, mode=e.mode, crop=size,
                            stride=slide_stride(e.stride, size), flip=e.flip)
             cm.update(pred, torch.from_numpy(sample.label).long().to(device))

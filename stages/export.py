@@ -16,7 +16,8 @@ def run(run_dir: str | Path, out: str | Path, *, vocab: str | Path | None = None
     names, folded = list(run.provenance["class_names"]), None
     if vocab is not None:
         names, folded = load_vocab(vocab)
-    model = DeployedStudent(student, run.params.student.logit_scale, run.params.data.image_size, text=folded)
+    model = DeployedStudent(student, run.params.student.logit_scale, run.params.data.image_size, text=folded,
+                            normalisation=run.params.student.normalisation)
     path = export_onnx(model, out, names, embed_dim=text.shape[1], text=text)
     log.info("exported %s (%s, %d classes) to %s", run_dir, "folded" if folded is not None else "open-vocabulary",
              len(names), path)

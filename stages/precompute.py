@@ -14,13 +14,13 @@ from tqdm import tqdm
 
 from c2s_pipeline import __version__
 from c2s_pipeline.cache.backends import is_url
-from c2s_pipeline.cache.identity import locate_store, stores_dense_tokens
+from c2s_pipeline.cache.identity import locate_store, stores_dense_tokens, uses_view_bank
 from c2s_pipeline.cache.schema import CacheShape
 from c2s_pipeline.cache.store import CacheWriter, StoreIdentity, is_complete, store_lock
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params, to_dict
+from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params, TeacherConfig, to_dict
 from c2s_pipeline.data.base import as_in_main_process
 from c2s_pipeline.data.registry import dataset_from_params
-from c2s_pipeline.data.transforms import resize_pair, view_windows
+from c2s_pipeline.data.transforms import bank_view, draw_bank_views, pad_to, resize_pair, view_windows
 from c2s_pipeline.files import write_text
 from c2s_pipeline.teacher.batch import teach_batch
 from c2s_pipeline.teacher.clip import load_clip
@@ -34,10 +34,14 @@ STORE_POINTER = "{dataset}-{split}.json"
 
 
 class _Resized(Dataset):
-    """Decodes and resizes images in DataLoader workers; labels are seen-only (the inductive gate)."""
+    """Decodes and resizes images in DataLoader workers; labels are seen-only (the inductive gate).
 
-    def __init__(self, dataset, indices: list[int], size: int):
-        self.dataset, self.indices, self.size = dataset, indices, size
+    With a view bank (`bank`: the teacher section) each item also carries its drawn views, padded to S x S,
+    and their boxes; the views are drawn from the seen-only label, so the bank never reads unseen labels.
+    """
+
+    def __init__(self, dataset, indices: list[int], size: int, bank: TeacherConfig | None = None):
+        self.dataset, self.indices, self.size, self.bank = dataset, indices, size, bank
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -46,7 +50,14 @@ class _Resized(Dataset):
         i = self.indices[k]
         sample = self.dataset[i]
         image, label = resize_pair(sample.image, sample.label, self.size)
-        return i, torch.from_numpy(np.array(image)), torch.from_numpy(np.array(label))
+        item = (i, torch.from_numpy(np.array(image)), torch.from_numpy(np.array(label)))
+        if self.bank is None:
+            return item
+        t = self.bank
+        boxes = draw_bank_views(sample.label, self.dataset.ids[i], count=t.view_count, crop=self.size,
+                                scale=t.view_scale, ratio=t.view_ratio, cat_max_ratio=t.cat_max_ratio)
+        views = np.stack([pad_to(bank_view(sample.image, box=box)[0], self.size, 0) for box in boxes])
+        return (*item, torch.from_numpy(views), torch.from_numpy(boxes))
 
 
 def shard_indices(todo: list[int], rank: int, world_size: int) -> list[int]:
@@ -93,14 +104,16 @@ def _compute(params: Params, split: str, dataset, path: Path, identity: StoreIde
     clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device=device,
                      dense_mode=t.dense_mode)
     crop_size = t.crop_size or clip.native_size
+    bank = uses_view_bank(params, split)
+    windows = view_windows(d.image_size, t.view_crops)
     shape = CacheShape(num_images=len(dataset), embed_dim=clip.embed_dim, grid=tuple(clip.grid),
                        mask_size=d.image_size, max_regions=t.max_regions,
                        num_classes=dataset.spec.num_classes,
-                       num_views=len(view_windows(d.image_size, t.view_crops)),
-                       dense_tokens=stores_dense_tokens(params, split))
+                       num_views=t.view_count if bank else len(windows),
+                       dense_tokens=stores_dense_tokens(params, split), view_boxes=bank)
     manifest = {"fingerprint": identity.fingerprint, "inputs": identity.inputs,
                 "dataset": d.dataset, "split": split, "ids": list(dataset.ids),
-                "views": [list(v) for v in view_windows(d.image_size, t.view_crops)],
+                "views": "bank" if bank else [list(v) for v in windows],
                 "class_names": list(dataset.spec.class_names), "config": to_dict(params),
                 "c2s_version": __version__}
     writer = _open_writer(path, shape, manifest, t.store_format, rank, barrier)
@@ -111,12 +124,12 @@ def _compute(params: Params, split: str, dataset, path: Path, identity: StoreIde
     mine = shard_indices(todo, rank, world_size)
     log.info("store %s: %d/%d images done, %d to compute on this rank", path.name,
              len(dataset) - len(todo), len(dataset), len(mine))
-    loader = DataLoader(_Resized(dataset, mine, d.image_size), batch_size=t.batch_size,
+    loader = DataLoader(_Resized(dataset, mine, d.image_size, t if bank else None), batch_size=t.batch_size,
                         num_workers=t.workers if mine else 0)
     start = time.perf_counter()
     with tqdm(total=len(mine), desc=f"precompute {split}", unit="img", disable=rank != 0) as bar:
-        for idx, images, labels in as_in_main_process(loader):
-            for i, rec in zip(idx.tolist(), teach_batch(clip, images, labels, params, crop_size)):
+        for idx, images, labels, *bank_views in as_in_main_process(loader):
+            for i, rec in zip(idx.tolist(), teach_batch(clip, images, labels, params, crop_size, *bank_views)):
                 writer.write_image(i, rec)
             bar.update(len(idx))
     if mine:

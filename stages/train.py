@@ -43,9 +43,11 @@ def run(params: Params, run_dir: str | Path, *, cache: str | Path | None = None,
     cache = reader.path
     # The single gate: training reads labels through seen_only=True only.
     dataset = dataset_from_params(params, d.train_split, seen_only=True)
-    distill = DistillDataset(reader, dataset, d.image_size, tc, seed=tc.seed)
+    distill = DistillDataset(reader, dataset, d.image_size, tc, seed=tc.seed,
+                             normalisation=params.student.normalisation)
     student = Student(params.student.arch, params.student.encoder, params.student.encoder_weights,
-                      embed_dim=reader.shape.embed_dim, head=params.student.head)
+                      embed_dim=reader.shape.embed_dim, head=params.student.head,
+                      logits=params.student.seen_logits)
     seen_text = torch.from_numpy(reader.text_embeddings()).float()       # (C_s, D) seen rows only
     task = C2STask(student, seen_text, params.loss, params.student.logit_scale)
     provenance = {"teacher_store": str(cache), "fingerprint": reader.fingerprint,

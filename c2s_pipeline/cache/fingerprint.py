@@ -76,8 +76,9 @@ def model_config_digest(model_name: str) -> str | None:
 def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], data: str, clip_model: str,
                        model_config: str | None, weights_digest: str, image_size: int, dense_mode: str,
                        crop_size: int, templates: str, mining, max_regions: int, unseen: list[int],
-                       view_crops: tuple[float, ...], dense_tokens: bool) -> dict:
-    """Everything the teacher's outputs depend on, as a JSON-able dict."""
+                       view_crops: tuple[float, ...], dense_tokens: bool, view_bank: dict | None = None) -> dict:
+    """Everything the teacher's outputs depend on, as a JSON-able dict (view_bank: the bank's recipe, for a
+    store of teacher.views bank)."""
     mining_dict = dataclasses.asdict(mining) if dataclasses.is_dataclass(mining) else dict(mining)
     inputs = {
         "schema_version": SCHEMA_VERSION,
@@ -89,6 +90,8 @@ def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], data: str, c
         "mining": json.loads(json.dumps(mining_dict)), "max_regions": max_regions,
         "view_crops": [float(f) for f in view_crops], "dense_tokens": bool(dense_tokens),
     }
+    if view_bank is not None:             # only then: corner-view stores keep their fingerprints
+        inputs["view_bank"] = json.loads(json.dumps(view_bank))
     if model_config is not None:          # only then: stores of open_clip's own models keep their fingerprints
         inputs["model_config"] = model_config
     return inputs

@@ -29,8 +29,23 @@ def teacher_inputs(params: Params, split: str, dataset) -> dict:
         image_size=d.image_size,
         dense_mode=t.dense_mode, crop_size=t.crop_size, templates=dataset.spec.prompt_set(t.templates),
         mining=params.mining, max_regions=t.max_regions, unseen=list(dataset.spec.unseen), view_crops=t.view_crops,
-        dense_tokens=stores_dense_tokens(params, split),
+        dense_tokens=stores_dense_tokens(params, split), view_bank=view_bank_recipe(params, split),
     )
+
+
+def view_bank_recipe(params: Params, split: str) -> dict | None:
+    """What a bank store's views are drawn from (its training split only; other splits keep the corners), or
+    None for corner views."""
+    t = params.teacher
+    if not uses_view_bank(params, split):
+        return None
+    return {"count": t.view_count, "scale": list(t.view_scale), "ratio": list(t.view_ratio),
+            "cat_max_ratio": t.cat_max_ratio}
+
+
+def uses_view_bank(params: Params, split: str) -> bool:
+    """Bank views are drawn for the training split; evaluation splits need no student views at all."""
+    return params.teacher.views == "bank" and split == params.data.train_split
 
 
 def locate_store(params: Params, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR,

@@ -58,9 +58,17 @@ def verify_store(path) -> dict:
             "region_count <= max_regions": 0 <= rec.region_count <= s.max_regions,
             "pseudo_mask ids < region_count": bool(np.all((rec.pseudo_mask < rec.region_count)
                                                           | (rec.pseudo_mask == NO_REGION))),
+            "view_boxes fit": not s.view_boxes or _boxes_fit(rec.view_boxes, s.mask_size),
             "finite values": all(np.isfinite(a.astype(np.float32)).all()
                                  for a in (rec.global_cls, rec.dense_tokens, rec.local_cls) if a is not None),
         }
         problems += [f"image {i}: {name} failed" for name, ok in checks.items() if not ok]
     return {"path": str(path), "fingerprint": reader.fingerprint, "images": len(reader), "images_done": done,
             "problems": problems}
+
+
+def _boxes_fit(boxes: np.ndarray, size: int) -> bool:
+    """Every bank view's window lies inside its resized image and fits the S x S input."""
+    rh, rw, top, left, ch, cw = np.asarray(boxes, np.int64).T
+    return bool(np.all((top >= 0) & (left >= 0) & (ch > 0) & (cw > 0) & (ch <= size) & (cw <= size)
+                       & (top + ch <= rh) & (left + cw <= rw)))

@@ -20,6 +20,7 @@ READABLE_SCHEMAS = (2, 3)
 # Per-image arrays (first axis = image index). Shapes use N images, V views, D embedding width,
 # h x w teacher token grid, S x S pseudo-mask side, R region slots.
 GLOBAL_CLS = "global_cls"        # (N, V, D) float16   C_g of each stored view, L2-normalised
+VIEW_BOXES = "view_boxes"        # (N, V, 6) int32   a bank view's box (data.transforms.BOX_FIELDS); bank only
 DENSE_TOKENS = "dense_tokens"    # (N, h, w, D) float16   C_d, L2-normalised per token; absent unless stored
 PSEUDO_MASK = "pseudo_mask"      # (N, S, S) uint8   region slot id per pixel, NO_REGION elsewhere
 REGION_CLASS = "region_class"    # (N, R) int16   class id of each slot; LATENT or EMPTY_SLOT
@@ -37,7 +38,7 @@ EMPTY_SLOT = -2   # region_class value of an unused slot
 
 MANIFEST = "manifest"  # attribute/JSON key holding the manifest dict
 
-PER_IMAGE = (GLOBAL_CLS, DENSE_TOKENS, PSEUDO_MASK, REGION_CLASS, LOCAL_CLS, REGION_COUNT, DONE)
+PER_IMAGE = (GLOBAL_CLS, VIEW_BOXES, DENSE_TOKENS, PSEUDO_MASK, REGION_CLASS, LOCAL_CLS, REGION_COUNT, DONE)
 
 
 @dataclass(frozen=True)
@@ -52,14 +53,17 @@ class CacheShape:
     num_classes: int        # C
     num_views: int = 1      # V, the whole image + corner crops (data.transforms.view_windows)
     dense_tokens: bool = True   # whether the store keeps DENSE_TOKENS (teacher.dense_tokens)
+    view_boxes: bool = False    # whether views are per-image bank boxes (VIEW_BOXES) or the manifest's windows
 
     def arrays(self) -> dict[str, tuple[tuple[int, ...], np.dtype, object]]:
         """name -> (shape, dtype, fill value) of every array in the store."""
         n, d, (h, w), s, r, c, v = (self.num_images, self.embed_dim, self.grid, self.mask_size,
                                     self.max_regions, self.num_classes, self.num_views)
         dense = {DENSE_TOKENS: ((n, h, w, d), np.dtype("float16"), 0)} if self.dense_tokens else {}
+        boxes = {VIEW_BOXES: ((n, v, 6), np.dtype("int32"), 0)} if self.view_boxes else {}
         return {
             GLOBAL_CLS: ((n, v, d), np.dtype("float16"), 0),
+            **boxes,
             **dense,
             PSEUDO_MASK: ((n, s, s), np.dtype("uint8"), NO_REGION),
             REGION_CLASS: ((n, r), np.dtype("int16"), EMPTY_SLOT),
@@ -81,3 +85,4 @@ class TeacherRecord:
     region_class: np.ndarray  # (R,) int16
     local_cls: np.ndarray     # (R, D)
     region_count: int
+    view_boxes: np.ndarray | None = None  # (V, 6) int32 boxes of a bank store's views, else None

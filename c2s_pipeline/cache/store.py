@@ -105,7 +105,8 @@ def store_path(cache_dir, dataset: str, split: str, fingerprint: str, fmt: str =
 def _shape_of(manifest: dict) -> CacheShape:
     s = manifest["shape"]
     return CacheShape(s["num_images"], s["embed_dim"], tuple(s["grid"]), s["mask_size"],
-                      s["max_regions"], s["num_classes"], s["num_views"], s.get("dense_tokens", True))
+                      s["max_regions"], s["num_classes"], s["num_views"], s.get("dense_tokens", True),
+                      s.get("view_boxes", False))
 
 
 class CacheWriter:
@@ -129,7 +130,8 @@ class CacheWriter:
                     "shape": {"num_images": shape.num_images, "embed_dim": shape.embed_dim,
                               "grid": list(shape.grid), "mask_size": shape.mask_size,
                               "max_regions": shape.max_regions, "num_classes": shape.num_classes,
-                              "num_views": shape.num_views, "dense_tokens": shape.dense_tokens},
+                              "num_views": shape.num_views, "dense_tokens": shape.dense_tokens,
+                              "view_boxes": shape.view_boxes},
                     "created": manifest.get("created", time.strftime("%Y-%m-%dT%H:%M:%S"))}
         if backend_cls.exists(path):
             existing = _manifest_of(backend_cls, path)
@@ -154,7 +156,8 @@ class CacheWriter:
     def write_image(self, i: int, rec: TeacherRecord) -> None:
         """Write every per-image array of image i, then its done flag."""
         arrays = self.shape.arrays()
-        values = {S.GLOBAL_CLS: rec.global_cls, S.DENSE_TOKENS: rec.dense_tokens, S.PSEUDO_MASK: rec.pseudo_mask,
+        values = {S.GLOBAL_CLS: rec.global_cls, S.VIEW_BOXES: rec.view_boxes, S.DENSE_TOKENS: rec.dense_tokens,
+                  S.PSEUDO_MASK: rec.pseudo_mask,
                   S.REGION_CLASS: rec.region_class, S.LOCAL_CLS: rec.local_cls,
                   S.REGION_COUNT: np.asarray(rec.region_count)}
         for name, value in values.items():
@@ -279,10 +282,14 @@ class CacheReader:
             global_cls=read_row(b.array(S.GLOBAL_CLS), i),
             dense_tokens=read_row(b.array(S.DENSE_TOKENS), i) if dense else None,
             pseudo_mask=read_row(b.array(S.PSEUDO_MASK), i), region_class=read_row(b.array(S.REGION_CLASS), i),
-            local_cls=read_row(b.array(S.LOCAL_CLS), i), region_count=int(read_row(b.array(S.REGION_COUNT), i)))
+            local_cls=read_row(b.array(S.LOCAL_CLS), i), region_count=int(read_row(b.array(S.REGION_COUNT), i)),
+            view_boxes=read_row(b.array(S.VIEW_BOXES), i) if self.shape.view_boxes else None)
 
     def views(self) -> list[tuple[int, int, int]]:
-        """The (top, left, side) windows of the stored global CLS views, in pseudo-mask pixels."""
+        """The (top, left, side) windows of a corners store's global CLS views, in pseudo-mask pixels (a bank
+        store's views are per image: TeacherRecord.view_boxes)."""
+        if self.shape.view_boxes:
+            raise CacheError(f"store {self.path} holds a view bank: its views are per image (read(i).view_boxes)")
         return [tuple(v) for v in self.manifest["views"]]
 
     def dense_tokens(self, i: int) -> np.ndarray:

@@ -1,6 +1,8 @@
-"""Geometric transforms applied identically to an image and its masks (bilinear image, nearest masks), and
-CLIP's pixel normalisation."""
+"""Geometric transforms applied identically to an image and its masks (bilinear image, nearest masks), the
+view bank's crops (MMSeg's training geometry), photometric distortion, and the pixel normalisations."""
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import torch
@@ -9,13 +11,24 @@ from PIL import Image
 # CLIP's normalisation (open_clip.constants.OPENAI_DATASET_MEAN/STD), copied so training never imports open_clip.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# ImageNet's, which smp / timm ImageNet encoders expect (smp.encoders.get_preprocessing_params; tests check it).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALISATIONS = {"clip": (CLIP_MEAN, CLIP_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
+
+
+def normalise(pixels: torch.Tensor, kind: str = "clip") -> torch.Tensor:
+    """(..., 3, H, W) uint8 -> float, normalised with `kind`'s mean and std (student.normalisation)."""
+    if kind not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation '{kind}'; choose {' or '.join(NORMALISATIONS)}")
+    x = pixels.float() / 255.0
+    mean, std = (torch.tensor(v, device=x.device)[:, None, None] for v in NORMALISATIONS[kind])
+    return (x - mean) / std
 
 
 def clip_normalise(pixels: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) uint8 -> float, CLIP-normalised: what the teacher sees, for the student and world pretraining."""
-    x = pixels.float() / 255.0
-    mean, std = (torch.tensor(v, device=x.device)[:, None, None] for v in (CLIP_MEAN, CLIP_STD))
-    return (x - mean) / std
+    """(..., 3, H, W) uint8 -> float, CLIP-normalised: what the teacher sees, for world pretraining."""
+    return normalise(pixels, "clip")
 
 
 def _resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -105,3 +118,103 @@ def view_crop_flip(image: np.ndarray, *masks: np.ndarray, window: tuple[int, int
     if flip and rng.random() < 0.5:
         image, masks = image[:, ::-1], [m[:, ::-1] for m in masks]
     return (image.copy(), *(m.copy() for m in masks))
+
+
+# A view of the bank: the image resized to (height, width) keeping its ratio, then the window (top, left,
+# crop_h, crop_w) of it, padded at the bottom and right to S x S (MMSeg's Resize, RandomCrop, Pad).
+BOX_FIELDS = ("height", "width", "top", "left", "crop_h", "crop_w")
+
+
+def keep_ratio_size(height: int, width: int, long: float, short: float) -> tuple[int, int]:
+    """The size of an image rescaled as large as fits within long x short, ratio kept (mmcv's imrescale)."""
+    factor = min(long / max(height, width), short / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def image_seed(image_id: str) -> int:
+    """A stable integer of an image id: the bank's draws depend on the id, not on the order of the list."""
+    return int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], "little")
+
+
+def draw_bank_views(label: np.ndarray, image_id: str, *, count: int, crop: int, scale: tuple[int, int],
+                    ratio: tuple[float, float], cat_max_ratio: float, ignore_index: int = 255) -> np.ndarray:
+    """`count` training crops of one image, drawn as MMSeg's pipeline draws them, as (count, 6) BOX_FIELDS rows.
+
+    View k is seeded by (image id, k) alone, so a store is reproducible and resumable in any order. Resize:
+    a ratio r uniform in `ratio`, the image rescaled to fit (r long, r short) with its ratio kept. Crop: a
+    crop x crop window at a uniform offset (smaller where the image is), redrawn up to 10 times while one
+    class covers more than `cat_max_ratio` of its labelled pixels (MMSeg's RandomCrop; the last draw stays).
+
+    Args:
+        label: (H, W) seen-only label (unseen pixels already ignore_index): the bank never reads unseen labels.
+    """
+    h, w = label.shape
+    seed, boxes = image_seed(image_id), []
+    for k in range(count):
+        rng = np.random.default_rng([seed, k])
+        r = rng.uniform(*ratio)
+        rh, rw = keep_ratio_size(h, w, int(scale[0] * r), int(scale[1] * r))   # MMSeg truncates the scale
+        resized = _resize_mask(label, rh, rw) if cat_max_ratio < 1 else None
+        for _ in range(10):
+            top = int(rng.integers(max(rh - crop, 0) + 1))
+            left = int(rng.integers(max(rw - crop, 0) + 1))
+            ch, cw = min(crop, rh), min(crop, rw)
+            if resized is None:
+                break
+            ids, counts = np.unique(resized[top:top + ch, left:left + cw], return_counts=True)
+            counts = counts[ids != ignore_index]
+            if len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
+                break
+        boxes.append((rh, rw, top, left, ch, cw))
+    return np.asarray(boxes, dtype=np.int32)
+
+
+def bank_view(image: np.ndarray, *masks: np.ndarray, box, mask_fill: int = 255) -> tuple[np.ndarray, ...]:
+    """Cut one bank view out of an image and its masks: resize to the box's size (ratio kept), take its window.
+
+    Masks of another size than the image (a stored S x S pseudo mask) are resized to the same box, so they
+    land on the same pixels. Returns the window, not padded (`pad_to` pads), as new writable arrays.
+    """
+    rh, rw, top, left, ch, cw = (int(v) for v in box)
+    cut = (slice(top, top + ch), slice(left, left + cw))
+    out = [_resize_image(image, rh, rw)[cut]] + [_resize_mask(m, rh, rw)[cut] for m in masks]
+    return tuple(np.ascontiguousarray(a) for a in out)
+
+
+def pad_to(array: np.ndarray, size: int, fill) -> np.ndarray:
+    """Pad (h, w[, c]) at the bottom and right to (size, size[, c]) with `fill` (MMSeg's Pad)."""
+    h, w = array.shape[:2]
+    if h > size or w > size:
+        raise ValueError(f"a view of {h} x {w} does not fit in {size} x {size}")
+    out = np.full((size, size, *array.shape[2:]), fill, dtype=array.dtype)
+    out[:h, :w] = array
+    return out
+
+
+def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """MMSeg's PhotoMetricDistortion on (H, W, 3) uint8: brightness +-32, contrast x[0.5, 1.5] (before or after
+    the HSV steps), saturation x[0.5, 1.5], hue in [-18, 17] (OpenCV's 0-180 scale); each with probability 0.5."""
+    x = image.astype(np.float32)
+
+    def brightness_contrast(x: np.ndarray, contrast: bool) -> np.ndarray:
+        if not contrast and rng.random() < 0.5:
+            x = np.clip(x + rng.uniform(-32, 32), 0, 255)
+        if contrast and rng.random() < 0.5:
+            x = np.clip(x * rng.uniform(0.5, 1.5), 0, 255)
+        return x
+
+    x = brightness_contrast(x, contrast=False)
+    contrast_first = rng.random() < 0.5
+    if contrast_first:
+        x = brightness_contrast(x, contrast=True)
+    saturate, shift = rng.random() < 0.5, rng.random() < 0.5
+    if saturate or shift:
+        hsv = np.asarray(Image.fromarray(x.round().astype(np.uint8)).convert("HSV"), dtype=np.float32)
+        if saturate:
+            hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.5, 1.5), 0, 255)
+        if shift:   # PIL's hue spans 0-255 for OpenCV's 0-180
+            hsv[..., 0] = np.round(hsv[..., 0] + rng.integers(-18, 18) * 256 / 180) % 256
+        x = np.asarray(Image.fromarray(hsv.round().astype(np.uint8), "HSV").convert("RGB"), dtype=np.float32)
+    if not contrast_first:
+        x = brightness_contrast(x, contrast=True)
+    return x.round().astype(np.uint8)

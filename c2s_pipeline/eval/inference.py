@@ -6,6 +6,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from c2s_pipeline.data.transforms import keep_ratio_size
 from c2s_pipeline.student.model import class_logits
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, h, w) -> (B, C, h, w)
@@ -14,6 +15,13 @@ LogitsFn = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, h, w) -> (B, C, h, w
 def slide_stride(stride: int, crop: int) -> int:
     """eval.stride, or its default 0: 5/6 of the window (mmseg's 426 for 512-px windows)."""
     return stride or crop * 5 // 6
+
+
+def slide_size(height: int, width: int, crop: int) -> tuple[int, int]:
+    """The size slide inference rescales an image to: ratio kept within (4 crop, crop), MMSeg's (2048, 512) at
+    512 px and the view bank's size at ratio 1 (teacher.view_scale); each side at least `crop`."""
+    h, w = keep_ratio_size(height, width, 4 * crop, crop)
+    return max(crop, h), max(crop, w)
 
 
 def _slide(logits_fn: LogitsFn, x: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
@@ -37,17 +45,13 @@ def predict_logits(logits_fn: LogitsFn, image: torch.Tensor, *, mode: str = "who
                    stride: int = 426, flip: bool = False) -> torch.Tensor:
     """(1, 3, H, W) -> (1, C, H, W) logits at the image's own resolution.
 
-    whole: the image resized to crop x crop (the training view). slide: the image rescaled so its
-    short side is `crop` (mmseg keeps the ratio), windows of crop with `stride`, logits averaged.
+    whole: the image resized to crop x crop (the training view). slide: the image rescaled keeping its ratio
+    (`slide_size`: short side `crop`), windows of crop with `stride`, logits averaged.
     """
     if mode not in ("whole", "slide"):
         raise ValueError(f"unknown eval mode '{mode}'; choose whole or slide")
     h, w = image.shape[-2:]
-    if mode == "whole":
-        size = (crop, crop)
-    else:
-        scale = crop / min(h, w)
-        size = (max(crop, round(h * scale)), max(crop, round(w * scale)))
+    size = (crop, crop) if mode == "whole" else slide_size(h, w, crop)
     x = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
     run = (lambda t: logits_fn(t)) if mode == "whole" else (lambda t: _slide(logits_fn, t, crop, stride))
     logits = run(x)

@@ -32,7 +32,7 @@ def class_map(student, emb: torch.Tensor, run_params: Params, ev: EvalConfig, im
     """(H, W) class ids over the vocabulary emb (C, D), with the eval settings ev (whole | slide, flip)."""
     size = run_params.data.image_size
     no_bias = torch.zeros(len(emb), dtype=torch.bool)  # calibration needs a seen split; none here
-    x = image_to_tensor(image).unsqueeze(0).to(emb.device)
+    x = image_to_tensor(image, run_params.student.normalisation).unsqueeze(0).to(emb.device)
     with torch.inference_mode():
         pred = segment(lambda t: student.predict_logits(t, emb, run_params.student.logit_scale), x, no_bias, 0.0,
                        mode=ev.mode, crop=size, stride=slide_stride(ev.stride, size), flip=ev.flip)

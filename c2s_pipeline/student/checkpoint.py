@@ -151,7 +151,7 @@ def load_student(run_dir: str | Path, device: torch.device | str = "cpu"):
                      keys=("state_dict", "embed_dim", "config"))
     run = RunRecord.from_dict(ckpt["config"], path)
     s = run.params.student
-    student = Student(s.arch, s.encoder, None, embed_dim=ckpt["embed_dim"], head=s.head)
+    student = Student(s.arch, s.encoder, None, embed_dim=ckpt["embed_dim"], head=s.head, logits=s.seen_logits)
     student.load_state_dict(ckpt["state_dict"])
     student.to(device).eval()
     # Evaluation sees every class: the store is opened with seen_only=False here, never in training.

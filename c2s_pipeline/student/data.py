@@ -5,14 +5,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from c2s_pipeline.cache.schema import NO_REGION
 from c2s_pipeline.config import TrainConfig
 from c2s_pipeline.data.base import IGNORE_INDEX
-from c2s_pipeline.data.transforms import clip_normalise, resize_pair, view_crop_flip
+from c2s_pipeline.data.transforms import (bank_view, normalise, pad_to, photometric_distortion, resize_pair,
+                                          view_crop_flip)
 
 
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, H, W) float, CLIP-normalised."""
-    return clip_normalise(torch.from_numpy(np.array(image)).permute(2, 0, 1))
+def image_to_tensor(image: np.ndarray, normalisation: str = "clip") -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float, normalised as the student's encoder expects (student.normalisation)."""
+    return normalise(torch.from_numpy(np.array(image)).permute(2, 0, 1), normalisation)
 
 
 class DistillDataset(Dataset):
@@ -21,15 +23,17 @@ class DistillDataset(Dataset):
     Labels and seen regions are in seen-index space (0..C_s-1), the space of the seen text rows.
     """
 
-    def __init__(self, reader, dataset, image_size: int, cfg: TrainConfig, seed: int = 0):
+    def __init__(self, reader, dataset, image_size: int, cfg: TrainConfig, seed: int = 0,
+                 normalisation: str = "clip"):
         if not getattr(dataset, "seen_only", False):
             raise ValueError("training data must pass the seen-only gate: build the dataset with seen_only=True")
         if list(reader.ids) != list(dataset.ids):
             raise ValueError(f"teacher store {reader.path} was computed for another image list; "
                              "re-run `c2s precompute` for this dataset and split")
         self.reader, self.dataset, self.size, self.cfg, self.seed = reader, dataset, image_size, cfg, seed
-        self.epoch = 0
-        self.views = reader.views()                                           # (top, left, side) windows
+        self.normalisation = normalisation
+        self.bank = reader.shape.view_boxes                                   # per-image boxes, else windows
+        self.views = None if self.bank else reader.views()                    # (top, left, side) windows
         seen_ids = reader.class_ids()
         lut = np.full(256, IGNORE_INDEX, dtype=np.int64)
         lut[seen_ids] = np.arange(len(seen_ids))
@@ -42,18 +46,24 @@ class DistillDataset(Dataset):
         i, step = key if isinstance(key, tuple) else (key, 0)
         sample = self.dataset[i]
         rec = self.reader.read(i)
-        image, label = resize_pair(sample.image, sample.label, self.size)
         rng = np.random.default_rng([self.seed, step, i])
-        view = int(rng.integers(len(self.views)))   # only views whose teacher CLS is stored (DESIGN: views)
-        image, label, pseudo = view_crop_flip(image, label, rec.pseudo_mask, window=self.views[view],
-                                              size=self.size, flip=self.cfg.flip, rng=rng)
+        view = int(rng.integers(len(rec.global_cls)))  # only views whose teacher CLS is stored (DESIGN: Views)
+        if self.bank:
+            image, label, pseudo = self._bank_item(sample, rec, view, rng)
+        else:
+            image, label = resize_pair(sample.image, sample.label, self.size)
+            image, label, pseudo = view_crop_flip(image, label, rec.pseudo_mask, window=self.views[view],
+                                                  size=self.size, flip=self.cfg.flip, rng=rng)
+            if self.cfg.photometric:
+                image = photometric_distortion(image, rng)
+            image = image_to_tensor(image, self.normalisation)
         region_class = rec.region_class.astype(np.int64)
         seen_slot = region_class >= 0
         region_class[seen_slot] = self.seen_index[region_class[seen_slot]]
         if (region_class[seen_slot] == IGNORE_INDEX).any():
             raise ValueError(f"store {self.reader.path} holds an unseen class as a seen region (image {i})")
         return {
-            "image": image_to_tensor(image),                                   # (3, S, S)
+            "image": image,                                                    # (3, S, S)
             "label": torch.from_numpy(self.seen_index[label]),                 # (S, S) seen index / 255
             "pseudo_mask": torch.from_numpy(pseudo.astype(np.int64)),          # (S, S) slot ids / 255
             "region_class": torch.from_numpy(region_class),                    # (R,)
@@ -61,6 +71,19 @@ class DistillDataset(Dataset):
             "global_cls": torch.from_numpy(rec.global_cls[view].astype(np.float32)),  # (D,)
             "index": torch.tensor(i),
         }
+
+    def _bank_item(self, sample, rec, view: int, rng: np.random.Generator):
+        """The stored view's pixels (MMSeg: resize, crop, flip, distort, normalise, pad): image (3, S, S) float,
+        label and pseudo mask (S, S), padding ignored by every loss."""
+        image, label, pseudo = bank_view(sample.image, sample.label, rec.pseudo_mask, box=rec.view_boxes[view])
+        if self.cfg.flip and rng.random() < 0.5:
+            image, label, pseudo = image[:, ::-1], label[:, ::-1], pseudo[:, ::-1]
+        if self.cfg.photometric:
+            image = photometric_distortion(image, rng)
+        h, w = label.shape
+        x = image_to_tensor(image, self.normalisation)
+        x = torch.nn.functional.pad(x, (0, self.size - w, 0, self.size - h))  # zero after normalising, as MMSeg
+        return x, pad_to(label, self.size, IGNORE_INDEX), pad_to(pseudo, self.size, NO_REGION)
 
 
 class ResumableSampler(torch.utils.data.Sampler):

@@ -2,7 +2,7 @@
 
 Two modes. Open vocabulary: the text-embedding matrix is a second input (any number of classes), so any
 vocabulary from `c2s vocab` works without re-export. Folded: one vocabulary is a constant of the graph
-(the fast path). Either graph does what `c2s predict` does in whole-image mode: CLIP normalisation, resize
+(the fast path). Either graph does what `c2s predict` does in whole-image mode: the student's normalisation, resize
 to the training size, class logits, softmax (predict calibrates without a seen split), upsampling back.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from c2s_pipeline.data.transforms import CLIP_MEAN, CLIP_STD
+from c2s_pipeline.data.transforms import NORMALISATIONS
 from c2s_pipeline.student.model import Student
 
 IMAGE, TEXT, SCORES = "image", "text", "scores"
@@ -28,11 +28,13 @@ class ExportError(RuntimeError):
 class DeployedStudent(nn.Module):
     """(B, 3, H, W) float RGB in 0..255 [, (C, D) text] -> (B, C, H, W) class scores (softmax over C)."""
 
-    def __init__(self, student: Student, logit_scale: float, size: int, text: torch.Tensor | None = None):
+    def __init__(self, student: Student, logit_scale: float, size: int, text: torch.Tensor | None = None,
+                 normalisation: str = "clip"):
         super().__init__()
         self.student, self.logit_scale, self.size = student.with_fixed_head(), float(logit_scale), int(size)
-        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1) * 255.0)
+        mean, std = NORMALISATIONS[normalisation]     # the student's own input normalisation (student.normalisation)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
         self.folded = text is not None
         if self.folded:
             self.register_buffer("text", F.normalize(text.float(), dim=-1))

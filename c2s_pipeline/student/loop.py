@@ -34,9 +34,30 @@ def lr_factor(iteration: int, cfg: TrainConfig, base_lr: float) -> float:
     return (1 - floor) * poly + floor
 
 
+NORM_LAYERS = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm)
+
+
+def norm_parameter_ids(module: torch.nn.Module) -> set[int]:
+    """ids of the parameters of every normalisation layer (BatchNorm, LayerNorm, GroupNorm, InstanceNorm)."""
+    return {id(p) for m in module.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
+
+
+def parameter_groups(task: C2STask, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: the encoder at lr, the rest at lr x head_lr_mult; with decay_norms off, normalisation
+    layers' parameters in groups of their own without weight decay (MMSeg SegFormer's `norm` decay_mult 0)."""
+    norms = set() if cfg.decay_norms else norm_parameter_ids(task)
+    groups = []
+    for params, lr in ((task.student.encoder_parameters(), cfg.lr),
+                       (task.head_parameters(), cfg.lr * cfg.head_lr_mult)):
+        groups.append({"params": [p for p in params if id(p) not in norms], "lr": lr,
+                       "weight_decay": cfg.weight_decay})
+        if norms:
+            groups.append({"params": [p for p in params if id(p) in norms], "lr": lr, "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
 def build_optimizer(task: C2STask, cfg: TrainConfig):
-    groups = [{"params": task.student.encoder_parameters(), "lr": cfg.lr},
-              {"params": task.head_parameters(), "lr": cfg.lr * cfg.head_lr_mult}]
+    groups = parameter_groups(task, cfg)
     # fused: one kernel over all parameters instead of a loop of small ops per tensor (CPU and CUDA).
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(

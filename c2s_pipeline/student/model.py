@@ -26,10 +26,17 @@ class StudentError(ValueError):
     """An architecture or encoder smp does not provide; lists the choices."""
 
 
-def class_logits(features: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
-    """scale * cos(F, A), the one scaled-cosine classifier: features (B, D, h, w), text (C, D) shared by the
-    batch or (B, C, D) per image -> (B, C, h, w)."""
-    return scaled_cosine(features, scale * F.normalize(text, dim=-1))
+LOGIT_FORMS = ("cosine", "dot")
+
+
+def class_logits(features: torch.Tensor, text: torch.Tensor, scale: float, form: str = "cosine") -> torch.Tensor:
+    """The one classifier: scale * cos(F, A) (cosine) or the paper's scale * F^T A with unit text rows (dot);
+    features (B, D, h, w), text (C, D) shared by the batch or (B, C, D) per image -> (B, C, h, w)."""
+    unit = scale * F.normalize(text, dim=-1)
+    if form == "cosine":
+        return scaled_cosine(features, unit)
+    b, _, h, w = features.shape
+    return (unit @ features.flatten(2)).view(b, -1, h, w)
 
 
 def scaled_cosine(features: torch.Tensor, scaled_unit_text: torch.Tensor) -> torch.Tensor:
@@ -62,10 +69,13 @@ class OrthonormalColumns(nn.Module):
 
 class Student(nn.Module):
     def __init__(self, arch: str = "segformer", encoder: str = "mit_b0", encoder_weights: str | None = None,
-                 embed_dim: int = 512, head: str = "linear"):
+                 embed_dim: int = 512, head: str = "linear", logits: str = "cosine"):
         super().__init__()
         if head not in STUDENT_HEADS:
             raise StudentError(f"unknown student.head '{head}'; choose {' or '.join(STUDENT_HEADS)}")
+        if logits not in LOGIT_FORMS:
+            raise StudentError(f"unknown student.seen_logits '{logits}'; choose {' or '.join(LOGIT_FORMS)}")
+        self.logit_form = logits
         weights_file = is_weights_file(encoder_weights)
         try:
             self.net = smp.create_model(arch, encoder_name=encoder, classes=embed_dim,
@@ -128,7 +138,7 @@ class Student(nn.Module):
         return self.net(x)
 
     def predict_logits(self, x: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, C, H, W): class logits at feature stride, then upsampled.
+        """(B, 3, H, W) -> (B, C, H, W): class logits (of this student's form) at feature stride, then upsampled.
 
         With a 1x1 head conv the text matrix is folded into it, so the D-channel map is never built:
         the same logits as class_logits(self(x), ...) at a fraction of the head's cost (see _folded_logits).
@@ -138,15 +148,16 @@ class Student(nn.Module):
             self.net.check_input_shape(x)
             hidden = self.net.decoder(self.net.encoder(x))
             logits = _folded_logits(hidden, self._head_weight()[:, :, 0, 0], conv.bias, text, scale,
-                                    orthonormal=self.head_type == "isometric")
+                                    orthonormal=self.head_type == "isometric", cosine=self.logit_form == "cosine")
         else:
-            logits = class_logits(self(x), text, scale)
+            logits = class_logits(self(x), text, scale, self.logit_form)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def _folded_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, text: torch.Tensor,
-                   scale: float, orthonormal: bool = False) -> torch.Tensor:
+                   scale: float, orthonormal: bool = False, cosine: bool = True) -> torch.Tensor:
     """scale * cos(W h + b, t) without forming W h + b: hidden (B, K, h, w), weight (D, K), bias (D,), text (C, D).
+    With cosine False, scale * t.(W h + b) (the dot form): the numerator alone.
 
     Numerator t.(W h + b) = (t W).h + t.b costs C*K per pixel; the squared norm
     |W h + b|^2 = h.(W^T W) h + 2 (W^T b).h + b.b costs K*K, against D*K for the D-channel map, and K
@@ -160,6 +171,8 @@ def _folded_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
         rows = torch.cat([unit_text @ weight, 2 * (bias @ weight)[None]])         # (C + 1, K)
         offsets = torch.cat([unit_text @ bias, (bias @ bias)[None]])              # (C + 1,)
         linear = F.conv2d(hidden, rows[:, :, None, None], offsets)
+        if not cosine:
+            return scale * linear[:, :-1]
         gram_h = hidden if orthonormal else F.conv2d(hidden, (weight.T @ weight)[:, :, None, None])  # (B, K, h, w)
         sq_norm = (hidden * gram_h).sum(1) + linear[:, -1]
         return scale * linear[:, :-1] / sq_norm.clamp_min(0).sqrt().clamp_min(1e-12)[:, None]

@@ -1,6 +1,7 @@
 """A training step's forward: batch -> dict(loss, global_loss, local_loss, nel_loss, ce_loss).
 
-L = L_g + L_l + L_p, L_p = NEL + ce_weight * CE on X = cat(tau cos(F, A_s), beta cos(F, A'_u)),
+L = L_g + L_l + L_p, L_p = NEL + ce_weight * CE on X = cat(tau cos(F, A_s), beta cos(F, A'_u)) (the seen part
+the paper's alpha F^T A_s with student.seen_logits: dot),
 the CE a mean over seen pixels plus one over latent pixels (`group_cross_entropy`; loss.ce_reduction),
 with tau the student's logit scale (the paper's alpha; evaluation uses the same one).
 With every C2S term off this is the plain supervised seen-only baseline on the dataset labels.
@@ -20,7 +21,7 @@ from c2s_pipeline.data.base import IGNORE_INDEX
 from c2s_pipeline.student.latent import LatentEmbeddingGenerator
 from c2s_pipeline.student.losses import (global_distill_loss, group_cross_entropy, local_distill_loss, nel_loss,
                                          region_prototypes)
-from c2s_pipeline.student.model import Student, scaled_cosine
+from c2s_pipeline.student.model import Student, class_logits, scaled_cosine
 
 LOSS_KEYS = ("loss", "global_loss", "local_loss", "nel_loss", "ce_loss")
 
@@ -82,8 +83,8 @@ class C2STask(nn.Module):
         return out
 
     def _seen_logits(self, feats: torch.Tensor) -> torch.Tensor:
-        """tau * cos(F, A_s): features (B, D, h, w) -> (B, C_s, h, w)."""
-        return scaled_cosine(feats, self.logit_scale * self.seen_text)
+        """tau * cos(F, A_s), or alpha * F^T A_s for a student of the dot form: (B, D, h, w) -> (B, C_s, h, w)."""
+        return class_logits(feats, self.seen_text, self.logit_scale, self.student.logit_form)
 
     def _pseudo_logits(self, feats, batch, protos, present):
         """Logits over [seen classes; this image's latent regions] and the pseudo-mask target."""
@@ -110,10 +111,13 @@ class C2STask(nn.Module):
         memory_pad = torch.cat([query_pad.new_zeros(len(feats), 1), region_class < LATENT], 1)
         with record_function("c2s.latent_decoder"):
             generated = self.generator(queries, memory, query_pad, memory_pad)   # (B, U, D) = A'_u
-        # [tau cos(F, A_s); beta cos(F, A'_u)] in one matmul: each scale rides on its unit-norm text rows.
-        scaled_text = torch.cat([self.logit_scale * self.seen_text.expand(len(feats), -1, -1),
-                                 cfg.beta * F.normalize(generated, dim=-1)], 1)          # (B, C_s + U, D)
-        logits = scaled_cosine(feats, scaled_text)
+        latent_text = cfg.beta * F.normalize(generated, dim=-1)                          # (B, U, D)
+        if self.student.logit_form == "cosine":
+            # [tau cos(F, A_s); beta cos(F, A'_u)] in one matmul: each scale rides on its unit-norm text rows.
+            scaled_text = torch.cat([self.logit_scale * self.seen_text.expand(len(feats), -1, -1), latent_text], 1)
+            logits = scaled_cosine(feats, scaled_text)                                    # (B, C_s + U, h, w)
+        else:   # the paper's X = cat(alpha F^T A_s, beta cos(F, A'_u))
+            logits = torch.cat([self._seen_logits(feats), scaled_cosine(feats, latent_text)], 1)
         valid[:, num_seen:] = ~query_pad
         return logits, target, valid
 
