@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install install-test browser demo test test-fast lint lock clean-outputs
+.PHONY: install install-test browser demo test test-fast lint gpu-check lock clean-outputs
 
 install: $(VENV)/.installed             # what the pipeline needs (make demo)
 install-test: $(VENV)/.installed-test   # + the test extra: pytest, ruff, and the deploy and serve extras
@@ -43,6 +43,11 @@ test-fast: install-test
 
 lint: install-test
 	ruff check .
+
+# The paper path (params-voc.yaml, ViT-B/16, 512 px, Segformer-B0 at batch 16) on one CUDA GPU in ~5-8 min, with
+# what it measured; without CUDA the same steps at toy sizes (< 60 s, CI). Options: python -m benchmarks.gpu_check -h
+gpu-check: install-test
+	python -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 # Every DVC output of the embedded default (the generated world, stores, runs, metrics); real datasets in data/ stay.
 clean-outputs:
