@@ -148,7 +148,9 @@ def results_page(record: dict) -> str:
              "After a `make demo`, `c2s docs --metrics metrics` rewrites the record from that run's `metrics/` "
              "(stamped with the commit and `lscpu`'s model name) and regenerates this page and the README's "
              "excerpt; commit the three together.", "",
-             "## The demo's table", "", results_table(record["models"]), "",
+             "## The demo's table", "",
+             "`metrics/report.md` also has mIoU and pixel accuracy, and names the rows by run (`c2s`, `seen_only`, "
+             "`clip_dense`).", "", results_table(record["models"]), "",
              f"C2S - seen-only (sIoU / uIoU / hIoU): {gap_line(record)}.", "",
              "sIoU / uIoU / hIoU: mean IoU over the seen classes, over the unseen classes, and their harmonic mean. "
              "`seen_as_unseen` / `unseen_as_seen`: the % of one split's labelled pixels predicted as a class of "
