@@ -134,3 +134,27 @@ def test_every_c2s_line_in_a_code_block_names_a_command(page, command):
 def test_the_readme_is_short():
     lines = (REPO / "README.md").read_text().count("\n")
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines; keep it under {README_MAX_LINES}"
+
+
+def test_a_demos_metrics_folder_becomes_the_record_and_the_pages(tmp_path):
+    from c2s_pipeline.eval.report import write_per_class_csv
+
+    for rel in (docs.RECORD, docs.PAGE, docs.README, docs.DESIGN, docs.DVC_YAML):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / rel, tmp_path / rel)
+    metrics = tmp_path / "metrics"
+    for k, name in enumerate(docs.DEMO_MODELS):
+        values = {"name": name, "sIoU": 60.0 + k, "uIoU": 40.0 + k, "hIoU": 48.0 + k, "mIoU": 1.0, "pixel_acc": 2.0,
+                  "seen_as_unseen": 5.0, "unseen_as_seen": 6.0}
+        metrics.mkdir(exist_ok=True)
+        (metrics / f"{name}.json").write_text(json.dumps(values))
+        write_per_class_csv([{"class": "red circle", "iou": 50.0 + k, "seen": False},
+                             {"class": "blue star", "iou": None, "seen": True}], metrics / f"{name}.csv")
+    stale = docs.run(tmp_path, metrics, wall_clock=["19:00", "21:00"])
+    assert set(stale) == {docs.PAGE, docs.README}
+    record = json.loads((tmp_path / docs.RECORD).read_text())
+    assert record["provenance"]["command"] == "make demo" and "cores" in record["provenance"]["cpu"]
+    assert record["per_class"] == [{"class": "red circle", "seen": False, "seen_only": 51.0, "c2s": 50.0}]
+    assert "make_test" in record and docs.run(tmp_path, check=True) == []
+    readme = (tmp_path / docs.README).read_text()
+    assert "| C2S | 60.00 | 40.00 | 48.00 |" in readme and "20 min 0 s (median of 2 runs)" in readme
