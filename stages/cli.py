@@ -216,6 +216,24 @@ def report(metrics: List[str] = typer.Argument(..., help="Metrics JSON files fro
     typer.echo(str(stage.run(metrics, out)))
 
 
+@app.command()
+@friendly
+def docs(metrics: Optional[str] = typer.Option(None, help="A finished demo's metrics folder: the record is "
+                                                           "rewritten from it first."),
+         wall_clock: List[str] = typer.Option([], help="MM:SS of `time make demo`, with --metrics (repeatable)."),
+         check: bool = typer.Option(False, help="Write nothing; exit 1 naming each generated file that differs."),
+         repo: str = typer.Option(".", help="Repository root."), params: str = ParamsOpt):
+    """Generate docs/results.md, the README's demo table and the pipeline drawings (from dvc.yaml)."""
+    from stages import docs as stage
+
+    dense_mode = _params(params).teacher.dense_mode if metrics else "maskclip"
+    stale = stage.run(repo, metrics, check=check, dense_mode=dense_mode, wall_clock=wall_clock or None)
+    for path in stale:
+        typer.echo(f"{path}: {'differs from what `c2s docs` generates' if check else 'regenerated'}")
+    if check and stale:
+        raise typer.Exit(1)
+
+
 @cache_app.command("ls")
 @friendly
 def cache_ls(cache_dir: str = CacheDirOpt):

@@ -4,7 +4,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-# Under pytest-xdist (`-n 2`, the README's command) each of the two workers gets one core, and so do the
+# Under pytest-xdist (`-n 2`, as `make test` runs it) each of the two workers gets one core, and so do the
 # CLI subprocesses they start: two torch processes with two threads each would oversubscribe 2 cores.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"

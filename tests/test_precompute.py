@@ -108,8 +108,8 @@ def test_each_stored_view_is_the_clip_embedding_of_exactly_that_window(tiny_para
 
 
 def test_an_edited_model_config_addresses_a_new_store_and_the_old_one_is_refused(tiny_params, tmp_path, monkeypatch):
-    """The project's own configs change with the code (world v4 -> average pooling, same weight names): the
-    store of the old architecture must not be served for the new one."""
+    """The project's own configs can change with the code while their weight names stay the same (a pooling
+    change keeps every weight name): the store of the old architecture must not be served for the new one."""
     path = precompute.run(tiny_params, split="val", cache_dir=tmp_path)
     configs = tmp_path / "configs"
     shutil.copytree(MODEL_CONFIG_DIR, configs)

@@ -72,8 +72,8 @@ def test_standard_dense_path_matches_the_models_own_patch_projection():
 
 
 def _attention_pooled_clip() -> FrozenCLIP:
-    """The tiny config with open_clip's attention pool of one query (as CLIP's ResNets pool; README: the
-    embedded default, attention pooling tried)."""
+    """The tiny config with open_clip's attention pool of one query, as CLIP's ResNets pool
+    (docs/decisions/0015-attention-pooling-not-kept.md)."""
     cfg = json.loads((MODEL_CONFIG_DIR / "c2s-tiny-vit.json").read_text())
     cfg["vision_cfg"].update(attentional_pool=True, attn_pooler_queries=1, attn_pooler_heads=2)
     return FrozenCLIP(open_clip.CLIP(**cfg), "c2s-tiny-vit", image_size=64, device=torch.device("cpu"),
@@ -109,7 +109,7 @@ def test_attention_pooled_dense_tokens_are_the_pool_applied_to_each_token_alone(
 
 
 def test_world_teacher_embeds_an_image_as_the_mean_of_its_patch_tokens():
-    """The world's CLIP pools by averaging (README: the embedded default), so at native size its image
+    """The world's CLIP pools by averaging (docs/decisions/0010-average-pooling.md), so at native size its image
     embedding is the mean of the dense path's projected patch tokens: each token is a piece of it."""
     torch.manual_seed(2)
     clip = load_clip("c2s-world-vit", None, image_size=64, dense_mode="standard")

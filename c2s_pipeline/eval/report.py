@@ -1,4 +1,5 @@
-"""Human-facing outputs: the metrics table, per-class bar chart, per-class CSV and colour overlays."""
+"""Human-facing outputs: the metrics table, per-class bar chart, per-class CSV, colour overlays, and the tables and
+marker-delimited excerpts of the generated docs pages."""
 from __future__ import annotations
 
 import csv
@@ -107,3 +108,39 @@ def overlay_png(image: np.ndarray, pred: np.ndarray, class_names: list[str], out
     out_path.parent.mkdir(parents=True, exist_ok=True)
     overlay_image(image, pred, class_names, alpha).save(out_path)
     return out_path
+
+
+# The columns the results page and the README show of each evaluated model (what `make demo` is judged by).
+RESULT_COLUMNS = ("sIoU", "uIoU", "hIoU", "seen_as_unseen", "unseen_as_seen")
+
+
+def results_table(models: list[dict], columns: tuple[str, ...] = RESULT_COLUMNS) -> str:
+    """Markdown table of models given as {"label": ..., <column>: value}, 2 decimals."""
+    head = "| model | " + " | ".join(columns) + " |"
+    sep = "|---|" + "---:|" * len(columns)
+    body = ["| " + m["label"] + " | " + " | ".join(f"{m[c]:.2f}" for c in columns) + " |" for m in models]
+    return "\n".join([head, sep, *body])
+
+
+def per_class_table(rows: list[dict], before: str, after: str, headers: tuple[str, str] | None = None) -> str:
+    """Markdown table of per-class IoU, rows {"class", "seen", before: IoU, after: IoU}, 1 decimal."""
+    head_before, head_after = headers or (before, after)
+    lines = [f"| class | split | {head_before} | {head_after} | difference |", "|---|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['class']} | {'seen' if r['seen'] else 'unseen'} | {r[before]:.1f} | {r[after]:.1f} | "
+                     f"{r[after] - r[before]:+.1f} |")
+    return "\n".join(lines)
+
+
+def replace_between_markers(text: str, name: str, body: str) -> str:
+    """`text` with what lies between `<!-- name -->` and `<!-- /name -->` replaced by `body`.
+
+    A marker pair on one line takes `body` inline; one on lines of its own keeps them, with `body` between.
+    """
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        raise KeyError(f"no {start} ... {end} pair in the text")
+    inner = text[i + len(start):j]
+    sep = "\n" if inner.startswith("\n") else ""
+    return text[:i + len(start)] + sep + body + sep + text[j:]

@@ -121,12 +121,11 @@ def _objects(rng: np.random.Generator, max_objects: int) -> list[int]:
     return [int(c) for c in rng.choice(len(CLASS_NAMES), size=n, replace=False)]
 
 
-# Every caption photo shows one object and names it, as a web photo of a thing does. Photos of several
-# small objects named in one caption ("a red star and a blue circle") kept the from-scratch teacher at
-# 40-55 % crop top-1: its text tower would have to bind each colour to its shape (README, diagnostics).
-# Its size spans the scenes' objects (SCENE_OBJECT_RADIUS) up to close-ups, as web photos show things at
-# every scale: with close-ups only, the teacher's CLS of a whole scene named a class in it for 40 % of
-# val images (59 % with this range), so global distillation taught the students a scene's colour only.
+# Every caption photo shows one object and names it, as a web photo of a thing does: a caption naming
+# several objects asks the text tower to bind each colour to its shape, which it does poorly
+# (docs/decisions/0002-world-teacher-one-object-captions.md). Its size spans the scenes' objects
+# (SCENE_OBJECT_RADIUS) up to close-ups, as web photos show things at every scale, so that the teacher's CLS
+# of a whole scene names what the scene shows (docs/decisions/0007-world-v4-caption-sizes.md).
 CAPTION_OBJECT_RADIUS = (SCENE_OBJECT_RADIUS[0], 0.45)
 
 
