@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install install-test browser demo test test-fast lint gpu-check lock clean-outputs
+.PHONY: install install-test browser demo test test-fast lint gpu-check docs docs-check lock clean-outputs
 
 install: $(VENV)/.installed             # what the pipeline needs (make demo)
 install-test: $(VENV)/.installed-test   # + the test extra: pytest, ruff, and the deploy and serve extras
@@ -32,7 +32,7 @@ demo: install
 	dvc metrics show
 	cat metrics/report.md
 
-# Two workers (pytest-xdist), one core and one torch thread each (tests/conftest.py): ~10 min on 2 cores.
+# Two workers (pytest-xdist), one core and one torch thread each (tests/conftest.py); timing: docs/results.md.
 # loadgroup: each of test_export.py and test_serve.py runs on one worker, so its module fixtures start once.
 test: install-test
 	python -m pytest -q -n 2 --dist loadgroup --durations=10
@@ -48,6 +48,14 @@ lint: install-test
 # what it measured; without CUDA the same steps at toy sizes (< 60 s, CI). Options: python -m benchmarks.gpu_check -h
 gpu-check: install-test
 	python -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
+
+# The generated parts of the docs (results page, README's demo table, pipeline drawing): c2s docs.
+# After a make demo: c2s docs --metrics metrics --wall-clock MM:SS, then commit the record with the pages.
+docs: install
+	c2s docs
+
+docs-check: install
+	c2s docs --check
 
 # Every DVC output of the embedded default (the generated world, stores, runs, metrics); real datasets in data/ stay.
 clean-outputs:

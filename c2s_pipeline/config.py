@@ -110,7 +110,7 @@ class StudentConfig:
     # prediction; saved with the student.
     logit_scale: float = bounded(50.0, above=0)
     # the 1x1 head W from the decoder to D: linear (the paper's), or isometric (W^T W = I), whose feature
-    # norm is nearly free at inference (README: Development, Inference)
+    # norm is nearly free at inference (docs/decisions/0008-isometric-head.md)
     head: str = one_of(*STUDENT_HEADS)
     # the mean / std the student's input is normalised with: its encoder's pretraining (clip for the world's
     # encoder, trained on CLIP-normalised caption photos; imagenet for smp/timm ImageNet weights)
@@ -131,7 +131,8 @@ class LossConfig:
     focal_weight: float = bounded(1.0, low=0)  # NEL = focal_weight * focal + dice_weight * dice (ZegCLIP: 100)
     dice_weight: float = bounded(1.0, low=0)
     ce_weight: float = bounded(1.0, low=0)
-    # grouped: mean over seen pixels + mean over latent pixels; pooled: one mean over both (before ebb0065)
+    # grouped: mean over seen pixels + mean over latent pixels; pooled: one mean over both
+    # (docs/decisions/0014-grouped-cross-entropy.md)
     ce_reduction: str = one_of("grouped", "pooled")
     decoder_layers: int = bounded(2, low=1)  # latent embedding generator
     decoder_heads: int = bounded(4, low=1)

@@ -1,4 +1,5 @@
-"""Command `docs`: the generated parts of the docs (results page, README excerpt, pipeline drawing).
+"""Command `docs`: the generated parts of the docs (results page, README excerpt, pipeline drawing, the paper
+files' settings table).
 
 Numbers reach the docs one way only: a demo's `metrics/` -> docs/results/demo-metrics.json (the record, kept in git
 because a fresh checkout has no metrics) -> docs/results.md and the README's excerpt. The pipeline drawing is made
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from c2s_pipeline.config import flatten
 from c2s_pipeline.eval.report import (RESULT_COLUMNS, per_class_table, read_per_class_csv, replace_between_markers,
                                       results_table)
 
@@ -22,6 +24,10 @@ PAGE = Path("docs/results.md")
 README = Path("README.md")
 DESIGN = Path("docs/DESIGN.md")
 DVC_YAML = Path("dvc.yaml")
+PAPER_SETTINGS = Path("docs/paper-settings.md")
+PAPER_FILES = {"VOC": "params-voc.yaml", "Context": "params-context.yaml", "COCO-Stuff": "params-cocostuff.yaml"}
+# Every file the generated parts are made from or written into.
+INPUTS = (RECORD, PAGE, README, DESIGN, DVC_YAML, PAPER_SETTINGS, *map(Path, PAPER_FILES.values()))
 
 # The rows of the demo's table: metrics/<name>.json of the dvc.yaml stages evaluate@c2s, evaluate@seen_only and
 # evaluate_clip_dense, in this order, with the label the docs give them.
@@ -219,6 +225,36 @@ def stage_table(dvc_yaml: str) -> str:
     return "\n".join(lines)
 
 
+def _key_comments(text: str) -> dict[str, str]:
+    """section.key -> the comment on its line in a params file (the value's source)."""
+    comments, section = {}, None
+    for line in text.splitlines():
+        if line[:1].isalpha():
+            section = line.split(":")[0]
+        elif line.startswith("  ") and not line.startswith("   ") and ":" in line:
+            key = line.split(":")[0].strip()
+            comments[f"{section}.{key}"] = line.split("#", 1)[1].strip() if "#" in line else ""
+    return comments
+
+
+def paper_settings_table(repo: Path) -> str:
+    """Every key of the paper files, its value in each and its source (the comment on its line)."""
+    texts = {name: (repo / file).read_text() for name, file in PAPER_FILES.items()}
+    values = {name: flatten(yaml.safe_load(text)) for name, text in texts.items()}
+    comments = {name: _key_comments(text) for name, text in texts.items()}
+    lines = ["| key | " + " | ".join(PAPER_FILES) + " | source |", "|---|" + "---|" * (len(PAPER_FILES) + 1)]
+    for key in values["VOC"]:
+        sources, seen = [], set()
+        for name in PAPER_FILES:
+            comment = comments[name].get(key, "")
+            if comment and comment not in seen:
+                sources.append(comment if not seen else f"{name}: {comment}")
+                seen.add(comment)
+        cells = " | ".join(f"`{json.dumps(values[name].get(key))}`" for name in PAPER_FILES)
+        lines.append(f"| `{key}` | {cells} | {'; '.join(sources).replace('|', '/')} |")
+    return "\n".join(lines)
+
+
 def expected_files(repo: Path, record: dict) -> dict[Path, str]:
     """Every file the docs command writes, as it should read."""
     diagram = pipeline_diagram((repo / DVC_YAML).read_text())
@@ -229,7 +265,9 @@ def expected_files(repo: Path, record: dict) -> dict[Path, str]:
     readme = replace_between_markers(readme, "pipeline", diagram)
     design = replace_between_markers((repo / DESIGN).read_text(), "pipeline",
                                      diagram + "\n\n" + stage_table((repo / DVC_YAML).read_text()))
-    return {PAGE: results_page(record), README: readme, DESIGN: design}
+    settings = replace_between_markers((repo / PAPER_SETTINGS).read_text(), "paper-settings",
+                                       paper_settings_table(repo))
+    return {PAGE: results_page(record), README: readme, DESIGN: design, PAPER_SETTINGS: settings}
 
 
 def run(repo: str | Path = ".", metrics_dir: str | Path | None = None, check: bool = False,

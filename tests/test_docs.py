@@ -84,7 +84,7 @@ def test_generated_parts_equal_what_c2s_docs_makes_of_the_record():
 
 @pytest.mark.parametrize("where", ["README.md", "docs/results.md"])
 def test_a_number_edited_by_hand_fails_the_check(tmp_path, where):
-    for rel in (docs.RECORD, docs.PAGE, docs.README, docs.DESIGN, docs.DVC_YAML):
+    for rel in docs.INPUTS:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, tmp_path / rel)
     assert docs.run(tmp_path, check=True) == []
@@ -139,7 +139,7 @@ def test_the_readme_is_short():
 def test_a_demos_metrics_folder_becomes_the_record_and_the_pages(tmp_path):
     from c2s_pipeline.eval.report import write_per_class_csv
 
-    for rel in (docs.RECORD, docs.PAGE, docs.README, docs.DESIGN, docs.DVC_YAML):
+    for rel in docs.INPUTS:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, tmp_path / rel)
     metrics = tmp_path / "metrics"

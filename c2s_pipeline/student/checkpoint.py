@@ -79,11 +79,11 @@ class RunRecord:
                      "provenance": {k: saved[k] for k in provenance_keys if k in saved}}
         params = {section: dict(values) if isinstance(values, dict) else values
                   for section, values in saved["params"].items()}
-        # loss.alpha was the training-only seen-logit scale; student.logit_scale is now the one scale (it
-        # always held the same value in params.yaml).
+        # A record may carry loss.alpha, a training-only seen-logit scale equal to student.logit_scale: drop it.
         params.get("loss", {}).pop("alpha", None)
-        # Runs from before loss.ce_reduction took one cross-entropy mean over the pseudo mask ("pooled"); without
-        # the latent term there is no latent pixel and both reductions are the same computation.
+        # A record without loss.ce_reduction trained with one cross-entropy mean over the pseudo mask ("pooled");
+        # without the latent term both reductions are the same computation
+        # (docs/decisions/0014-grouped-cross-entropy.md).
         loss = params.get("loss")
         if isinstance(loss, dict) and "ce_reduction" not in loss:
             loss["ce_reduction"] = "pooled" if loss.get("use_latent", True) else "grouped"

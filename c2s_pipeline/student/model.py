@@ -6,7 +6,7 @@ logits, never the D-channel map, are upsampled to the input size.
 The head is the 1x1 conv W (D x K) from the decoder's K channels to D. `linear` (the paper's) leaves W
 free; `isometric` keeps its columns orthonormal (W^T W = I, needs K <= D), so the feature norm that the
 cosine divides by costs K per pixel at inference instead of K^2 (see _folded_logits).
-README: Development, Inference.
+Why the isometric head is an option and not the default: docs/decisions/0008-isometric-head.md.
 """
 from __future__ import annotations
 
