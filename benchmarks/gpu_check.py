@@ -33,7 +33,6 @@ from PIL import Image
 
 from c2s_pipeline.config import load_params, override, to_dict
 from c2s_pipeline.data.registry import dataset_from_params
-from c2s_pipeline.student.checkpoint import load_student
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,8 +52,9 @@ def make_voc_layout(root: Path, n_train: int, n_val: int, seed: int = 0) -> Path
                 y, x = rng.integers(0, h - 60), rng.integers(0, w - 60)
                 label[y:y + rng.integers(40, h // 2), x:x + rng.integers(40, w // 2)] = rng.integers(1, 21)
             palette = rng.integers(0, 256, size=(256, 3)).astype(np.uint8)
-            noise = rng.integers(0, 24, size=(h, w, 3)).astype(np.uint8)
-            Image.fromarray(palette[label] + noise).save(base / "JPEGImages" / f"{id_}.jpg", quality=90)
+            noise = rng.integers(0, 24, size=(h, w, 3))
+            image = np.clip(palette[label] + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(base / "JPEGImages" / f"{id_}.jpg", quality=90)
             Image.fromarray(label).save(base / "SegmentationClassAug" / f"{id_}.png")
         (base / "ImageSets/Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
     return base
@@ -132,31 +132,31 @@ def main() -> int:
     cache, run_dir = work / "cache", work / "run"
 
     def do_precompute():
-        start, n = time.perf_counter(), 0
-        for split in (params.data.train_split, params.data.val_split):
+        rates = []
+        for split, views in ((params.data.train_split, f"{params.teacher.view_count} bank views each"),
+                             (params.data.val_split, "dense tokens kept")):
+            start = time.perf_counter()
             precompute.run(params, split=split, cache_dir=cache)
-            n += len(dataset_from_params(params, split))
-        rate = n / (time.perf_counter() - start)
-        return None, (f"{n} images, {rate:.2f} images/s ({params.teacher.clip_model} at {params.data.image_size} px, "
-                      f"{params.teacher.view_count} bank views each)")
+            n = len(dataset_from_params(params, split))
+            rates.append(f"{split} {n} images at {n / (time.perf_counter() - start):.2f} images/s ({views})")
+        return None, f"{params.teacher.clip_model} at {params.data.image_size} px: " + "; ".join(rates)
 
     def do_train():
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
         train.run(params, run_dir, cache_dir=cache, resume=False)
-        seconds = time.perf_counter() - start
         log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
         bad = [row["iter"] for row in log if not all(math.isfinite(row[k]) for k in row if k.endswith("loss"))]
         if bad:
             raise FloatingPointError(f"non-finite loss at iteration {bad[0]}")
-        student = load_student(run_dir, device=params.train.device)[0]
-        on = {p.device.type for p in student.parameters()}
-        if on != {torch.device(params.train.device).type}:
-            raise RuntimeError(f"student on {on}, expected {params.train.device}")
+        if cuda and torch.cuda.max_memory_allocated() == 0:
+            raise RuntimeError("training allocated no GPU memory: it did not run on the GPU")
+        # the loop's own clock (log rows' "time", from its first batch on): start-up and the first step excluded
+        steady = (log[-1]["iter"] - log[0]["iter"]) / max(log[-1]["time"] - log[0]["time"], 1e-9)
         peak = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if cuda else ""
+        amp = "autocast bf16/fp16" if cuda and params.train.amp else "fp32"
         return None, (f"{params.train.iterations} iterations of {params.student.arch}/{params.student.encoder} at "
-                      f"batch {params.train.batch_size}, {params.train.iterations / seconds:.2f} it/s, "
+                      f"batch {params.train.batch_size} on {params.train.device} ({amp}), {steady:.2f} it/s, "
                       f"last loss {log[-1]['loss']:.3f}{peak}")
 
     def do_evaluate():
@@ -178,7 +178,10 @@ def main() -> int:
                "stages.cli", "train", "--distributed", "--params", str(spec), "--run", str(work / "run-ddp"),
                "--cache-dir", str(cache), "--no-resume"]
         subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
-        return None, "one DistributedDataParallel step on 2 GPUs"
+        row = json.loads((work / "run-ddp" / "log.jsonl").read_text().splitlines()[-1])
+        if not math.isfinite(row["loss"]):
+            raise FloatingPointError(f"non-finite loss {row['loss']} under torchrun")
+        return None, f"one DistributedDataParallel step on 2 GPUs, loss {row['loss']:.3f}"
 
     check.step("precompute", do_precompute)
     check.step("train", do_train)

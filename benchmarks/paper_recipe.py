@@ -1,12 +1,13 @@
 """The paper files' loss recipe on the world: which seen logits and which calibration it supports.
 
-    python -m benchmarks.paper_recipe --work benchmarks/_world_splits --seed 0      # ~25 min on 2 cores
+    python -m benchmarks.paper_recipe --work benchmarks/_world_splits --seed 0      # ~40 min on 2 cores
 
 Students are trained on one seed's world (its teacher and encoder as `benchmarks.world_splits` makes them) with
 the paper files' loss (focal x 100 + dice + one pooled cross-entropy) and either seen logits: the cosine
 (tau 50) or the paper's alpha F^T A_s (alpha 1: the raw features' norm is the scale; at 50 a fresh student's
-logits start near +-900). Each student is evaluated with softmax and with sigmoid calibration (seen bias 0.1).
-Everything else is params.yaml's. Runs already in --work are reused.
+logits start near +-900), and a seen-only student (cosine) as the reference. Each student is evaluated with
+softmax and with sigmoid calibration (seen bias 0.1). Everything else is params.yaml's. Runs already in --work
+are reused.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from stages.train import baseline_params
 
 PAPER_LOSS = {"focal_weight": 100.0, "dice_weight": 1.0, "ce_weight": 1.0, "ce_reduction": "pooled"}
 LOGITS = {"cosine": {"seen_logits": "cosine", "logit_scale": 50.0}, "dot": {"seen_logits": "dot", "logit_scale": 1.0}}
+ARMS = (("seen-only", "cosine"), ("c2s", "cosine"), ("c2s", "dot"))
 COLUMNS = ("sIoU", "uIoU", "hIoU")
 
 
@@ -39,18 +41,16 @@ def main() -> None:
     for split in (base.data.train_split, base.data.val_split):
         precompute.run(base, split=split, cache_dir=cache)
     rows = []
-    for logits, student in LOGITS.items():
-        for arm in ("seen-only", "c2s"):
-            p = override(base, student=student)
-            p = baseline_params(p) if arm == "seen-only" else p
-            run_dir = train.run(p, work / "runs" / f"{arm}-{logits}", cache_dir=cache)
-            for calibration in ("softmax", "sigmoid"):
-                q = override(p, eval={"calibration": calibration})
-                out = evaluate.run(q, run_dir, work / "metrics" / f"{arm}-{logits}-{calibration}.json")
-                m = json.loads(Path(out).read_text())
-                rows.append(f"| {arm} | {logits} | {calibration} | " + " | ".join(f"{m[c]:.2f}" for c in COLUMNS)
-                            + " |")
-                print(rows[-1], flush=True)
+    for arm, logits in ARMS:
+        p = override(base, student=LOGITS[logits])
+        p = baseline_params(p) if arm == "seen-only" else p
+        run_dir = train.run(p, work / "runs" / f"{arm}-{logits}", cache_dir=cache)
+        for calibration in ("softmax", "sigmoid"):
+            q = override(p, eval={"calibration": calibration})
+            out = evaluate.run(q, run_dir, work / "metrics" / f"{arm}-{logits}-{calibration}.json")
+            m = json.loads(Path(out).read_text())
+            rows.append(f"| {arm} | {logits} | {calibration} | " + " | ".join(f"{m[c]:.2f}" for c in COLUMNS) + " |")
+            print(rows[-1], flush=True)
     text = (f"World seed {args.seed}, default split; loss {PAPER_LOSS}; seen bias {base.eval.seen_bias}.\n\n"
             "| arm | seen logits | calibration | sIoU | uIoU | hIoU |\n|---|---|---|---:|---:|---:|\n"
             + "\n".join(rows) + "\n")

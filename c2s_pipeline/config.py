@@ -6,6 +6,7 @@ the teacher fingerprint, so changing them reuses the cached teacher store.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,12 +23,14 @@ class ConfigError(ValueError):
 
 
 def bounded(default: Any, *, low: float | None = None, above: float | None = None, high: float | None = None,
-            nonempty: bool = False):
-    """A field whose value (each value, for a list) must be >= low, > above and <= high; lists non-empty.
+            below: float | None = None, multiple: int | None = None, nonempty: bool = False):
+    """A field whose value (each value, for a list) must be >= low, > above, <= high, < below and a multiple of
+    `multiple`; lists non-empty.
 
     `build_section` checks it and names the key and the allowed range.
     """
-    return field(default=default, metadata={"low": low, "above": above, "high": high, "nonempty": nonempty})
+    return field(default=default, metadata={"low": low, "above": above, "high": high, "below": below,
+                                            "multiple": multiple, "nonempty": nonempty})
 
 
 def one_of(default: str, *others: str):
@@ -40,12 +43,16 @@ def _check_range(key: str, value: Any, meta: dict) -> None:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
     if meta.get("nonempty") and not value:
         raise ConfigError(f"{key}: the list is empty; it needs at least one value")
-    low, above, high = meta.get("low"), meta.get("above"), meta.get("high")
-    allowed = " and ".join(f"{op} {b}" for op, b in ((">=", low), (">", above), ("<=", high)) if b is not None)
+    low, above, high, below = meta.get("low"), meta.get("above"), meta.get("high"), meta.get("below")
+    allowed = " and ".join(f"{op} {b}" for op, b in ((">=", low), (">", above), ("<=", high), ("<", below))
+                           if b is not None)
     for v in value if isinstance(value, tuple) else (value,):
         if ((low is not None and v < low) or (above is not None and v <= above)
-                or (high is not None and v > high)):
+                or (high is not None and v > high) or (below is not None and v >= below)):
             raise ConfigError(f"{key}: {v!r} is out of range; allowed: {allowed}")
+        if meta.get("multiple") and v % meta["multiple"]:
+            raise ConfigError(f"{key}: {v!r} is not a multiple of {meta['multiple']} (the student's encoders "
+                              f"downsample by {meta['multiple']})")
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ class DataConfig:
     root: str = "data/world"        # dataset root in its standard on-disk layout
     train_split: str = "train"
     val_split: str = "val"
-    image_size: int = bounded(128, low=1)  # side of the square the teacher and student see (512 for VOC)
+    image_size: int = bounded(128, low=32, multiple=32)  # side the teacher and student see (512 for VOC)
     context_unseen_split: str = "A"  # PASCAL Context: A (ZS3Net/MaskCLIP+/OTSeg) or B (Cascade-CLIP)
 
 
@@ -62,19 +69,20 @@ class DataConfig:
 class TeacherConfig:
     clip_model: str = "c2s-world-vit"   # open_clip model name (ViT-B-16 for real data)
     pretrained: str = "models/teacher/clip.pt"  # open_clip tag (e.g. openai) or a local checkpoint
-    dense_mode: str = "maskclip"        # maskclip | clearclip | sclip
+    dense_mode: str = one_of("maskclip", "clearclip", "sclip", "standard")  # standard: the unmodified tower
     # which stores keep the dense tokens (~95 % of a store; only CLIP's own dense baseline reads them):
     # eval = every split but data.train_split | all
     dense_tokens: str = one_of("eval", "all")
-    templates: str = "auto"             # auto (the dataset's own: single for VOC and the world, ensemble for
-                                        # Context / COCO-Stuff) | single ("a photo of a {}.") | ensemble (15)
+    # auto (the dataset's own: single for VOC and the world, ensemble for Context / COCO-Stuff) | single
+    # ("a photo of a {}.") | ensemble (15)
+    templates: str = one_of("auto", "single", "ensemble")
     crop_size: int = bounded(0, low=0)  # local-CLS crop side; 0 = the model's native image size
     # the views whose global CLS is stored, the only pixels the student is shown (docs/DESIGN.md, Views):
     # corners = the S x S image + 4 corner crops per view_crops fraction; bank = view_count crops per image
     # drawn as MMSeg draws a training crop (ratio-kept resize of view_scale x a ratio in view_ratio, an S x S
     # window with cat_max_ratio judged on seen labels, padded)
     views: str = one_of("corners", "bank")
-    view_crops: tuple[float, ...] = bounded((0.75,), above=0, high=1)
+    view_crops: tuple[float, ...] = bounded((0.75,), above=0, below=1)
     view_count: int = bounded(8, low=1, high=255)
     view_scale: tuple[int, int] = bounded((512, 128), low=1)       # (long, short) side at ratio 1; (4 S, S)
     view_ratio: tuple[float, float] = bounded((0.5, 2.0), above=0)
@@ -82,7 +90,7 @@ class TeacherConfig:
     batch_size: int = bounded(16, low=1)
     max_regions: int = bounded(16, low=1, high=255)  # fixed per-image region slots in the cache
     device: str = "auto"                # auto | cpu | cuda | cuda:N
-    store_format: str = "zarr"          # zarr | h5
+    store_format: str = one_of("zarr", "h5")
     workers: int = bounded(2, low=0)  # image decode workers
 
 
@@ -90,12 +98,12 @@ class TeacherConfig:
 class MiningConfig:
     # sliding windows O over the token grid; stride o/2
     window_sizes: tuple[int, ...] = bounded((4, 8), low=1, nonempty=True)
-    kmeans_iters: int = bounded(20, low=0)
+    kmeans_iters: int = bounded(20, low=1)
     merge_threshold: float = bounded(0.9, low=-1, high=1)  # merge clusters whose centroids' cosine passes this
     # drop latent clusters smaller than this fraction of tokens
     min_region_frac: float = bounded(0.01, low=0, high=1)
     max_latent: int = bounded(8, low=0)  # cap on latent regions per image
-    seed: int = 0
+    seed: int = bounded(0, low=0)
 
 
 STUDENT_HEADS = ("linear", "isometric")
@@ -158,17 +166,17 @@ class TrainConfig:
     checkpoint_every: int = bounded(250, low=1)
     log_every: int = bounded(20, low=1)
     num_workers: int = bounded(2, low=0)
-    seed: int = 0
+    seed: int = bounded(0, low=0)
     device: str = "auto"
     amp: bool = True                    # autocast on CUDA only; CPU always runs fp32
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    mode: str = "whole"                 # whole | slide
+    mode: str = one_of("whole", "slide")
     stride: int = bounded(0, low=0)  # slide stride; 0 = image_size * 5 / 6 (426 at 512)
     flip: bool = False
-    seen_bias: float = 0.1              # subtracted from seen-class scores (ZegCLIP calibration); 0 disables
+    seen_bias: float = bounded(0.1, low=-1, high=1)  # subtracted from seen scores (ZegCLIP); 0 disables
     # scores the bias acts on, per slide window before merging: softmax over classes, or ZegCLIP's
     # per-class sigmoid (what the NEL's focal + dice train when they dominate the loss)
     calibration: str = one_of("softmax", "sigmoid")
@@ -179,7 +187,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class WorldConfig:
-    seed: int = 0
+    seed: int = bounded(0, low=0)
     # The zero-shot split, by class name; changing it needs no new images (only a new teacher store).
     unseen: tuple[str, ...] = bounded(("red circle", "green square", "blue triangle", "yellow star", "red cross"),
                                       nonempty=True)
@@ -196,7 +204,7 @@ class PretrainConfig:
     lr: float = bounded(1e-3, above=0)
     weight_decay: float = bounded(0.1, low=0)
     warmup_steps: int = bounded(50, low=0)
-    seed: int = 0
+    seed: int = bounded(0, low=0)
 
 
 @dataclass(frozen=True)
@@ -206,7 +214,7 @@ class EncoderPretrainConfig:
     batch_size: int = bounded(32, low=1)
     lr: float = bounded(1e-3, above=0)
     weight_decay: float = bounded(0.01, low=0)
-    seed: int = 0
+    seed: int = bounded(0, low=0)
 
 
 @dataclass(frozen=True)
@@ -242,6 +250,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         return tuple(_coerce(v, a, key) for v, a in zip(value, args))
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: {value!r} is not a finite number")
     if annotation in (int, float, str, bool):
         if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
             raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}")

@@ -13,6 +13,10 @@ import torch
 log = logging.getLogger("c2s")
 
 
+class DeviceError(RuntimeError):
+    """A device name torch does not know, or one this machine does not have."""
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -28,9 +32,14 @@ def resolve_device(name: str) -> torch.device:
     """auto -> cuda when present, else cpu; a CUDA request on a machine without one fails clearly."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+        raise DeviceError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DeviceError(f"device '{name}' requested but this machine has {torch.cuda.device_count()} GPU(s)")
     return device
 
 

@@ -310,14 +310,29 @@ def test_precompute_with_nothing_to_do_writes_nothing(stored, project_params, mo
     ("train", "batch_size", 0, "train.batch_size: 0 is out of range; allowed: >= 1"),
     ("train", "iterations", -5, "train.iterations: -5 is out of range; allowed: >= 1"),
     ("train", "checkpoint_every", 0, "train.checkpoint_every: 0 is out of range; allowed: >= 1"),
-    ("data", "image_size", 0, "data.image_size: 0 is out of range; allowed: >= 1"),
+    ("data", "image_size", 0, "data.image_size: 0 is out of range; allowed: >= 32"),
     ("loss", "bank_size", -1, "loss.bank_size: -1 is out of range; allowed: >= 0"),
     ("loss", "temperature", 0.0, "loss.temperature: 0.0 is out of range; allowed: > 0"),
     ("teacher", "max_regions", 300, "teacher.max_regions: 300 is out of range; allowed: >= 1 and <= 255"),
-    ("teacher", "view_crops", [0.75, 1.5], "teacher.view_crops: 1.5 is out of range; allowed: > 0 and <= 1"),
+    ("teacher", "view_crops", [0.75, 1.5], "teacher.view_crops: 1.5 is out of range; allowed: > 0 and < 1"),
     ("teacher", "dense_tokens", "train", "teacher.dense_tokens: 'train' is not one of eval, all"),
     ("world", "unseen", [], "world.unseen: the list is empty; it needs at least one value"),
     ("mining", "window_sizes", [], "mining.window_sizes: the list is empty; it needs at least one value"),
+    ("train", "lr", float("nan"), "train.lr: nan is not a finite number"),
+    ("student", "logit_scale", float("inf"), "student.logit_scale: inf is not a finite number"),
+    ("teacher", "view_crops", [float("nan")], "teacher.view_crops: nan is not a finite number"),
+    ("mining", "merge_threshold", float("nan"), "mining.merge_threshold: nan is not a finite number"),
+    ("eval", "seen_bias", float("nan"), "eval.seen_bias: nan is not a finite number"),
+    ("teacher", "view_crops", [1.0], "teacher.view_crops: 1.0 is out of range; allowed: > 0 and < 1"),
+    ("data", "image_size", 100, "data.image_size: 100 is not a multiple of 32 (the student's encoders downsample "
+                                "by 32)"),
+    ("mining", "kmeans_iters", 0, "mining.kmeans_iters: 0 is out of range; allowed: >= 1"),
+    ("train", "seed", -1, "train.seed: -1 is out of range; allowed: >= 0"),
+    ("teacher", "store_format", "parquet", "teacher.store_format: 'parquet' is not one of zarr, h5"),
+    ("teacher", "templates", "many", "teacher.templates: 'many' is not one of auto, single, ensemble"),
+    ("teacher", "dense_mode", "dino", "teacher.dense_mode: 'dino' is not one of maskclip, clearclip, sclip, "
+                                      "standard"),
+    ("eval", "mode", "tiles", "eval.mode: 'tiles' is not one of whole, slide"),
     ("train", None, 5, "train: expected a mapping of keys, got 5"),
     ("train", None, [], "train: expected a mapping of keys, got []"),     # empty, but not a mapping either
 ])
@@ -424,3 +439,39 @@ def test_damaged_store_manifest_is_one_line(stored, damage):
     line = error_line(c2s(stored, "train", "--run", "models/x", "--cache", str(store)))
     assert "damaged" in line and "c2s precompute" in line, line
     assert not (stored / "models" / "x").exists()
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(stored, project_params, tmp_path,
+                                                                              monkeypatch):
+    """NaN in one term at iteration 3: one line naming it, no step taken, checkpoint.pt still of iteration 2."""
+    from c2s_pipeline.student.loop import NonFiniteLossError
+    from c2s_pipeline.student.task import C2STask
+    from stages import train
+
+    forward, calls = C2STask.forward, []
+
+    def poisoned(self, batch):
+        out = forward(self, batch)
+        calls.append(1)
+        if len(calls) == 3:
+            out["nel_loss"] = out["nel_loss"] * float("nan")
+            out["loss"] = out["loss"] + out["nel_loss"]
+        return out
+
+    monkeypatch.setattr(C2STask, "forward", poisoned)
+    params = dataclasses.replace(project_params, train=dataclasses.replace(project_params.train, checkpoint_every=2))
+    with pytest.raises(NonFiniteLossError, match=r"not finite at iteration 3 \(nel_loss\); the weights were not "):
+        train.run(params, tmp_path / "run", cache_dir=stored / "data_cache")
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["task"].values() if v.is_floating_point())
+
+
+def test_a_device_this_machine_lacks_is_one_line():
+    from stages.common import DeviceError, resolve_device
+
+    with pytest.raises(DeviceError, match="unknown device 'gpu0'; use auto, cpu, cuda or cuda:N"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available; use --device cpu"):
+            resolve_device("cuda")

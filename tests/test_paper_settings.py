@@ -101,24 +101,31 @@ def test_a_paper_file_runs_end_to_end(path, tiny_teacher, tmp_path):
     assert metrics["eval"]["mode"] == "slide" and 0 <= metrics["hIoU"] <= 100
 
 
-def test_no_weight_decay_on_normalisation_layers(tiny_params):
-    """decay_norms off: a step with zero gradients shrinks every weight by lr x wd but leaves each norm layer's."""
+def test_no_weight_decay_on_the_encoders_normalisation_layers(tiny_params):
+    """decay_norms off: a step with zero gradients shrinks every weight by lr x wd but the encoder's norm layers'
+    (MMSeg SegFormer: `norm` decay_mult 0 on the backbone; its `head` key keeps the decode head's norms decaying).
+    Every parameter is in exactly one group, at its own learning rate."""
     student = Student("segformer", "mit_b0", None, embed_dim=32)
     task = C2STask(student, torch.randn(3, 32), tiny_params.loss, 50.0)
-    norms = norm_parameter_ids(task)
-    assert len(norms) > 40                                          # MiT's LayerNorms and the decoder's BatchNorm
+    norms = norm_parameter_ids(student.net.encoder)
+    assert len(norms) > 40 and norm_parameter_ids(task) - norms                # MiT's LayerNorms; decoder's BN
+    encoder = {id(p) for p in student.encoder_parameters()}
     for decay_norms in (False, True):
-        cfg = dataclasses.replace(tiny_params.train, lr=0.5, head_lr_mult=1.0, weight_decay=0.1, warmup_iters=0,
+        cfg = dataclasses.replace(tiny_params.train, lr=0.5, head_lr_mult=10.0, weight_decay=0.1, warmup_iters=0,
                                   decay_norms=decay_norms)
         before = {id(p): p.detach().clone() for p in task.parameters()}
         opt, _ = build_optimizer(task, cfg)
+        grouped = [id(p) for g in opt.param_groups for p in g["params"]]
+        assert sorted(grouped) == sorted(before) and len(set(grouped)) == len(grouped)
+        lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+        assert all(lrs[i] == (0.5 if i in encoder else 5.0) for i in lrs)
         for p in task.parameters():
             p.grad = torch.zeros_like(p)
         opt.step()
         for p in task.parameters():
-            shrunk = not torch.equal(p.detach(), before[id(p)])
-            if p.abs().sum() == 0:
+            if before[id(p)].abs().sum() == 0:
                 continue
+            shrunk = not torch.equal(p.detach(), before[id(p)])
             assert shrunk == (decay_norms or id(p) not in norms)
         with torch.no_grad():
             for p in task.parameters():
@@ -131,20 +138,43 @@ def test_imagenet_normalisation_is_timms():
     assert IMAGENET_MEAN == IMAGENET_DEFAULT_MEAN and IMAGENET_STD == IMAGENET_DEFAULT_STD
 
 
-def test_the_student_input_follows_its_encoder_everywhere(trained_run, tmp_path):
-    """A run trained with student.normalisation imagenet is evaluated, predicted and exported with ImageNet's
-    mean / std: its saved params decide, not CLIP's constants."""
-    from c2s_pipeline.student.export import DeployedStudent
+def test_imagenet_normalisation_is_the_formula():
     from c2s_pipeline.student.data import image_to_tensor
 
     image = np.random.default_rng(0).integers(0, 256, size=(8, 8, 3)).astype(np.uint8)
-    x = image_to_tensor(image, "imagenet")
     want = (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(IMAGENET_MEAN)[:, None, None]) \
         / torch.tensor(IMAGENET_STD)[:, None, None]
-    torch.testing.assert_close(x, want)
+    torch.testing.assert_close(image_to_tensor(image, "imagenet"), want)
     assert not torch.allclose(image_to_tensor(image, "clip"), want)
-    deployed = DeployedStudent(Student("fpn", "resnet18", None, embed_dim=16), 50.0, 64, normalisation="imagenet")
-    torch.testing.assert_close(deployed.mean.flatten(), torch.tensor(IMAGENET_MEAN) * 255)
+
+
+def test_a_runs_normalisation_is_used_by_evaluate_predict_and_export(trained_run, project_params, tmp_path,
+                                                                     monkeypatch):
+    """A run recorded with student.normalisation imagenet is evaluated, predicted and exported with ImageNet's
+    mean / std: the run's own params decide, never CLIP's constants."""
+    import shutil
+
+    from c2s_pipeline.eval.open_vocab import class_map
+    from c2s_pipeline.student import data as student_data
+    from c2s_pipeline.student.checkpoint import load_student
+    from stages import evaluate, export
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    ckpt = torch.load(run_dir / "student.pt", weights_only=True)
+    assert ckpt["config"]["params"]["student"]["normalisation"] == "clip"
+    ckpt["config"]["params"]["student"]["normalisation"] = "imagenet"
+    torch.save(ckpt, run_dir / "student.pt")
+    used, normalise = [], student_data.normalise
+    monkeypatch.setattr(student_data, "normalise", lambda x, kind="clip": used.append(kind) or normalise(x, kind))
+    evaluate.run(project_params, run_dir, tmp_path / "m.json")
+    student, text, run = load_student(run_dir)
+    class_map(student, text, run.params, project_params.eval, np.zeros((40, 50, 3), np.uint8))
+    assert used and set(used) == {"imagenet"}
+    built = []
+    monkeypatch.setattr(export, "export_onnx", lambda model, out, *a, **k: built.append(model) or Path(out))
+    export.run(run_dir, tmp_path / "s.onnx")
+    torch.testing.assert_close(built[0].mean.flatten(), torch.tensor(IMAGENET_MEAN) * 255)
 
 
 @pytest.mark.parametrize("head", ["linear", "isometric"])
@@ -162,3 +192,28 @@ def test_dot_logits_are_the_papers_and_fold_like_the_cosine(head):
     up = torch.nn.functional.interpolate(want, size=(64, 64), mode="bilinear", align_corners=False)
     torch.testing.assert_close(folded, up, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(class_logits(feats, text, 2.0, "cosine"), want)
+
+
+def test_dot_seen_logits_in_training(tiny_params):
+    """C2STask with a dot student: the seen part of both the plain and the pseudo-mask logits is alpha F^T A_s,
+    the latent part beta cos(F, A'_u)."""
+    from c2s_pipeline.cache.schema import LATENT
+    from c2s_pipeline.student.losses import region_prototypes
+
+    torch.manual_seed(0)
+    student = Student("fpn", "resnet18", None, embed_dim=32, logits="dot")
+    seen = torch.randn(3, 32)
+    task = C2STask(student, seen, tiny_params.loss, 2.0).eval()
+    feats = torch.randn(1, 32, 8, 8)
+    want = 2.0 * torch.einsum("cd,bdhw->bchw", torch.nn.functional.normalize(seen, dim=-1), feats)
+    torch.testing.assert_close(task._seen_logits(feats), want)
+    pseudo = torch.zeros(1, 32, 32, dtype=torch.long)
+    pseudo[..., 16:] = 1
+    batch = {"region_class": torch.tensor([[0, LATENT]]), "pseudo_mask": pseudo, "global_cls": torch.randn(1, 32),
+             "local_cls": torch.randn(1, 2, 32)}
+    protos, present = region_prototypes(feats, pseudo, 2)
+    with torch.no_grad():
+        logits, target, valid = task._pseudo_logits(feats, batch, protos, present)
+    assert logits.shape == (1, 4, 8, 8) and valid.all()
+    torch.testing.assert_close(logits[:, :3], want)
+    assert logits[:, 3].abs().max() <= tiny_params.loss.beta + 1e-4                  # a scaled cosine

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from c2s_pipeline.cache.identity import locate_store
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.data.base import IGNORE_INDEX, to_seen_only
 from c2s_pipeline.data.registry import dataset_from_params
@@ -27,7 +28,8 @@ def bank_params(tiny_params, root, **teacher):
     return dataclasses.replace(
         p, data=dataclasses.replace(p.data, dataset="voc", root=str(root / "VOCdevkit" / "VOC2012"),
                                     train_split="train_aug", image_size=SIZE),
-        teacher=dataclasses.replace(p.teacher, views="bank", view_count=4, view_scale=(4 * SIZE, SIZE), **teacher),
+        teacher=dataclasses.replace(p.teacher, **{"views": "bank", "view_count": 4, "view_scale": (4 * SIZE, SIZE),
+                                                  **teacher}),
         mining=dataclasses.replace(p.mining, window_sizes=(2,)),
         student=dataclasses.replace(p.student, normalisation="imagenet"),
         train=dataclasses.replace(p.train, flip=False))
@@ -155,3 +157,38 @@ def test_keep_ratio_size_is_mmcvs_rescale():
     assert keep_ratio_size(375, 500, 2048, 512) == (512, 683)
     assert keep_ratio_size(500, 375, 2048, 512) == (683, 512)
     assert keep_ratio_size(100, 1000, 2048, 512) == (205, 2048)               # the long side binds
+
+
+def test_photometric_distortion_reaches_the_student_only(bank_store):
+    """train.photometric: the image changes, its label, pseudo mask and stored CLS do not."""
+    params, path = bank_store
+    reader = CacheReader(path, seen_only=True)
+    dataset = dataset_from_params(params, "train_aug", seen_only=True)
+    plain = DistillDataset(reader, dataset, SIZE, params.train, normalisation="imagenet")
+    distorted = DistillDataset(reader, dataset, SIZE, dataclasses.replace(params.train, photometric=True),
+                               normalisation="imagenet")
+    changed = 0
+    for step in range(6):
+        a, b = plain[(0, step)], distorted[(0, step)]
+        for key in ("label", "pseudo_mask", "global_cls"):
+            assert torch.equal(a[key], b[key])
+        changed += not torch.equal(a["image"], b["image"])
+    assert changed >= 3
+
+
+def test_only_a_bank_store_carries_the_banks_recipe_in_its_address(tiny_params, tmp_path):
+    """Corner-view stores keep the fingerprints they had; a bank's recipe is part of its store's identity."""
+    make_voc(tmp_path, VOC_RAWS)
+    corners = dataclasses.replace(bank_params(tiny_params, tmp_path),
+                                  teacher=dataclasses.replace(bank_params(tiny_params, tmp_path).teacher,
+                                                              views="corners"))
+    bank = bank_params(tiny_params, tmp_path)
+    more = bank_params(tiny_params, tmp_path, view_count=5)
+    ids = {name: locate_store(p, "train_aug", tmp_path / "cache")[1] for name, p in
+           (("corners", corners), ("bank", bank), ("more", more))}
+    assert "view_bank" not in ids["corners"].inputs
+    assert ids["bank"].inputs["view_bank"] == {"count": 4, "scale": [4 * SIZE, SIZE], "ratio": [0.5, 2.0],
+                                               "cat_max_ratio": 0.75}
+    assert len({i.fingerprint for i in ids.values()}) == 3
+    val = locate_store(bank, "val", tmp_path / "cache")[1]                      # evaluation splits hold no bank
+    assert "view_bank" not in val.inputs

@@ -66,7 +66,8 @@ def file_sha256(path: str | Path) -> str:
 def model_config_digest(model_name: str) -> str | None:
     """Identity of the teacher's architecture when this project defines it: 16 hex chars over the canonical JSON
     of its own config (`c2s-*`, which can change with this code while their weight names stay the same,
-    as a change of pooling does). None for open_clip's configs, fixed by its pinned version: their stores keep their addresses."""
+    as a change of pooling does). None for open_clip's configs, fixed by its pinned version: their stores keep
+    their addresses."""
     path = MODEL_CONFIG_DIR / f"{model_name}.json"
     if not path.is_file():
         return None

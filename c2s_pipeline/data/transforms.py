@@ -127,6 +127,7 @@ BOX_FIELDS = ("height", "width", "top", "left", "crop_h", "crop_w")
 
 def keep_ratio_size(height: int, width: int, long: float, short: float) -> tuple[int, int]:
     """The size of an image rescaled as large as fits within long x short, ratio kept (mmcv's imrescale)."""
+    long, short = max(long, short), min(long, short)
     factor = min(long / max(height, width), short / min(height, width))
     return int(height * factor + 0.5), int(width * factor + 0.5)
 
@@ -143,7 +144,8 @@ def draw_bank_views(label: np.ndarray, image_id: str, *, count: int, crop: int, 
     View k is seeded by (image id, k) alone, so a store is reproducible and resumable in any order. Resize:
     a ratio r uniform in `ratio`, the image rescaled to fit (r long, r short) with its ratio kept. Crop: a
     crop x crop window at a uniform offset (smaller where the image is), redrawn up to 10 times while one
-    class covers more than `cat_max_ratio` of its labelled pixels (MMSeg's RandomCrop; the last draw stays).
+    class covers more than `cat_max_ratio` of its labelled pixels (MMSeg's RandomCrop: after 10 refusals an
+    11th draw is taken unchecked).
 
     Args:
         label: (H, W) seen-only label (unseen pixels already ignore_index): the bank never reads unseen labels.
@@ -155,16 +157,15 @@ def draw_bank_views(label: np.ndarray, image_id: str, *, count: int, crop: int, 
         r = rng.uniform(*ratio)
         rh, rw = keep_ratio_size(h, w, int(scale[0] * r), int(scale[1] * r))   # MMSeg truncates the scale
         resized = _resize_mask(label, rh, rw) if cat_max_ratio < 1 else None
-        for _ in range(10):
-            top = int(rng.integers(max(rh - crop, 0) + 1))
-            left = int(rng.integers(max(rw - crop, 0) + 1))
-            ch, cw = min(crop, rh), min(crop, rw)
-            if resized is None:
-                break
+        ch, cw = min(crop, rh), min(crop, rw)
+        window = lambda: (int(rng.integers(max(rh - crop, 0) + 1)), int(rng.integers(max(rw - crop, 0) + 1)))  # noqa: E731
+        top, left = window()
+        for _ in range(10 if resized is not None else 0):
             ids, counts = np.unique(resized[top:top + ch, left:left + cw], return_counts=True)
             counts = counts[ids != ignore_index]
             if len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
                 break
+            top, left = window()
         boxes.append((rh, rw, top, left, ch, cw))
     return np.asarray(boxes, dtype=np.int32)
 
@@ -193,28 +194,25 @@ def pad_to(array: np.ndarray, size: int, fill) -> np.ndarray:
 
 def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """MMSeg's PhotoMetricDistortion on (H, W, 3) uint8: brightness +-32, contrast x[0.5, 1.5] (before or after
-    the HSV steps), saturation x[0.5, 1.5], hue in [-18, 17] (OpenCV's 0-180 scale); each with probability 0.5."""
-    x = image.astype(np.float32)
+    the HSV steps), saturation x[0.5, 1.5], hue in [-18, 17] (OpenCV's 0-180 scale); each with probability 0.5,
+    each truncated back to uint8 as MMSeg's `convert` does. HSV is PIL's (hue on 0-255) rather than OpenCV's."""
+    def convert(x: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+        return np.clip(x.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
 
-    def brightness_contrast(x: np.ndarray, contrast: bool) -> np.ndarray:
-        if not contrast and rng.random() < 0.5:
-            x = np.clip(x + rng.uniform(-32, 32), 0, 255)
-        if contrast and rng.random() < 0.5:
-            x = np.clip(x * rng.uniform(0.5, 1.5), 0, 255)
-        return x
-
-    x = brightness_contrast(x, contrast=False)
+    if rng.random() < 0.5:
+        image = convert(image, beta=rng.uniform(-32, 32))
     contrast_first = rng.random() < 0.5
-    if contrast_first:
-        x = brightness_contrast(x, contrast=True)
+    if contrast_first and rng.random() < 0.5:
+        image = convert(image, alpha=rng.uniform(0.5, 1.5))
     saturate, shift = rng.random() < 0.5, rng.random() < 0.5
     if saturate or shift:
-        hsv = np.asarray(Image.fromarray(x.round().astype(np.uint8)).convert("HSV"), dtype=np.float32)
+        hsv = np.asarray(Image.fromarray(image).convert("HSV"))
         if saturate:
-            hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.5, 1.5), 0, 255)
+            hsv = np.concatenate([hsv[..., :1], convert(hsv[..., 1:2], alpha=rng.uniform(0.5, 1.5)), hsv[..., 2:]], -1)
         if shift:   # PIL's hue spans 0-255 for OpenCV's 0-180
-            hsv[..., 0] = np.round(hsv[..., 0] + rng.integers(-18, 18) * 256 / 180) % 256
-        x = np.asarray(Image.fromarray(hsv.round().astype(np.uint8), "HSV").convert("RGB"), dtype=np.float32)
-    if not contrast_first:
-        x = brightness_contrast(x, contrast=True)
-    return x.round().astype(np.uint8)
+            hue = (hsv[..., 0].astype(np.int32) + round(int(rng.integers(-18, 18)) * 256 / 180)) % 256
+            hsv = np.concatenate([hue[..., None].astype(np.uint8), hsv[..., 1:]], -1)
+        image = np.asarray(Image.fromarray(np.ascontiguousarray(hsv), "HSV").convert("RGB"))
+    if not contrast_first and rng.random() < 0.5:
+        image = convert(image, alpha=rng.uniform(0.5, 1.5))
+    return np.array(image)

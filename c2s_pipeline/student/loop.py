@@ -23,6 +23,9 @@ from c2s_pipeline.student.task import LOSS_KEYS, C2STask
 log = logging.getLogger(__name__)
 
 
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite: training stops before the step, the last checkpoint is kept."""
+
 
 def lr_factor(iteration: int, cfg: TrainConfig, base_lr: float) -> float:
     """Linear warm-up to 1, then poly decay (mmseg default) to min_lr / base_lr."""
@@ -43,9 +46,10 @@ def norm_parameter_ids(module: torch.nn.Module) -> set[int]:
 
 
 def parameter_groups(task: C2STask, cfg: TrainConfig) -> list[dict]:
-    """AdamW groups: the encoder at lr, the rest at lr x head_lr_mult; with decay_norms off, normalisation
-    layers' parameters in groups of their own without weight decay (MMSeg SegFormer's `norm` decay_mult 0)."""
-    norms = set() if cfg.decay_norms else norm_parameter_ids(task)
+    """AdamW groups: the encoder at lr, the rest at lr x head_lr_mult; with decay_norms off, the encoder's
+    normalisation layers in groups of their own without weight decay. As MMSeg's SegFormer recipe: its `norm`
+    decay_mult 0 reaches the backbone's norms only, since the `head` key wins for every decode-head parameter."""
+    norms = set() if cfg.decay_norms else norm_parameter_ids(task.student.net.encoder)
     groups = []
     for params, lr in ((task.student.encoder_parameters(), cfg.lr),
                        (task.head_parameters(), cfg.lr * cfg.head_lr_mult)):
@@ -164,6 +168,12 @@ def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLo
         batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             losses = model(batch)
+        if not torch.isfinite(losses["loss"]):       # before the step: no NaN reaches the weights or a checkpoint
+            terms = [k for k in LOSS_KEYS[1:] if not torch.isfinite(losses[k])] or ["loss"]
+            raise NonFiniteLossError(
+                f"the loss is not finite at iteration {it + 1} ({', '.join(terms)}); the weights were not updated "
+                f"and {ckpt_path} keeps the last good checkpoint: lower train.lr, or check the data and the "
+                "teacher store (c2s cache verify), then run again")
         opt.zero_grad(set_to_none=True)
         scaler.scale(losses["loss"]).backward()
         if cfg.grad_clip > 0:
