@@ -63,6 +63,9 @@ class DataConfig:
     val_split: str = "val"
     image_size: int = bounded(128, low=32, multiple=32)  # side the teacher and student see (512 for VOC)
     context_unseen_split: str = "A"  # PASCAL Context: A (ZS3Net/MaskCLIP+/OTSeg) or B (Cascade-CLIP)
+    # what a store's data digest reads of each file: stat (name, size, mtime; cheap) | content (every byte;
+    # sees a rewrite that keeps size and mtime; reads the whole split: cache/fingerprint.data_digest)
+    digest: str = one_of("stat", "content")
 
 
 @dataclass(frozen=True)

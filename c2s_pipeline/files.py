@@ -1,7 +1,9 @@
-"""Write-then-rename: the one way this package replaces a file a user keeps (checkpoints, pointers, logs)."""
+"""Write-then-rename: the one way this package replaces a file a user keeps (checkpoints, pointers, logs); and
+the one exclusive lock a writer of a store or a run folder holds."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -35,3 +37,18 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, payload: dict) -> Path:
     """Atomic JSON write so a killed stage never leaves half a file."""
     return write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock: str | Path, in_use: Exception) -> Iterator[None]:
+    """Hold an flock on the file `lock` for the block, or raise `in_use` (one line: what is in use, what to do) at
+    once if another process holds it. The kernel releases it when its process dies: a kill -9 leaves no lock
+    that blocks."""
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise in_use from None
+        yield

@@ -16,11 +16,28 @@ from c2s_pipeline.eval.report import write_per_class_csv
 from c2s_pipeline.eval.speed import count_flops, count_params, measure_fps
 from c2s_pipeline.student.data import image_to_tensor
 from c2s_pipeline.cache.identity import open_store
+from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.files import write_json
 from c2s_pipeline.student.checkpoint import load_student
 from stages.common import resolve_device
 
 log = logging.getLogger(__name__)
+
+
+class EvaluationError(ValueError):
+    """A run evaluated under a zero-shot split other than its own; what to do."""
+
+
+def check_same_split(run_dir, store_seen: np.ndarray, dataset) -> None:
+    """Refuse to score a run's uIoU over classes it was trained on: the seen flags of the store it was trained
+    from must be those of the dataset these params build."""
+    seen = dataset.spec.seen_mask()
+    if len(store_seen) != len(seen) or not np.array_equal(store_seen, seen):
+        names = dataset.spec.class_names
+        own = [names[i] for i in np.nonzero(~store_seen)[0]] if len(store_seen) == len(seen) else "another vocabulary"
+        raise EvaluationError(f"run {run_dir} was trained with unseen classes {own}, these params make "
+                              f"{[names[i] for i in dataset.spec.unseen]} unseen: evaluate it with the params it was "
+                              "trained with (its config.json)")
 
 
 def _val_dataset(params: Params, split: str | None):
@@ -45,6 +62,7 @@ def run(params: Params, run_dir: str | Path, out_json: str | Path, *, split: str
     device = resolve_device(e.device)
     student, text, run = load_student(run_dir, device=device)
     dataset = _val_dataset(params, split)
+    check_same_split(run_dir, CacheReader(run.provenance["teacher_store"], seen_only=False).class_seen(), dataset)
     size = run.params.data.image_size
     seen = torch.from_numpy(dataset.spec.seen_mask())
     scale = run.params.student.logit_scale

@@ -12,6 +12,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -475,3 +476,57 @@ def test_a_device_this_machine_lacks_is_one_line():
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA is not available; use --device cpu"):
             resolve_device("cuda")
+
+
+def test_a_store_claiming_other_seen_classes_is_refused_by_the_trainer(stored, project_params):
+    """The trainer reads seen text rows and regions by the store's own flags: a store whose flags are not the
+    dataset's under these params (edited, or from elsewhere) is refused before training starts."""
+    path = locate_store(project_params, "train", stored / "data_cache")[0]
+    zarr.open_group(store=str(path), mode="r+")["class_seen"][:] = True          # every class "seen"
+    line = error_line(c2s(stored, "train", "--run", "models/x"))
+    assert "names other classes, or other seen classes" in line and "c2s precompute" in line, line
+    assert not (stored / "models" / "x" / "log.jsonl").exists()
+
+
+def test_evaluate_refuses_a_split_other_than_the_runs(trained, project_params):
+    other = dataclasses.replace(project_params, world=dataclasses.replace(
+        project_params.world, unseen=("green circle", "blue square", "yellow triangle", "red star", "green cross")))
+    (trained / "params.yaml").write_text(yaml.safe_dump(to_dict(other)))
+    line = error_line(c2s(trained, "evaluate", "--run", "models/c2s"))
+    assert "was trained with unseen classes" in line and "its config.json" in line, line
+    assert not (trained / "metrics").exists()
+
+
+def test_a_run_folder_in_use_is_refused_and_a_killed_holder_leaves_no_lock(stored, project_params):
+    """A second `c2s train` into a folder another one trains into is refused before it touches a file; once the
+    holder is killed (-9), the folder trains."""
+    run_dir = stored / "models" / "busy"
+    run_dir.mkdir(parents=True)
+    (run_dir / "log.jsonl").write_text('{"iter": 1}\n')                  # the other run's log, kept
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)",
+                               str(run_dir / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        line = error_line(c2s(stored, "train", "--run", "models/busy", "--no-resume"))
+        assert "is in use by another c2s train" in line, line
+        assert (run_dir / "log.jsonl").read_text() == '{"iter": 1}\n'
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert train.run(project_params, run_dir, cache_dir=stored / "data_cache", resume=False) == run_dir
+    assert (run_dir / "student.pt").is_file()
+
+
+def test_content_digest_sees_a_rewrite_that_keeps_size_and_mtime(tmp_path):
+    from c2s_pipeline.cache.fingerprint import data_digest
+
+    path = tmp_path / "a.png"
+    path.write_bytes(b"0123456789")
+    stat = path.stat()
+    before = {mode: data_digest([path], mode) for mode in ("stat", "content")}
+    path.write_bytes(b"9876543210")                                       # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))               # same mtime
+    assert data_digest([path], "stat") == before["stat"]
+    assert data_digest([path], "content") != before["content"]
+    assert before["stat"] != before["content"]                            # the modes address different stores

@@ -24,9 +24,9 @@ def teacher_inputs(params: Params, split: str, dataset) -> dict:
     t, d = params.teacher, params.data
     files = [p for i in range(len(dataset)) for p in (dataset.image_path(i), dataset.label_path(i))]
     return fingerprint_inputs(
-        dataset=d.dataset, split=split, ids=list(dataset.ids), data=data_digest(files), clip_model=t.clip_model,
-        model_config=model_config_digest(t.clip_model), weights_digest=weights_digest(t.clip_model, t.pretrained),
-        image_size=d.image_size,
+        dataset=d.dataset, split=split, ids=list(dataset.ids), data=data_digest(files, d.digest),
+        clip_model=t.clip_model, model_config=model_config_digest(t.clip_model),
+        weights_digest=weights_digest(t.clip_model, t.pretrained), image_size=d.image_size,
         dense_mode=t.dense_mode, crop_size=t.crop_size, templates=dataset.spec.prompt_set(t.templates),
         mining=params.mining, max_regions=t.max_regions, unseen=list(dataset.spec.unseen), view_crops=t.view_crops,
         dense_tokens=stores_dense_tokens(params, split), view_bank=view_bank_recipe(params, split),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import time
@@ -15,6 +14,7 @@ from c2s_pipeline.cache import schema as S
 from c2s_pipeline.cache.backends import backend_for, format_of, is_url, read_row
 from c2s_pipeline.cache.schema import READABLE_SCHEMAS, SCHEMA_VERSION, CacheShape, TeacherRecord
 from c2s_pipeline.config import changes, first_few, flatten
+from c2s_pipeline.files import exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,8 @@ def store_lock(path):
         yield
         return
     lock = Path(f"{path}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CacheError(f"store {path} is being written by another c2s precompute (it holds {lock.name}); "
-                             "wait for it to finish, then run again") from None
+    with exclusive_lock(lock, CacheError(f"store {path} is being written by another c2s precompute (it holds "
+                                         f"{lock.name}); wait for it to finish, then run again")):
         yield
 
 

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 STUDENT_FILE = "student.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
+LOCK_FILE = ".lock"          # held by the process training into the folder (student.loop.train)
 CONFIG_FILE = "config.json"
 
 

@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from c2s_pipeline.cache.schema import NO_REGION
+from c2s_pipeline.cache.store import CacheError
 from c2s_pipeline.config import TrainConfig
 from c2s_pipeline.data.base import IGNORE_INDEX
 from c2s_pipeline.data.transforms import (bank_view, normalise, pad_to, photometric_distortion, resize_pair,
@@ -30,6 +31,13 @@ class DistillDataset(Dataset):
         if list(reader.ids) != list(dataset.ids):
             raise ValueError(f"teacher store {reader.path} was computed for another image list; "
                              "re-run `c2s precompute` for this dataset and split")
+        # The store's own seen flags decide which text rows and regions training reads: they must be the
+        # dataset's under these params, whatever the store's manifest claims (a store edited or from elsewhere).
+        spec = dataset.spec
+        if list(reader.class_names) != list(spec.class_names) or \
+                not np.array_equal(reader.class_seen(), spec.seen_mask()):
+            raise CacheError(f"teacher store {reader.path} names other classes, or other seen classes, than "
+                             f"{spec.name} under these params; use the store `c2s precompute` makes for them")
         self.reader, self.dataset, self.size, self.cfg, self.seed = reader, dataset, image_size, cfg, seed
         self.normalisation = normalisation
         self.bank = reader.shape.view_boxes                                   # per-image boxes, else windows

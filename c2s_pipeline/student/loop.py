@@ -1,6 +1,7 @@
 """The training loop: AdamW, warm-up + poly, AMP on CUDA, clipping, atomic checkpoints, exact resume."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -15,9 +16,9 @@ from tqdm import tqdm
 
 from c2s_pipeline.config import TrainConfig
 from c2s_pipeline.data.base import as_in_main_process
-from c2s_pipeline.files import replacing, write_text
-from c2s_pipeline.student.checkpoint import (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE, CheckpointError,
-                                             RunRecord, check_resumable, safe_load)
+from c2s_pipeline.files import exclusive_lock, replacing, write_text
+from c2s_pipeline.student.checkpoint import (CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, LOG_FILE, STUDENT_FILE,
+                                             CheckpointError, RunRecord, check_resumable, safe_load)
 from c2s_pipeline.student.task import LOSS_KEYS, C2STask
 
 log = logging.getLogger(__name__)
@@ -128,9 +129,20 @@ def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLo
     """Train `task` for cfg.iterations; returns run_dir (with student.pt, checkpoint.pt, log.jsonl).
 
     loader_factory(start_iter) gives batches from that iteration on; `wrap` (e.g. DDP) wraps the task.
-    `run` (params and provenance) is saved with every checkpoint; a resume must match it.
+    `run` (params and provenance) is saved with every checkpoint; a resume must match it. The main process holds
+    the run folder's lock throughout, so a second `c2s train` into the same folder is refused before it touches
+    a file.
     """
-    run_dir, saved = Path(run_dir), run.to_dict()
+    run_dir = Path(run_dir)
+    busy = CheckpointError(f"run folder {run_dir} is in use by another c2s train (it holds {LOCK_FILE}); wait for "
+                           "it to finish, or train into another --run")
+    with exclusive_lock(run_dir / LOCK_FILE, busy) if _is_main() else contextlib.nullcontext():
+        return _train(task, loader_factory, cfg, run_dir, run=run, device=device, resume=resume, wrap=wrap)
+
+
+def _train(task, loader_factory, cfg: TrainConfig, run_dir: Path, *, run: RunRecord, device: torch.device,
+           resume: bool, wrap) -> Path:
+    saved = run.to_dict()
     run_dir.mkdir(parents=True, exist_ok=True)
     task.to(device)
     opt, sched = build_optimizer(task, cfg)
