@@ -294,6 +294,8 @@ def world_diagnose(out: str = typer.Option("metrics/world_diagnostics.json", hel
     """Is the teacher able to teach? Prompt cosines, crop top-1, dense mIoU per mode, mining precision/recall."""
     from stages import diagnose as stage
 
+    if bad := [r for r in run if "=" not in r or not r.split("=", 1)[0]]:
+        raise ConfigError(f"--run {bad[0]!r}: give NAME=RUN_DIR, e.g. --run c2s=models/c2s")
     runs = dict(r.split("=", 1) for r in run)
     metrics = {name: Path(metrics_dir) / f"{name}.json" for name in runs}
     typer.echo(str(stage.run(_params(params), out, cache_dir=cache_dir, runs=runs, metrics=metrics)))

@@ -78,6 +78,8 @@ def run_onnx(images: list[str], model_path: str | Path, out_dir: str | Path, *, 
     try:
         session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
         meta = json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+        if not {"mode", "class_names"} <= set(meta) or (meta["mode"] != "folded" and "text_embeddings" not in meta):
+            raise KeyError("incomplete metadata")
     except Exception as err:  # noqa: BLE001 - onnxruntime reports a bad file with its own exception types
         raise PredictError(f"{model_path} is not a c2s ONNX model ({err.__class__.__name__}); "
                            "export one with `c2s export --run RUN --out model.onnx`") from None

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
+from c2s_pipeline.config import DEFAULT_CACHE_DIR, ConfigError, Params
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.student.data import DistillDataset, make_loader
 from c2s_pipeline.student.checkpoint import RunRecord
@@ -61,7 +61,8 @@ def run(params: Params, run_dir: str | Path, *, cache: str | Path | None = None,
     if world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     if tc.batch_size % world_size:
-        raise ValueError(f"train.batch_size {tc.batch_size} is not divisible by the {world_size} ranks")
+        raise ConfigError(f"train.batch_size {tc.batch_size} is not divisible by the {world_size} ranks; give a "
+                          f"multiple of {world_size}")
     local = dataclasses.replace(tc, batch_size=tc.batch_size // world_size)
     wrap = None
     if world_size > 1:

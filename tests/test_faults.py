@@ -530,3 +530,19 @@ def test_content_digest_sees_a_rewrite_that_keeps_size_and_mtime(tmp_path):
     assert data_digest([path], "stat") == before["stat"]
     assert data_digest([path], "content") != before["content"]
     assert before["stat"] != before["content"]                            # the modes address different stores
+
+
+def test_cache_verify_finds_a_lost_chunk_by_its_norm(stored):
+    """A chunk deleted from a zarr store reads back as zeros: no shape or finiteness check sees it, the norm does."""
+    store = only_store(stored / "data_cache")
+    (store / "global_cls" / "c" / "1" / "0" / "0").unlink()
+    result = c2s(stored, "cache", "verify", str(store))
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["problems"] == ["image 1: global_cls of unit norm failed"]
+
+
+def test_a_corrupt_chunk_met_in_training_is_one_line(stored):
+    store = only_store(stored / "data_cache")
+    (store / "local_cls" / "c" / "0" / "0" / "0").write_bytes(b"\xff" * 7)
+    line = error_line(c2s(stored, "train", "--run", "models/x"))
+    assert "image 0 is unreadable" in line and "c2s cache verify" in line, line

@@ -42,6 +42,8 @@ def verify_store(path) -> dict:
     text = reader.text_embeddings()
     if not np.isfinite(text).all():
         problems.append("text_embeddings contain non-finite values")
+    elif not _unit(text):
+        problems.append("text_embeddings: a row is not of unit norm (a missing chunk reads back as zeros)")
     for i in range(len(reader)):
         if not reader.is_done(i):
             continue
@@ -59,6 +61,8 @@ def verify_store(path) -> dict:
             "pseudo_mask ids < region_count": bool(np.all((rec.pseudo_mask < rec.region_count)
                                                           | (rec.pseudo_mask == NO_REGION))),
             "view_boxes fit": not s.view_boxes or _boxes_fit(rec.view_boxes, s.mask_size),
+            "global_cls of unit norm": _unit(rec.global_cls),
+            "local_cls of unit norm": _unit(rec.local_cls[:rec.region_count]),
             "finite values": all(np.isfinite(a.astype(np.float32)).all()
                                  for a in (rec.global_cls, rec.dense_tokens, rec.local_cls) if a is not None),
         }
@@ -72,3 +76,9 @@ def _boxes_fit(boxes: np.ndarray, size: int) -> bool:
     rh, rw, top, left, ch, cw = np.asarray(boxes, np.int64).T
     return bool(np.all((top >= 0) & (left >= 0) & (ch > 0) & (cw > 0) & (ch <= size) & (cw <= size)
                        & (top + ch <= rh) & (left + cw <= rw)))
+
+
+def _unit(rows: np.ndarray) -> bool:
+    """Every row L2-normalised, within float16's precision; a chunk lost from the store reads back as zeros."""
+    norms = np.linalg.norm(np.asarray(rows, np.float32).reshape(-1, rows.shape[-1]), axis=1)
+    return bool(np.all(np.abs(norms - 1) < 1e-2))

@@ -273,12 +273,16 @@ class CacheReader:
                              "evaluation splits only); run `c2s precompute` for this split with "
                              "teacher.dense_tokens: all")
         b = self._open()
-        return TeacherRecord(
-            global_cls=read_row(b.array(S.GLOBAL_CLS), i),
-            dense_tokens=read_row(b.array(S.DENSE_TOKENS), i) if dense else None,
-            pseudo_mask=read_row(b.array(S.PSEUDO_MASK), i), region_class=read_row(b.array(S.REGION_CLASS), i),
-            local_cls=read_row(b.array(S.LOCAL_CLS), i), region_count=int(read_row(b.array(S.REGION_COUNT), i)),
-            view_boxes=read_row(b.array(S.VIEW_BOXES), i) if self.shape.view_boxes else None)
+        try:
+            return TeacherRecord(
+                global_cls=read_row(b.array(S.GLOBAL_CLS), i),
+                dense_tokens=read_row(b.array(S.DENSE_TOKENS), i) if dense else None,
+                pseudo_mask=read_row(b.array(S.PSEUDO_MASK), i), region_class=read_row(b.array(S.REGION_CLASS), i),
+                local_cls=read_row(b.array(S.LOCAL_CLS), i), region_count=int(read_row(b.array(S.REGION_COUNT), i)),
+                view_boxes=read_row(b.array(S.VIEW_BOXES), i) if self.shape.view_boxes else None)
+        except Exception as err:  # noqa: BLE001 - a damaged chunk fails in the codec, zarr or h5py
+            raise CacheError(f"store {self.path}: image {i} is unreadable ({err.__class__.__name__}); run `c2s cache "
+                             "verify` on it, then delete the store and run `c2s precompute` again") from None
 
     def views(self) -> list[tuple[int, int, int]]:
         """The (top, left, side) windows of a corners store's global CLS views, in pseudo-mask pixels (a bank

@@ -144,6 +144,9 @@ def _train(task, loader_factory, cfg: TrainConfig, run_dir: Path, *, run: RunRec
            resume: bool, wrap) -> Path:
     saved = run.to_dict()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if _is_main():
+        for leftover in run_dir.glob("*.tmp"):   # of a write killed mid-way (files.replacing); we hold the lock
+            leftover.unlink()
     task.to(device)
     opt, sched = build_optimizer(task, cfg)
     start, ckpt = 0, None

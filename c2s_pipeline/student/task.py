@@ -16,7 +16,7 @@ from torch import nn
 from torch.profiler import record_function
 
 from c2s_pipeline.cache.schema import LATENT
-from c2s_pipeline.config import LossConfig
+from c2s_pipeline.config import ConfigError, LossConfig
 from c2s_pipeline.data.base import IGNORE_INDEX
 from c2s_pipeline.student.latent import LatentEmbeddingGenerator
 from c2s_pipeline.student.losses import (global_distill_loss, group_cross_entropy, local_distill_loss, nel_loss,
@@ -31,6 +31,9 @@ class C2STask(nn.Module):
         super().__init__()
         self.student, self.cfg, self.logit_scale = student, cfg, logit_scale
         dim = seen_text.shape[1]
+        if cfg.use_latent and dim % cfg.decoder_heads:
+            raise ConfigError(f"loss.decoder_heads: {cfg.decoder_heads} does not divide the teacher's width {dim}; "
+                              "choose a divisor of it")
         self.register_buffer("seen_text", F.normalize(seen_text.float(), dim=-1))   # (C_s, D)
         self.generator = LatentEmbeddingGenerator(dim, cfg.decoder_layers, cfg.decoder_heads) \
             if cfg.use_latent else None
