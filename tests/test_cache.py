@@ -21,12 +21,18 @@ SEEN = np.array([1, 1, 0, 1, 0, 1], bool)
 MANIFEST = {"fingerprint": "fp-a", "ids": ["a", "b", "c", "d"], "class_names": list("uvwxyz")}
 
 
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows L2-normalised, as the schema stores every CLS, token and text row."""
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
 def record(i: int) -> TeacherRecord:
     rng = np.random.default_rng(i)
     mask = rng.integers(0, 3, (16, 16)).astype(np.uint8)
     region_class = np.array([1, S.LATENT, 3, S.EMPTY_SLOT, S.EMPTY_SLOT], np.int16)
-    return TeacherRecord(rng.normal(size=(2, 8)).astype(np.float16), rng.normal(size=(4, 4, 8)).astype(np.float16),
-                         mask, region_class, rng.normal(size=(5, 8)).astype(np.float16), 3)
+    return TeacherRecord(unit(rng.normal(size=(2, 8))).astype(np.float16),
+                         unit(rng.normal(size=(4, 4, 8))).astype(np.float16),
+                         mask, region_class, unit(rng.normal(size=(5, 8))).astype(np.float16), 3)
 
 
 def path_for(tmp_path: Path, fmt: str) -> Path:
@@ -35,7 +41,7 @@ def path_for(tmp_path: Path, fmt: str) -> Path:
 
 def write_store(path, fmt, indices=range(4), manifest=MANIFEST):
     with CacheWriter.open(path, SHAPE, manifest, fmt=fmt) as w:
-        w.write_vocab(np.random.default_rng(9).normal(size=(6, 8)), SEEN)
+        w.write_vocab(unit(np.random.default_rng(9).normal(size=(6, 8))), SEEN)
         for i in indices:
             w.write_image(i, record(i))
         w.finalize()
@@ -175,7 +181,7 @@ def _write_half(path: str, parity: int) -> None:
 def test_two_processes_write_disjoint_images_into_one_store(tmp_path):
     path = tmp_path / "par.zarr"
     with CacheWriter.open(path, SHAPE, MANIFEST, fmt="zarr") as w:
-        w.write_vocab(np.random.default_rng(9).normal(size=(6, 8)), SEEN)
+        w.write_vocab(unit(np.random.default_rng(9).normal(size=(6, 8))), SEEN)
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_write_half, args=(str(path), k)) for k in (0, 1)]
     for p in procs:

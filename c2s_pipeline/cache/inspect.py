@@ -79,6 +79,8 @@ def _boxes_fit(boxes: np.ndarray, size: int) -> bool:
 
 
 def _unit(rows: np.ndarray) -> bool:
-    """Every row L2-normalised, within float16's precision; a chunk lost from the store reads back as zeros."""
+    """Every finite row L2-normalised, within float16's precision (a chunk lost from the store reads back as
+    zeros); rows with NaN or infinity are the finiteness check's to report."""
     norms = np.linalg.norm(np.asarray(rows, np.float32).reshape(-1, rows.shape[-1]), axis=1)
+    norms = norms[np.isfinite(norms)]
     return bool(np.all(np.abs(norms - 1) < 1e-2))

@@ -110,7 +110,7 @@ def overlay_png(image: np.ndarray, pred: np.ndarray, class_names: list[str], out
     return out_path
 
 
-# The columns the results page and the README show of each evaluated model (what `make demo` is judged by).
+# The columns the results page shows of each evaluated model (what `make demo` is judged by).
 RESULT_COLUMNS = ("sIoU", "uIoU", "hIoU", "seen_as_unseen", "unseen_as_seen")
 
 
