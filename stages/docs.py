@@ -93,7 +93,8 @@ def demo_time(record: dict) -> str:
     runs = record.get("wall_clock", {}).get("runs")
     if not runs:
         return "not timed for these numbers"
-    return f"{_minutes(statistics.median(_seconds(r) for r in runs))} (median of {len(runs)} runs)"
+    median = _minutes(statistics.median(_seconds(r) for r in runs))
+    return f"{median} (one run)" if len(runs) == 1 else f"{median} (median of {len(runs)} runs)"
 
 
 def gap_line(record: dict) -> str:
