@@ -170,7 +170,7 @@ def draw_bank_views(label: np.ndarray, image_id: str, *, count: int, crop: int, 
     return np.asarray(boxes, dtype=np.int32)
 
 
-def bank_view(image: np.ndarray, *masks: np.ndarray, box, mask_fill: int = 255) -> tuple[np.ndarray, ...]:
+def bank_view(image: np.ndarray, *masks: np.ndarray, box) -> tuple[np.ndarray, ...]:
     """Cut one bank view out of an image and its masks: resize to the box's size (ratio kept), take its window.
 
     Masks of another size than the image (a stored S x S pseudo mask) are resized to the same box, so they
