@@ -22,9 +22,9 @@ from c2s_pipeline.student.checkpoint import load_student
 from c2s_pipeline.student.data import image_to_tensor
 
 
-def closed_set(run_dir: Path) -> tuple[float, float]:
+def closed_set(run_dir: Path, cache_dir: Path) -> tuple[float, float]:
     """(seen mIoU, pixel accuracy) in %, over seen-labelled val pixels, scoring the seen classes only."""
-    student, text, run = load_student(run_dir)
+    student, text, run = load_student(run_dir, cache_dir=cache_dir)
     p = run.params
     dataset = dataset_from_params(p, p.data.val_split, seen_only=True)
     seen = torch.from_numpy(dataset.spec.seen_mask())
@@ -51,7 +51,7 @@ def main() -> None:
     for split_dir in sorted(Path(args.work).glob("seed*/*/runs")):
         for arm in args.arms:
             if (split_dir / arm).is_dir():
-                miou, acc = closed_set(split_dir / arm)
+                miou, acc = closed_set(split_dir / arm, split_dir.parent / "data_cache")
                 print(f"{split_dir.parent.parent.name} {split_dir.parent.name} {arm}: closed-set seen mIoU "
                       f"{miou:.2f}, pixel accuracy {acc:.2f}", flush=True)
 

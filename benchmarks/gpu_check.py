@@ -160,14 +160,14 @@ def main() -> int:
                       f"last loss {log[-1]['loss']:.3f}{peak}")
 
     def do_evaluate():
-        out = json.loads(evaluate.run(params, run_dir, work / "metrics.json").read_text())
+        out = json.loads(evaluate.run(params, run_dir, work / "metrics.json", cache_dir=cache).read_text())
         if not all(math.isfinite(out[k]) for k in ("sIoU", "uIoU", "hIoU", "fps")):
             raise FloatingPointError(f"non-finite metrics {out}")
         return None, (f"{out['eval']['mode']} evaluation, sIoU {out['sIoU']:.2f} uIoU {out['uIoU']:.2f} "
                       f"hIoU {out['hIoU']:.2f}, {out['fps']:.1f} FPS")
 
     def do_export():
-        path = export.run(run_dir, work / "student.onnx")
+        path = export.run(run_dir, work / "student.onnx", cache_dir=cache)
         return None, f"{path} ({path.stat().st_size / 2**20:.1f} MiB)"
 
     def do_torchrun():

@@ -49,7 +49,8 @@ def main() -> None:
         run_dir = train.run(p, work / "runs" / f"{arm}-{logits}", cache_dir=cache)
         for calibration in ("softmax", "sigmoid"):
             q = override(p, eval={"calibration": calibration})
-            out = evaluate.run(q, run_dir, work / "metrics" / f"{arm}-{logits}-{calibration}.json")
+            out = evaluate.run(q, run_dir, work / "metrics" / f"{arm}-{logits}-{calibration}.json",
+                                   cache_dir=cache)
             m = json.loads(Path(out).read_text())
             rows.append(f"| {arm} | {logits} | {calibration} | " + " | ".join(f"{m[c]:.2f}" for c in COLUMNS) + " |")
             print(rows[-1], flush=True)

@@ -47,7 +47,7 @@ def run_pair(params: Params, work: Path, arms: dict[str, dict]) -> dict[str, dic
         slug = name.replace(" ", "").replace("+", "plus_").replace("(", "").replace(")", "")
         p = dataclasses.replace(params, loss=dataclasses.replace(params.loss, **switches))
         run_dir = train.run(p, work / "runs" / slug, cache_dir=cache)
-        out = evaluate.run(p, run_dir, work / "metrics" / f"{slug}.json")
+        out = evaluate.run(p, run_dir, work / "metrics" / f"{slug}.json", cache_dir=cache)
         results[name] = json.loads(Path(out).read_text())
     return results
 

@@ -24,6 +24,9 @@ app.add_typer(world_app, name="world")
 
 ParamsOpt = typer.Option("params.yaml", "--params", help="Params file to read (params.yaml: the defaults).")
 CacheDirOpt = typer.Option(DEFAULT_CACHE_DIR, "--cache-dir", help="Folder of teacher stores.")
+# A run's teacher store is looked up by fingerprint in --cache-dir, or named here; never read from the run file.
+StoreOpt = typer.Option(None, "--store", help="The run's teacher store (default: found by fingerprint in "
+                                              "--cache-dir).")
 
 
 def _is_ours(err: BaseException) -> bool:
@@ -135,7 +138,7 @@ def evaluate(run: Optional[str] = typer.Option(None, help="Run folder with stude
              out: Optional[str] = typer.Option(None, help="Metrics JSON (default metrics/<run>.json)."),
              split: Optional[str] = typer.Option(None), mode: Optional[str] = typer.Option(None, help="whole | slide"),
              flip: Optional[bool] = typer.Option(None), device: Optional[str] = typer.Option(None),
-             cache_dir: str = CacheDirOpt, params: str = ParamsOpt):
+             cache_dir: str = CacheDirOpt, store: Optional[str] = StoreOpt, params: str = ParamsOpt):
     """sIoU / uIoU / hIoU, per-class IoU and FPS on the full-label split."""
     from stages import evaluate as stage
 
@@ -146,7 +149,8 @@ def evaluate(run: Optional[str] = typer.Option(None, help="Run folder with stude
         return
     if run is None:
         raise ConfigError("pass --run models/<run> (or --clip-baseline)")
-    typer.echo(str(stage.run(p, run, out or f"metrics/{Path(run).name}.json", split=split)))
+    typer.echo(str(stage.run(p, run, out or f"metrics/{Path(run).name}.json", split=split, cache_dir=cache_dir,
+                             store=store)))
 
 
 @app.command()
@@ -157,7 +161,7 @@ def predict(images: List[str] = typer.Argument(..., help="Image files."),
             classes: Optional[str] = typer.Option(None, help="Comma-separated class names to predict."),
             vocab: Optional[str] = typer.Option(None, help="Text embeddings from `c2s vocab`."),
             out: str = typer.Option("predictions", help="Output folder for overlay PNGs."),
-            params: str = ParamsOpt):
+            cache_dir: str = CacheDirOpt, store: Optional[str] = StoreOpt, params: str = ParamsOpt):
     """Overlay PNGs with a legend, from the student (or its ONNX export) and saved text embeddings only."""
     from stages import predict as stage
 
@@ -167,18 +171,20 @@ def predict(images: List[str] = typer.Argument(..., help="Image files."),
     if onnx is not None:
         typer.echo(str(stage.run_onnx(images, onnx, out, vocab=vocab, classes=names)))
     else:
-        typer.echo(str(stage.run(_params(params), images, run, out, vocab=vocab, classes=names)))
+        typer.echo(str(stage.run(_params(params), images, run, out, vocab=vocab, classes=names, cache_dir=cache_dir,
+                                 store=store)))
 
 
 @app.command()
 @friendly
 def export(run: str = typer.Option(..., help="Run folder with student.pt."),
            out: str = typer.Option("model.onnx", help="ONNX file to write."),
-           vocab: Optional[str] = typer.Option(None, help="Fold this vocabulary (`c2s vocab`) into the graph.")):
+           vocab: Optional[str] = typer.Option(None, help="Fold this vocabulary (`c2s vocab`) into the graph."),
+           cache_dir: str = CacheDirOpt, store: Optional[str] = StoreOpt):
     """The student as one ONNX graph: image (and text embeddings, unless --vocab folds them in) -> scores."""
     from stages import export as stage
 
-    typer.echo(str(stage.run(run, out, vocab=vocab)))
+    typer.echo(str(stage.run(run, out, vocab=vocab, cache_dir=cache_dir, store=store)))
 
 
 @app.command()
@@ -199,11 +205,12 @@ def vocab(class_names: str = typer.Argument(..., help='Comma-separated names, e.
 def serve(run: str = typer.Option("models/c2s", help="Run folder with student.pt."),
           host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for other machines)."),
           port: int = typer.Option(7860), examples: int = typer.Option(3, help="Validation images offered."),
-          params: str = ParamsOpt):
-    """A local page: upload an image, type class names, see the student's overlay (needs c2s[serve])."""
+          cache_dir: str = CacheDirOpt, store: Optional[str] = StoreOpt, params: str = ParamsOpt):
+    """A local page: upload an image, type class names, see the student's overlay (needs c2s[serve]). Beyond
+    loopback, set C2S_SERVE_PASSWORD to require a password."""
     from stages import serve as stage
 
-    stage.run(_params(params), run, host=host, port=port, examples=examples)
+    stage.run(_params(params), run, host=host, port=port, examples=examples, cache_dir=cache_dir, store=store)
 
 
 @app.command()

@@ -16,9 +16,8 @@ from c2s_pipeline.eval.report import write_per_class_csv
 from c2s_pipeline.eval.speed import count_flops, count_params, measure_fps
 from c2s_pipeline.student.data import image_to_tensor
 from c2s_pipeline.cache.identity import open_store
-from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.files import write_json
-from c2s_pipeline.student.checkpoint import load_student
+from c2s_pipeline.student.checkpoint import load_student, run_store
 from stages.common import resolve_device
 
 log = logging.getLogger(__name__)
@@ -56,13 +55,16 @@ def _finish(name: str, cm: ConfusionMatrix, dataset, extra: dict, out_json: Path
     return write_json(out_json, payload)
 
 
-def run(params: Params, run_dir: str | Path, out_json: str | Path, *, split: str | None = None) -> Path:
-    """Evaluate the student in `run_dir` on the full-label split; writes metrics JSON + per-class CSV."""
+def run(params: Params, run_dir: str | Path, out_json: str | Path, *, split: str | None = None,
+        cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None) -> Path:
+    """Evaluate the student in `run_dir` on the full-label split; writes metrics JSON + per-class CSV. The run's
+    teacher store is found by fingerprint in cache_dir, or is `store` (checkpoint.run_store)."""
     e = params.eval
     device = resolve_device(e.device)
-    student, text, run = load_student(run_dir, device=device)
+    student, text, run = load_student(run_dir, device=device, cache_dir=cache_dir, store=store)
     dataset = _val_dataset(params, split)
-    check_same_split(run_dir, CacheReader(run.provenance["teacher_store"], seen_only=False).class_seen(), dataset)
+    seen = run_store(run, run_dir, cache_dir=cache_dir, store=store).class_seen()
+    check_same_split(run_dir, seen, dataset)
     size = run.params.data.image_size
     seen = torch.from_numpy(dataset.spec.seen_mask())
     scale = run.params.student.logit_scale

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from c2s_pipeline.config import Params
+from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
 from c2s_pipeline.eval.open_vocab import PredictError, class_map, read_image, text_encoder
 from c2s_pipeline.eval.report import overlay_png
 from c2s_pipeline.student.checkpoint import load_student, load_vocab
@@ -53,10 +53,12 @@ def _vocabulary(names: list[str], emb: torch.Tensor, vocab: str | Path | None,
 
 
 def run(params: Params, images: list[str], run_dir: str | Path, out_dir: str | Path, *,
-        vocab: str | Path | None = None, classes: list[str] | None = None) -> Path:
-    """Write one overlay PNG with a legend per input image; returns the output folder."""
+        vocab: str | Path | None = None, classes: list[str] | None = None,
+        cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None) -> Path:
+    """Write one overlay PNG with a legend per input image; returns the output folder. The run's teacher store
+    (its vocabulary's text embeddings) is found as checkpoint.run_store finds it."""
     device = resolve_device(params.eval.device)
-    student, text, run = load_student(run_dir, device)
+    student, text, run = load_student(run_dir, device, cache_dir=cache_dir, store=store)
     names, emb = _vocabulary(list(run.provenance["class_names"]), text, vocab, classes)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

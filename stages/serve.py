@@ -1,33 +1,54 @@
 """Stage `serve`: a local page where a person uploads an image, types class names and sees the segmentation.
 
 The overlay is the one `c2s predict` draws (same class map, same legend). Names of the training vocabulary use
-the run's stored text embeddings; any other name is embedded once by the teacher's CLIP text tower, loaded
-on first need, and cached for the life of the server.
+the run's stored text embeddings; any other name is embedded by the teacher's CLIP text tower, loaded on first
+need, and kept in a bounded cache. Every request is bounded (image pixels, names, name length, upload size,
+queue), so a hostile upload gets a message, not the server's memory (docs/reliability.md).
 """
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
+import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from c2s_pipeline.config import Params
+from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
 from c2s_pipeline.data.registry import dataset_from_params
-from c2s_pipeline.eval.open_vocab import PredictError, class_map, read_image, text_encoder
+from c2s_pipeline.eval.open_vocab import PredictError, class_map, read_image, text_encoder, within
 from c2s_pipeline.eval.report import overlay_image
 from c2s_pipeline.student.checkpoint import load_student
 from stages.common import resolve_device
 
 log = logging.getLogger(__name__)
 SHARE_HEADERS = ["class", "share of the image (%)"]
+MAX_NAMES = 256             # per request: COCO-Stuff's 171 classes fit
+MAX_NAME_CHARS = 80         # CLIP reads 77 tokens; a longer "name" is a paste, not a class
+NAME_CACHE = 4096           # embeddings of names outside the training vocabulary kept, least recently used dropped
+ENCODE_BATCH = 64           # new names go through the text tower this many at a time
+MAX_FILE_SIZE = "32mb"      # gradio refuses bigger uploads before they reach c2s
+QUEUE_SIZE = 32             # requests waiting beyond this are refused by gradio ("queue full")
+UPLOAD_CLEANUP = (900, 3600)   # gradio deletes uploads and outputs older than an hour, every 15 minutes
+SHOWN_PIXELS = 4_000_000    # the overlay the page shows is at most this big (the class map is not)
+PASSWORD_ENV = "C2S_SERVE_PASSWORD"
 
 
 def parse_vocabulary(text: str | None) -> list[str]:
-    """Comma-separated names, stripped, empty ones and repeats dropped, in the order typed."""
+    """Comma-separated names, stripped, empty ones and repeats dropped, in the order typed; at most MAX_NAMES
+    of at most MAX_NAME_CHARS characters."""
     names = list(dict.fromkeys(n.strip() for n in (text or "").split(",") if n.strip()))
     if not names:
         raise PredictError('type at least one class name, e.g. "cat, dog, grass"')
+    if len(names) > MAX_NAMES:
+        raise PredictError(f"{len(names)} class names given; the page segments with at most {MAX_NAMES} at a time")
+    long = next((n for n in names if len(n) > MAX_NAME_CHARS), None)
+    if long is not None:
+        raise PredictError(f'class name "{long[:30]}..." has {len(long)} characters; keep each name under '
+                           f"{MAX_NAME_CHARS + 1}")
     return names
 
 
@@ -41,21 +62,36 @@ def class_shares(pred: np.ndarray, names: list[str]) -> list[list]:
 class Segmenter:
     """The student of a run and a per-name cache of text embeddings."""
 
-    def __init__(self, params: Params, run_dir: str | Path):
+    def __init__(self, params: Params, run_dir: str | Path, *, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+                 store: str | Path | None = None):
         self.device = resolve_device(params.eval.device)
-        self.student, text, self.run = load_student(run_dir, self.device)
+        self.student, text, self.run = load_student(run_dir, self.device, cache_dir=cache_dir, store=store)
         self.eval = params.eval
         self.class_names = list(self.run.provenance["class_names"])
-        self.embeddings = dict(zip(self.class_names, text))
+        self.trained = dict(zip(self.class_names, text))
+        self.cached: OrderedDict[str, torch.Tensor] = OrderedDict()   # other names, least recently used first
         self._clip = None
         self.clip_loads = 0
 
+    def embedding(self, name: str) -> torch.Tensor | None:
+        if name in self.trained:
+            return self.trained[name]
+        if name in self.cached:
+            self.cached.move_to_end(name)
+            return self.cached[name]
+        return None
+
     def vocabulary(self, text: str | None) -> tuple[list[str], torch.Tensor]:
         names = parse_vocabulary(text)
-        new = [n for n in names if n not in self.embeddings]
-        if new:
-            self.embeddings.update(zip(new, self._encode(new)))
-        return names, torch.stack([self.embeddings[n] for n in names]).to(self.device)
+        new = [n for n in names if self.embedding(n) is None]
+        found = {n: e for n in names if (e := self.embedding(n)) is not None}
+        for i in range(0, len(new), ENCODE_BATCH):
+            found.update(zip(new[i:i + ENCODE_BATCH], self._encode(new[i:i + ENCODE_BATCH])))
+        for n in new:
+            self.cached[n] = found[n]
+        while len(self.cached) > NAME_CACHE:
+            self.cached.popitem(last=False)
+        return names, torch.stack([found[n] for n in names]).to(self.device)
 
     def _encode(self, names: list[str]) -> torch.Tensor:
         if self._clip is None:
@@ -75,14 +111,16 @@ class Segmenter:
         """(overlay image with legend, [[class, share %]]) of one uploaded image."""
         if not image_path:
             raise PredictError("upload an image first (JPEG or PNG)")
-        try:
-            image = read_image(image_path)
-        except PredictError:
-            raise PredictError(f"{Path(image_path).name} is not an image this page can read; "
-                               "upload a JPEG or PNG") from None
+        image = read_image(image_path, name=Path(image_path).name)   # the upload's name, not its temp path
         names, emb = self.vocabulary(vocabulary)
         pred = class_map(self.student, emb, self.run.params, self.eval, image)
-        return overlay_image(image, pred, names), class_shares(pred, names)
+        shares = class_shares(pred, names)
+        height, width = pred.shape
+        if height * width > SHOWN_PIXELS:          # what a screen shows; the shares are of the full class map
+            h, w = within(height, width, SHOWN_PIXELS)
+            rows, cols = np.arange(h) * height // h, np.arange(w) * width // w
+            image, pred = image[rows[:, None], cols[None, :]], pred[rows[:, None], cols[None, :]]
+        return overlay_image(image, pred, names), shares
 
 
 def example_images(params: Params, n: int) -> list[str]:
@@ -109,7 +147,8 @@ def build_app(segmenter: Segmenter, examples: list[str]):
         return overlay, shares, ""
 
     default_vocab = ", ".join(segmenter.class_names)
-    with gr.Blocks(title="c2s: open-vocabulary segmentation", analytics_enabled=False) as app:
+    with gr.Blocks(title="c2s: open-vocabulary segmentation", analytics_enabled=False,
+                   delete_cache=UPLOAD_CLEANUP) as app:
         gr.Markdown("## c2s student\nUpload an image, type class names separated by commas, press Segment.")
         with gr.Row():
             with gr.Column():
@@ -130,13 +169,38 @@ def build_app(segmenter: Segmenter, examples: list[str]):
     return app
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def password_check(host: str):
+    """gradio's auth for a page bound beyond loopback: $C2S_SERVE_PASSWORD (any user name), else None with a
+    warning that anyone who reaches the address can use the page."""
+    password = os.environ.get(PASSWORD_ENV, "")
+    if is_loopback(host):
+        return None
+    if not password:
+        log.warning("serving on %s without authentication: anyone who can reach this address can use the page "
+                    "and its CPU/GPU; set %s to require a password", host, PASSWORD_ENV)
+        return None
+    return lambda _user, given: hmac.compare_digest(given.encode(), password.encode())
+
+
 def run(params: Params, run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 7860,
-        examples: int = 3) -> None:
+        examples: int = 3, cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None) -> None:
     """Serve the page until interrupted."""
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise PredictError("serve needs the serve extra: pip install 'c2s[serve]'") from None
-    segmenter = Segmenter(params, run_dir)
+    auth = password_check(host)
+    segmenter = Segmenter(params, run_dir, cache_dir=cache_dir, store=store)
     app = build_app(segmenter, example_images(segmenter.run.params, examples))
-    app.queue().launch(server_name=host, server_port=port, show_error=False, quiet=True)
+    app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1).launch(
+        server_name=host, server_port=port, show_error=False, quiet=True, max_file_size=MAX_FILE_SIZE, auth=auth,
+        auth_message="c2s: the password is the server's $" + PASSWORD_ENV)

@@ -30,13 +30,14 @@ SIZES = [(64, 64), (50, 90)]    # the training size, and another aspect ratio th
 @pytest.fixture(scope="module")
 def exported(trained_run, tmp_path_factory):
     root, run_dir = tmp_path_factory.mktemp("export"), trained_run
-    student, text, run = load_student(run_dir)
+    student, text, run = load_student(run_dir, cache_dir=run_dir.parent / "cache")
     vocabs = {}
     for n in (len(text), 3):
         vocabs[n] = root / f"vocab{n}.pt"
         torch.save({"class_names": list(run.provenance["class_names"])[:n], "text_embeddings": text[:n]}, vocabs[n])
-    graphs = {"open": export.run(run_dir, root / "open.onnx"),
-              **{f"folded{n}": export.run(run_dir, root / f"folded{n}.onnx", vocab=v) for n, v in vocabs.items()}}
+    graphs = {"open": export.run(run_dir, root / "open.onnx", cache_dir=run_dir.parent / "cache"),
+              **{f"folded{n}": export.run(run_dir, root / f"folded{n}.onnx", vocab=v,
+                                               cache_dir=run_dir.parent / "cache") for n, v in vocabs.items()}}
     return root, run_dir, graphs, vocabs
 
 
@@ -47,7 +48,7 @@ def images(h, w, n=2):
 
 def test_onnxruntime_scores_equal_the_torch_students(exported):
     root, run_dir, graphs, _ = exported
-    student, text, run = load_student(run_dir)
+    student, text, run = load_student(run_dir, cache_dir=run_dir.parent / "cache")
     scale, size = run.params.student.logit_scale, run.params.data.image_size
     for name, path in graphs.items():
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -98,7 +99,7 @@ def c2s_without_open_clip(cwd, *args):
 def test_predict_onnx_draws_the_overlays_of_predict_run_without_open_clip(exported, project, tmp_path):
     root, run_dir, graphs, vocabs = exported
     Image.fromarray(images(50, 90, 1)[0]).save(tmp_path / "x.png")
-    runs = {"torch": ["--run", str(run_dir)], "open": ["--onnx", str(graphs["open"])],
+    runs = {"torch": ["--run", str(run_dir), "--cache-dir", str(run_dir.parent / "cache")], "open": ["--onnx", str(graphs["open"])],
             "folded": ["--onnx", str(graphs["folded3"])]}
     overlays = {}
     for name, flags in runs.items():
@@ -124,9 +125,11 @@ def test_evaluate_needs_no_open_clip_and_scores_as_in_process(exported, project,
     from stages import evaluate
 
     _, run_dir, _, _ = exported
-    result = c2s_without_open_clip(project, "evaluate", "--run", str(run_dir), "--out", str(tmp_path / "cli.json"))
+    result = c2s_without_open_clip(project, "evaluate", "--run", str(run_dir), "--out", str(tmp_path / "cli.json"),
+                                    "--cache-dir", str(run_dir.parent / "cache"))
     assert result.returncode == 0, result.stderr
     cli = json.loads((tmp_path / "cli.json").read_text())
-    ref = json.loads(evaluate.run(project_params, run_dir, tmp_path / "ref.json").read_text())
+    ref_json = evaluate.run(project_params, run_dir, tmp_path / "ref.json", cache_dir=run_dir.parent / "cache")
+    ref = json.loads(ref_json.read_text())
     assert [cli[k] for k in ("sIoU", "uIoU", "hIoU")] == [ref[k] for k in ("sIoU", "uIoU", "hIoU")]
     assert cli["sIoU"] > 0

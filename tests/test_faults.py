@@ -546,3 +546,113 @@ def test_a_corrupt_chunk_met_in_training_is_one_line(stored):
     (store / "local_cls" / "c" / "0" / "0" / "0").write_bytes(b"\xff" * 7)
     line = error_line(c2s(stored, "train", "--run", "models/x"))
     assert "image 0 is unreadable" in line and "c2s cache verify" in line, line
+
+
+# --- images users bring, and run files from elsewhere ----------------------------------------------------------
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n"
+
+
+def test_a_postscript_file_named_png_never_reaches_pils_eps_plugin(trained, monkeypatch):
+    """PIL's EPS plugin runs Ghostscript; only the formats datasets ship are ever identified."""
+    from PIL import EpsImagePlugin
+
+    from c2s_pipeline.data.images import ImageError, decode
+
+    (trained / "x.png").write_bytes(EPS)
+    assert Image.open(trained / "x.png").format == "EPS"                  # what PIL alone makes of it
+    opened = []
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: opened.append(self))
+    with pytest.raises(ImageError, match="or not a JPEG/PNG/BMP/WEBP/TIFF file"):
+        decode(trained / "x.png")
+    assert opened == []
+    line = error_line(c2s(trained, "predict", "x.png", "--run", "models/c2s"))
+    assert "image x.png is corrupt or truncated, or not a JPEG/PNG" in line, line
+
+
+def test_an_image_over_the_pixel_cap_is_one_line_naming_the_limit(trained, image, monkeypatch):
+    from c2s_pipeline.data import images
+
+    monkeypatch.setenv(images.MAX_PIXELS_ENV, str(64 * 64 - 1))
+    with pytest.raises(images.ImageError, match=f"64 x 64 .* over c2s's limit .* {images.MAX_PIXELS_ENV}="):
+        images.decode(image)
+    monkeypatch.setenv(images.MAX_PIXELS_ENV, str(64 * 64))
+    assert images.decode(image).size == (64, 64)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)                  # PIL's own bomb check, past ours
+    with pytest.raises(images.ImageError, match="more than PIL decodes"):
+        images.decode(image)
+    env = {images.MAX_PIXELS_ENV: "1000"}
+    result = subprocess.run([sys.executable, "-m", "stages.cli", "predict", str(image), "--run", "models/c2s"],
+                            cwd=trained, env={**os.environ, "PYTHONPATH": str(REPO), **env}, capture_output=True,
+                            text=True, timeout=300)
+    assert f"{images.MAX_PIXELS_ENV}=<pixels>" in error_line(result)
+
+
+def test_a_dataset_image_over_the_cap_or_of_another_format_is_a_dataset_error(tmp_path, monkeypatch):
+    from c2s_pipeline.data.base import DatasetError
+    from c2s_pipeline.data.images import MAX_PIXELS_ENV
+    from c2s_pipeline.data.reader import read_image, read_label
+
+    Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(tmp_path / "a.jpg")
+    (tmp_path / "b.png").write_bytes(EPS)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "199")
+    with pytest.raises(DatasetError, match="20 x 10 .* remove its id from the split file"):
+        read_image(tmp_path / "a.jpg")
+    with pytest.raises(DatasetError, match="label image .*b.png is corrupt or truncated, or not a JPEG"):
+        read_label(tmp_path / "b.png")
+
+
+class _Counting:
+    """An HTTP server on loopback that counts the requests it gets."""
+
+    def __enter__(self):
+        import http.server
+        import threading
+
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the stdlib's name
+                hits.append(self.path)
+                self.send_error(404)
+
+            do_HEAD = do_GET  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/store.zarr"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+
+
+def test_a_student_files_recorded_store_is_never_opened(trained):
+    """The store is found by fingerprint in --cache-dir (or named with --store), whatever student.pt records."""
+    path = trained / "models" / "c2s" / STUDENT_FILE
+    ckpt = torch.load(path, weights_only=True)
+    with _Counting() as web:
+        ckpt["config"]["provenance"]["teacher_store"] = web.url
+        torch.save(ckpt, path)
+        result = c2s(trained, "evaluate", "--run", "models/c2s", "--out", "m.json")
+        assert result.returncode == 0, result.stderr
+        store = only_store(trained / "data_cache")
+        shutil.move(store, trained / "elsewhere.zarr")
+        line = error_line(c2s(trained, "evaluate", "--run", "models/c2s"))
+        assert "is not in data_cache" in line and "--store" in line and web.url in line, line
+        result = c2s(trained, "evaluate", "--run", "models/c2s", "--store", "elsewhere.zarr", "--out", "n.json")
+        assert result.returncode == 0, result.stderr
+        assert web.hits == []
+    assert json.loads((trained / "m.json").read_text())["hIoU"] == json.loads((trained / "n.json").read_text())["hIoU"]
+
+
+def test_a_student_file_whose_weights_do_not_fit_is_one_line(trained):
+    path = trained / "models" / "c2s" / STUDENT_FILE
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["state_dict"] = {k: v[..., :1] if v.dim() else v for k, v in ckpt["state_dict"].items()}
+    torch.save(ckpt, path)
+    line = error_line(c2s(trained, "evaluate", "--run", "models/c2s"))
+    assert "its weights do not fit the student its params describe" in line and "retrain" in line, line

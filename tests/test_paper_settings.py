@@ -97,7 +97,7 @@ def test_a_paper_file_runs_end_to_end(path, tiny_teacher, tmp_path):
     run_dir = train.run(p, tmp_path / "run", cache_dir=cache)
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and all(np.isfinite(row["loss"]) for row in log)
-    metrics = json.loads(evaluate.run(p, run_dir, tmp_path / "m.json").read_text())
+    metrics = json.loads(evaluate.run(p, run_dir, tmp_path / "m.json", cache_dir=cache).read_text())
     assert metrics["eval"]["mode"] == "slide" and 0 <= metrics["hIoU"] <= 100
 
 
@@ -159,7 +159,7 @@ def test_a_runs_normalisation_is_used_by_evaluate_predict_and_export(trained_run
     from c2s_pipeline.student.checkpoint import load_student
     from stages import evaluate, export
 
-    run_dir = tmp_path / "run"
+    run_dir, cache = tmp_path / "run", trained_run.parent / "cache"
     shutil.copytree(trained_run, run_dir)
     ckpt = torch.load(run_dir / "student.pt", weights_only=True)
     assert ckpt["config"]["params"]["student"]["normalisation"] == "clip"
@@ -167,13 +167,13 @@ def test_a_runs_normalisation_is_used_by_evaluate_predict_and_export(trained_run
     torch.save(ckpt, run_dir / "student.pt")
     used, normalise = [], student_data.normalise
     monkeypatch.setattr(student_data, "normalise", lambda x, kind="clip": used.append(kind) or normalise(x, kind))
-    evaluate.run(project_params, run_dir, tmp_path / "m.json")
-    student, text, run = load_student(run_dir)
+    evaluate.run(project_params, run_dir, tmp_path / "m.json", cache_dir=cache)
+    student, text, run = load_student(run_dir, cache_dir=cache)
     class_map(student, text, run.params, project_params.eval, np.zeros((40, 50, 3), np.uint8))
     assert used and set(used) == {"imagenet"}
     built = []
     monkeypatch.setattr(export, "export_onnx", lambda model, out, *a, **k: built.append(model) or Path(out))
-    export.run(run_dir, tmp_path / "s.onnx")
+    export.run(run_dir, tmp_path / "s.onnx", cache_dir=cache)
     torch.testing.assert_close(built[0].mean.flatten(), torch.tensor(IMAGENET_MEAN) * 255)
 
 

@@ -45,11 +45,11 @@ def test_class_shares_are_percentages_of_present_classes_largest_first():
 
 
 def test_new_names_are_embedded_once_by_the_teachers_text_tower(trained_run, project_params, tmp_path):
-    segmenter = Segmenter(project_params, trained_run)
+    segmenter = Segmenter(project_params, trained_run, cache_dir=trained_run.parent / "cache")
     known = segmenter.class_names[:3]
     names, emb = segmenter.vocabulary(", ".join(known))
     assert names == known and segmenter.clip_loads == 0          # the training vocabulary needs no CLIP
-    assert torch.equal(emb, torch.stack([segmenter.embeddings[n] for n in known]))
+    assert torch.equal(emb, torch.stack([segmenter.trained[n] for n in known]))
 
     vocab = f"{known[0]}, purple ring, orange moon"
     names, emb = segmenter.vocabulary(vocab)
@@ -70,9 +70,71 @@ def test_a_teacher_that_cannot_load_is_a_message_naming_the_new_classes(trained_
         raise FileNotFoundError(params.teacher.pretrained)
 
     monkeypatch.setattr("stages.serve.text_encoder", missing_weights)
-    segmenter = Segmenter(project_params, trained_run)
+    segmenter = Segmenter(project_params, trained_run, cache_dir=trained_run.parent / "cache")
     with pytest.raises(PredictError, match="cannot embed purple ring: the teacher's CLIP did not load"):
         segmenter.vocabulary("purple ring")
+
+
+def test_a_vocabulary_is_bounded_in_names_and_name_length():
+    from stages import serve
+
+    assert len(parse_vocabulary(", ".join(f"c{i}" for i in range(serve.MAX_NAMES)))) == serve.MAX_NAMES
+    with pytest.raises(PredictError, match=f"20000 class names given; .* at most {serve.MAX_NAMES}"):
+        parse_vocabulary(", ".join(f"c{i}" for i in range(20_000)))
+    assert parse_vocabulary("x" * serve.MAX_NAME_CHARS) == ["x" * serve.MAX_NAME_CHARS]
+    with pytest.raises(PredictError, match=f"has {serve.MAX_NAME_CHARS + 1} characters"):
+        parse_vocabulary("cat, " + "x" * (serve.MAX_NAME_CHARS + 1))
+
+
+def test_the_name_cache_is_bounded_and_keeps_the_training_vocabulary(trained_run, project_params, monkeypatch):
+    from stages import serve
+
+    monkeypatch.setattr(serve, "NAME_CACHE", 3)
+    monkeypatch.setattr(serve, "ENCODE_BATCH", 2)
+    segmenter = Segmenter(project_params, trained_run, cache_dir=trained_run.parent / "cache")
+    batches = []
+    encode = lambda names: batches.append(list(names)) or torch.ones(len(names), 4)  # noqa: E731
+    monkeypatch.setattr(segmenter, "_encode", encode)
+    segmenter.trained = {n: torch.zeros(4) for n in segmenter.class_names}
+    segmenter.vocabulary("a, b, c, d, e")
+    assert batches == [["a", "b"], ["c", "d"], ["e"]]                 # a long vocabulary in bounded batches
+    assert list(segmenter.cached) == ["c", "d", "e"]                  # the oldest dropped
+    segmenter.vocabulary(f"c, {segmenter.class_names[0]}, f")          # c used again, f new: d is the oldest now
+    assert list(segmenter.cached) == ["e", "c", "f"] and batches[-1] == ["f"]
+    assert len(segmenter.trained) == len(segmenter.class_names)        # trained names never leave
+
+
+def test_beyond_loopback_the_page_warns_or_asks_for_the_password(monkeypatch, caplog):
+    from stages import serve
+
+    monkeypatch.delenv(serve.PASSWORD_ENV, raising=False)
+    for host in ("127.0.0.1", "localhost", "::1"):
+        assert serve.password_check(host) is None
+    assert not caplog.records
+    with caplog.at_level("WARNING"):
+        assert serve.password_check("0.0.0.0") is None
+    assert "without authentication" in caplog.text and serve.PASSWORD_ENV in caplog.text
+    monkeypatch.setenv(serve.PASSWORD_ENV, "s3cret")
+    check = serve.password_check("0.0.0.0")
+    assert check("anyone", "s3cret") and not check("anyone", "guess")
+
+
+def test_a_huge_image_costs_bounded_memory_and_keeps_its_size(trained_run, project_params, monkeypatch):
+    """Scores are taken at a size within MAX_SCORE_VALUES and the class map upsampled (nearest); below the bound
+    the map is the exact argmax at the image's size."""
+    from c2s_pipeline.eval import open_vocab
+    from c2s_pipeline.student.checkpoint import load_student
+
+    student, text, run = load_student(trained_run, cache_dir=trained_run.parent / "cache")
+    image = np.random.default_rng(0).integers(0, 256, (90, 120, 3)).astype(np.uint8)
+    exact = open_vocab.class_map(student, text, run.params, project_params.eval, image)
+    sizes, segment = [], open_vocab.segment
+    monkeypatch.setattr(open_vocab, "segment", lambda *a, **k: sizes.append(k["out_size"]) or segment(*a, **k))
+    monkeypatch.setattr(open_vocab, "MAX_SCORE_VALUES", 30 * 40 * len(text))
+    bounded = open_vocab.class_map(student, text, run.params, project_params.eval, image)
+    assert sizes == [(30, 40)] and bounded.shape == exact.shape == (90, 120)
+    assert (bounded == np.repeat(np.repeat(bounded[::3, ::3], 3, 0), 3, 1)).all()   # nearest-upsampled blocks
+    assert (bounded == exact).mean() > 0.8                                              # the same segmentation
 
 
 # --- the page in a real browser ------------------------------------------------------------------------------
@@ -113,8 +175,8 @@ def page(trained_run, project_params, tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     server = subprocess.Popen([sys.executable, "-m", "stages.cli", "serve", "--run", str(trained_run),
-                               "--port", str(port)], cwd=project, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+                               "--port", str(port), "--cache-dir", str(trained_run.parent / "cache")],
+                              cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.time() + 180
@@ -173,7 +235,7 @@ def test_page_draws_the_overlay_of_c2s_predict(page, trained_run, project_params
     rng = np.random.default_rng(5)
     image = tmp_path / "scene.png"
     Image.fromarray(rng.integers(0, 256, (72, 96, 3)).astype(np.uint8)).save(image)
-    student, _, run = load_student(trained_run)
+    student, _, run = load_student(trained_run, cache_dir=trained_run.parent / "cache")
     names = [*list(run.provenance["class_names"])[:2], "purple ring"]   # two trained names and a new one
 
     status, src = _submit(driver, url, image, ", ".join(names))
@@ -182,7 +244,8 @@ def test_page_draws_the_overlay_of_c2s_predict(page, trained_run, project_params
     shown = np.asarray(Image.open(urllib.request.urlopen(src)).convert("RGB"))
 
     vocab = predict.write_vocab(run.params, names, tmp_path / "vocab.pt")
-    out = predict.run(run.params, [str(image)], trained_run, tmp_path / "predicted", vocab=vocab)
+    out = predict.run(run.params, [str(image)], trained_run, tmp_path / "predicted", vocab=vocab,
+                      cache_dir=trained_run.parent / "cache")
     expected = np.asarray(Image.open(out / "scene_overlay.png").convert("RGB"))
     assert shown.shape == expected.shape
     assert (shown == expected).all()
@@ -209,7 +272,7 @@ def test_bad_input_is_a_message_on_the_page(page, tmp_path, case):
     image, vocabulary, message = {
         "no image": (None, "cat, dog", "upload an image first"),
         "empty vocabulary": (good, " , ", "type at least one class name"),
-        "not an image": (broken, "cat", "broken.png is not an image this page can read"),
+        "not an image": (broken, "cat", "image broken.png is corrupt or truncated, or not a JPEG/PNG"),
     }[case]
     status, src = _submit(driver, url, image, vocabulary)
     assert message in status and src is None, status

@@ -256,7 +256,7 @@ def test_an_isometric_student_trains_and_loads_with_its_head(cached, tmp_path):
     run_dir = train.run(params, tmp_path / "run", cache_dir=cache_dir)
     saved = torch.load(run_dir / STUDENT_FILE, weights_only=True)["state_dict"]
     assert "net.segmentation_head.0.parametrizations.weight.original" in saved
-    student, _, run = load_student(run_dir)
+    student, _, run = load_student(run_dir, cache_dir=cache_dir)
     weight = student.net.segmentation_head[0].weight[:, :, 0, 0]
     assert run.params.student.head == "isometric" and weight.shape == (32, 32)
     torch.testing.assert_close(weight.T @ weight, torch.eye(32), atol=1e-5, rtol=0)

@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from c2s_pipeline.data.images import ImageError, decode
 from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError, DatasetSpec, Sample, to_seen_only
 
 logger = logging.getLogger(__name__)
@@ -60,15 +60,13 @@ def read_split(path: Path, layout: str) -> list[str]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, writable; a missing or corrupt file is a one-line DatasetError."""
+    """(H, W, 3) uint8 RGB, writable; a missing, corrupt, oversized or non-image file is a one-line DatasetError."""
     if not path.is_file():
         raise DatasetError(f"image {path} not found; restore it or remove its id from the split file")
     try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as err:   # PIL signals truncation/corruption with these
-        raise DatasetError(f"image {path} is corrupt or truncated ({err.__class__.__name__}); "
-                           "re-download it or remove its id from the split file") from None
+        return np.array(decode(path, "RGB"))
+    except ImageError as err:
+        raise DatasetError(f"{err}; or remove its id from the split file") from None
 
 
 def read_label(path: Path) -> np.ndarray:
@@ -76,14 +74,13 @@ def read_label(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DatasetError(f"label {path} not found; every id in the split file needs a label PNG")
     try:
-        with Image.open(path) as im:
-            if im.mode not in _INDEX_MODES:
-                raise DatasetError(f"label {path} has mode {im.mode}; expected an index PNG (mode P or L), "
-                                   "not colours: convert it or re-download the dataset's label files")
-            arr = np.asarray(im)
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(f"label {path} is corrupt or truncated ({err.__class__.__name__}); "
-                           "re-download it") from None
+        im = decode(path, mode=None)
+    except ImageError as err:
+        raise DatasetError(f"label {err}") from None
+    if im.mode not in _INDEX_MODES:
+        raise DatasetError(f"label {path} has mode {im.mode}; expected an index PNG (mode P or L), "
+                           "not colours: convert it or re-download the dataset's label files")
+    arr = np.asarray(im)
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         bad = int(arr.max()) if arr.max() > 255 else int(arr.min())
         raise DatasetError(f"label {path} has value {bad}, outside 0..255; expected 8-bit class indices")

@@ -42,8 +42,8 @@ def _slide(logits_fn: LogitsFn, x: torch.Tensor, crop: int, stride: int) -> torc
 
 
 def predict_logits(logits_fn: LogitsFn, image: torch.Tensor, *, mode: str = "whole", crop: int = 512,
-                   stride: int = 426, flip: bool = False) -> torch.Tensor:
-    """(1, 3, H, W) -> (1, C, H, W) logits at the image's own resolution.
+                   stride: int = 426, flip: bool = False, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """(1, 3, H, W) -> (1, C, H, W) logits at the image's own resolution (or at out_size).
 
     whole: the image resized to crop x crop (the training view). slide: the image rescaled keeping its ratio
     (`slide_size`: short side `crop`), windows of crop with `stride`, logits averaged.
@@ -57,7 +57,7 @@ def predict_logits(logits_fn: LogitsFn, image: torch.Tensor, *, mode: str = "who
     logits = run(x)
     if flip:
         logits = (logits + run(x.flip(-1)).flip(-1)) / 2
-    return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+    return F.interpolate(logits, size=out_size or (h, w), mode="bilinear", align_corners=False)
 
 
 CLIP_LOGIT_SCALE = 100.0   # CLIP's own temperature, so calibration acts on real class probabilities

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from c2s_pipeline.cache.store import CacheReader
-from c2s_pipeline.config import ConfigError, Params, changes, first_few, flatten, params_from_dict, to_dict
+from c2s_pipeline.cache.backends import is_url
+from c2s_pipeline.cache.store import CacheReader, StoreIdentity
+from c2s_pipeline.config import (DEFAULT_CACHE_DIR, ConfigError, Params, changes, first_few, flatten,
+                                 params_from_dict, to_dict)
 from c2s_pipeline.student.model import Student, StudentError
 
 log = logging.getLogger(__name__)
@@ -145,17 +148,48 @@ def load_encoder_weights(encoder: torch.nn.Module, path: str | Path, name: str) 
         raise StudentError(f"{path} does not fit the {name} encoder ({first}); {fix}") from None
 
 
-def load_student(run_dir: str | Path, device: torch.device | str = "cpu"):
-    """(student in eval mode, all-class text embeddings of its teacher store (C, D), its RunRecord)."""
+FINGERPRINT = re.compile(r"[0-9a-f]{8,64}")
+STORE_SUFFIXES = (".zarr", ".h5")
+
+
+def run_store(run: RunRecord, path: str | Path, *, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+              store: str | Path | None = None) -> CacheReader:
+    """The full (all-class) reader of the teacher store a run was trained from: `store` when the user names one,
+    else the store of the run's fingerprint in cache_dir. Never the location the run file records: a downloaded
+    student.pt must not choose what c2s opens (a URL, a device). Refused unless its fingerprint is the run's."""
+    fingerprint = str(run.provenance.get("fingerprint", ""))
+    if not FINGERPRINT.fullmatch(fingerprint):
+        raise CheckpointError(f"{path} names no valid teacher fingerprint; it is not a c2s run file: retrain it")
+    if store is None:
+        found = [] if is_url(cache_dir) or not Path(cache_dir).is_dir() else sorted(
+            p for p in Path(cache_dir).glob(f"*-{fingerprint}.*") if p.suffix in STORE_SUFFIXES)
+        if not found:
+            recorded = run.provenance.get("teacher_store", "?")
+            raise CheckpointError(f"the teacher store of {path} (fingerprint {fingerprint}) is not in {cache_dir}; "
+                                  f"pass --cache-dir with the folder that holds it, or --store with its path (it was "
+                                  f"trained from {recorded}; c2s opens no location a run file names)")
+        store = found[0]
+    return CacheReader(store, expect=StoreIdentity(fingerprint), seen_only=False)
+
+
+def load_student(run_dir: str | Path, device: torch.device | str = "cpu", *,
+                 cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None):
+    """(student in eval mode, all-class text embeddings of its teacher store (C, D), its RunRecord); the store is
+    found as run_store finds it."""
     path = Path(run_dir) / STUDENT_FILE
     ckpt = safe_load(path, "student", f"train it with `c2s train --run {run_dir}`",
                      keys=("state_dict", "embed_dim", "config"))
     run = RunRecord.from_dict(ckpt["config"], path)
     s = run.params.student
     student = Student(s.arch, s.encoder, None, embed_dim=ckpt["embed_dim"], head=s.head, logits=s.seen_logits)
-    student.load_state_dict(ckpt["state_dict"])
+    try:
+        student.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = str(err).strip().splitlines()[0].strip()[:120]
+        raise CheckpointError(f"{path}: its weights do not fit the student its params describe ({first}); "
+                              "retrain it") from None
     student.to(device).eval()
     # Evaluation sees every class: the store is opened with seen_only=False here, never in training.
-    reader = CacheReader(run.provenance["teacher_store"], seen_only=False)
+    reader = run_store(run, path, cache_dir=cache_dir, store=store)
     text = torch.from_numpy(reader.text_embeddings()).float().to(device)
     return student, text, run
