@@ -99,8 +99,8 @@ def c2s_without_open_clip(cwd, *args):
 def test_predict_onnx_draws_the_overlays_of_predict_run_without_open_clip(exported, project, tmp_path):
     root, run_dir, graphs, vocabs = exported
     Image.fromarray(images(50, 90, 1)[0]).save(tmp_path / "x.png")
-    runs = {"torch": ["--run", str(run_dir), "--cache-dir", str(run_dir.parent / "cache")], "open": ["--onnx", str(graphs["open"])],
-            "folded": ["--onnx", str(graphs["folded3"])]}
+    runs = {"torch": ["--run", str(run_dir), "--cache-dir", str(run_dir.parent / "cache")],
+            "open": ["--onnx", str(graphs["open"])], "folded": ["--onnx", str(graphs["folded3"])]}
     overlays = {}
     for name, flags in runs.items():
         extra = ["--vocab", str(vocabs[3])] if name != "folded" else []

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,8 @@ import yaml
 
 from c2s_pipeline.cache.schema import LATENT, NO_REGION
 from c2s_pipeline.cache.inspect import list_stores, verify_store
-from c2s_pipeline.cache.store import CacheError, CacheReader
+from c2s_pipeline.cache.backends import partial_path
+from c2s_pipeline.cache.store import CacheError, CacheReader, CacheWriter
 from stages import precompute
 from c2s_pipeline.cache import fingerprint
 from c2s_pipeline.cache.identity import locate_store, open_store
@@ -156,6 +156,7 @@ from stages import precompute
 original = CacheWriter.write_image
 def slow(self, i, rec):
     original(self, i, rec)
+    print("wrote", i, flush=True)
     time.sleep(0.4)
 CacheWriter.write_image = slow
 params = pickle.load(open(sys.argv[1], "rb"))
@@ -164,37 +165,64 @@ precompute.run(params, split="train", cache_dir=sys.argv[2])
 
 
 @pytest.mark.slow
-def test_killed_precompute_resumes_to_the_same_store(tiny_params, tmp_path):
+@pytest.mark.parametrize("fmt", ["zarr", "h5"])
+def test_killed_precompute_resumes_to_the_same_store(tiny_params, tmp_path, fmt):
     import pickle
 
     p = one_at_a_time(tiny_params)
+    p = dataclasses.replace(p, teacher=dataclasses.replace(p.teacher, store_format=fmt))
     reference = precompute.run(p, split="train", cache_dir=tmp_path / "ref")
     pickle.dump(p, open(tmp_path / "params.pkl", "wb"))
     script = tmp_path / "killable.py"
     script.write_text(KILLABLE)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "params.pkl"), str(tmp_path / "killed")],
-                            env=env)
+                            env=env, stdout=subprocess.PIPE, text=True)
     path, _ = locate_store(p, "train", tmp_path / "killed")
-    deadline = time.time() + 120
-    done = 0
-    while time.time() < deadline and proc.poll() is None:
-        if path.joinpath("zarr.json").exists():
-            try:
-                reader = CacheReader(path, require_complete=False)
-                done = sum(reader.is_done(i) for i in range(8))
-            except Exception:  # noqa: BLE001 - the store may be mid-creation
-                done = 0
-        if done >= 2:
-            break
-        time.sleep(0.05)
+    written = [proc.stdout.readline() for _ in range(2)]                 # two images written and flagged done
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 2 <= done < 8, f"kill landed at {done} done images"
+    assert all(line.startswith("wrote") for line in written), written
     partial = CacheReader(path, require_complete=False)
-    assert sum(partial.is_done(i) for i in range(8)) < 8
+    done = sum(partial.is_done(i) for i in range(8))
+    partial.close()
+    assert 2 <= done < 8, f"kill landed at {done} done images"
+    if fmt == "h5":    # an unfinished HDF5 store is never at the store's path (backends.H5Backend)
+        assert not path.exists() and partial_path(path).exists()
     precompute.run(p, split="train", cache_dir=tmp_path / "killed")
     assert_same_store(reference, path)
+    assert not partial_path(path).exists()
+
+
+def test_a_damaged_h5_partial_is_computed_again_and_a_published_store_is_whole(tiny_params, tmp_path, monkeypatch,
+                                                                               caplog):
+    """A kill or a full disk mid-write may leave the partial unreadable: the next precompute starts it afresh
+    with a warning, and only a complete store is renamed to the store's path."""
+    p = one_at_a_time(tiny_params)
+    p = dataclasses.replace(p, teacher=dataclasses.replace(p.teacher, store_format="h5"))
+    reference = precompute.run(p, split="train", cache_dir=tmp_path / "ref")
+    path, _ = locate_store(p, "train", tmp_path / "c")
+    original = CacheWriter.write_image
+
+    def dies_at_three(self, i, rec):
+        if len(self.done_indices()) == 3:
+            raise KeyboardInterrupt
+        original(self, i, rec)
+
+    monkeypatch.setattr(CacheWriter, "write_image", dies_at_three)
+    with pytest.raises(KeyboardInterrupt):
+        precompute.run(p, split="train", cache_dir=tmp_path / "c")
+    monkeypatch.undo()
+    assert not path.exists()
+    rows = list_stores(tmp_path / "c")
+    assert [(Path(r["path"]).name, r["status"], r["images_done"]) for r in rows] == [(path.name, "incomplete", 3)]
+    damaged = partial_path(path)
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    with caplog.at_level("WARNING"):
+        precompute.run(p, split="train", cache_dir=tmp_path / "c")
+    assert "left damaged by a killed run; computing it again" in caplog.text
+    assert_same_store(reference, path)
+    assert not damaged.exists()
 
 
 def test_train_stages_depend_on_the_one_store_they_read(tiny_params, tmp_path):

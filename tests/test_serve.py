@@ -167,9 +167,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def page(trained_run, project_params, tmp_path_factory):
-    """(url, project folder, run folder) of `c2s serve` started as a user would, and a Chromium driver."""
-    driver = _browser_or_skip()
+def served(trained_run, project_params, tmp_path_factory):
+    """(url, project folder, server process) of `c2s serve` started as a user would, on loopback."""
+    pytest.importorskip("gradio")
     project = tmp_path_factory.mktemp("serve")
     (project / "params.yaml").write_text(yaml.safe_dump(to_dict(project_params)))
     port = _free_port()
@@ -189,11 +189,21 @@ def page(trained_run, project_params, tmp_path_factory):
                     server.kill()
                     pytest.fail(f"c2s serve did not come up:\n{server.stdout.read()}")
                 time.sleep(1)
+        yield url, project, server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def page(served):
+    """(Chromium driver, url, project folder) on the served page."""
+    driver = _browser_or_skip()
+    url, project, _ = served
+    try:
         yield driver, url, project
     finally:
         driver.quit()
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def _submit(driver, url, image: Path | None, vocabulary: str):
@@ -277,3 +287,71 @@ def test_bad_input_is_a_message_on_the_page(page, tmp_path, case):
     status, src = _submit(driver, url, image, vocabulary)
     assert message in status and src is None, status
     assert not driver.find_elements(By.CSS_SELECTOR, ".toast-body")          # no gradio error popup
+
+
+# --- the page under load, on loopback ----------------------------------------------------------------------------
+
+PEAK_RSS_BOUND = 2.5 * 2**30  # bytes: the server's high-water mark through every test of this module (1.7 GiB measured)
+
+
+def flat_png(path: Path, width: int, height: int) -> Path:
+    """A one-colour greyscale PNG of any size in little memory and a few hundred KB (rows streamed to zlib)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z, row, body = zlib.compressobj(9), b"\x00" + b"\x80" * width, []
+    for _ in range(height):
+        body.append(z.compress(row))
+    body.append(z.flush())
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", b"".join(body)) + chunk(b"IEND", b""))
+    return path
+
+
+def peak_rss(pid: int) -> int:
+    """The process's resident-memory high-water mark (VmHWM), in bytes."""
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def test_concurrent_hostile_requests_each_get_an_answer_in_bounded_memory(served, tmp_path):
+    """Eight requests at once: a 12000 x 12000 PNG (~100 KB), a 20,000-name vocabulary, a 5000 x 5000 image under
+    the pixel cap, a file that is no image, and ordinary ones. Each gets its overlay or its message, the
+    server's peak RSS stays under PEAK_RSS_BOUND, and the page still answers afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client, handle_file
+
+    url, _, server = served
+    ok = tmp_path / "ok.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (80, 100, 3)).astype(np.uint8)).save(ok)
+    broken = tmp_path / "broken.png"
+    broken.write_text("not a picture")
+    many = ", ".join(f"thing {i}" for i in range(20_000))
+    requests = [(flat_png(tmp_path / "huge.png", 12_000, 12_000), "red circle", "over c2s's limit of 64 MP"),
+                (ok, many, "20000 class names given"),
+                (flat_png(tmp_path / "big.png", 5_000, 5_000), "red circle, grey square", None),
+                (broken, "red circle", "corrupt or truncated, or not a JPEG/PNG"),
+                *[(ok, "red circle, grey square", None)] * 4]
+    assert (tmp_path / "huge.png").stat().st_size < 1_000_000
+
+    def ask(request):
+        path, vocabulary, _ = request
+        client = Client(url, verbose=False, download_files=False)
+        return client.predict(handle_file(str(path)), vocabulary, api_name="/on_segment")
+
+    start = time.time()
+    with ThreadPoolExecutor(len(requests)) as pool:
+        answers = list(pool.map(ask, requests))
+    assert time.time() - start < 240
+    for (path, _, message), (overlay, shares, status) in zip(requests, answers):
+        if message is None:
+            assert overlay and status == "" and shares["data"], (path.name, status)
+        else:
+            assert overlay is None and message in status, (path.name, status)
+    assert server.poll() is None
+    assert urllib.request.urlopen(url, timeout=10).status == 200
+    assert peak_rss(server.pid) < PEAK_RSS_BOUND, f"peak RSS {peak_rss(server.pid) / 2**30:.2f} GiB"

@@ -66,38 +66,60 @@ class ZarrBackend:
     def flush(self) -> None:
         pass
 
+    def publish(self) -> None:
+        pass                 # every chunk is its own file: a zarr store needs no final step
+
     def close(self) -> None:
         pass
 
 
-class H5Backend:
-    """One HDF5 file, same arrays and chunking; single writer (HDF5 has no parallel writes here)."""
+def partial_path(path: str | Path) -> Path:
+    """Where an HDF5 store lives until every image is done (H5Backend)."""
+    return Path(f"{path}.partial")
 
-    def __init__(self, f: h5py.File):
-        self.f = f
+
+class H5Backend:
+    """One HDF5 file, same arrays and chunking; single writer (HDF5 has no parallel writes here).
+
+    HDF5 updates a file in place, so a kill or a full disk mid-write can leave the whole file unreadable. The
+    store is therefore written as `<path>.partial` and renamed to `<path>` by publish() once complete: a file at
+    `<path>` was closed whole, and a damaged partial costs only its own images (CacheWriter.open recreates it).
+    """
+
+    def __init__(self, f: h5py.File, path: Path):
+        self.f, self.path = f, path
+
+    @staticmethod
+    def located(path) -> Path:
+        """The file holding the store: `<path>` once published, else its partial."""
+        path = Path(path)
+        return path if path.exists() or not partial_path(path).exists() else partial_path(path)
 
     @classmethod
     def exists(cls, path) -> bool:
-        return Path(path).exists()
+        return cls.located(path).exists()
 
     @classmethod
     def create(cls, path, shape: CacheShape, manifest: dict) -> "H5Backend":
-        """Built as `<path>.partial` and renamed when whole: a killed creation leaves no unreadable store."""
+        """A fresh `<path>.partial` (over a damaged or half-created one; a file at `<path>` without a manifest,
+        which only an older c2s leaves, is removed first)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")   # a leftover of a killed creation is overwritten
-        with h5py.File(partial, "w") as f:
+        path.unlink(missing_ok=True)
+        with h5py.File(partial_path(path), "w") as f:
             for name, (dims, dtype, fill) in shape.arrays().items():
                 chunks = (1, *dims[1:]) if name in PER_IMAGE else None
                 f.create_dataset(name, shape=dims, dtype=dtype, chunks=chunks, fillvalue=fill,
                                  compression="gzip" if chunks else None, compression_opts=1 if chunks else None)
             f.attrs[MANIFEST] = json.dumps(manifest)
-        os.replace(partial, path)
         return cls.open(path, writable=True)
 
     @classmethod
     def open(cls, path, writable: bool) -> "H5Backend":
-        return cls(h5py.File(path, "r+" if writable else "r"))
+        return cls(h5py.File(cls.located(path), "r+" if writable else "r"), Path(path))
+
+    def is_partial(self) -> bool:
+        return Path(self.f.filename) != self.path
 
     def manifest(self) -> dict | None:
         raw = self.f.attrs.get(MANIFEST)
@@ -111,6 +133,14 @@ class H5Backend:
 
     def flush(self) -> None:
         self.f.flush()
+
+    def publish(self) -> None:
+        """Close the complete partial and rename it to the store's path (atomic), then reopen it."""
+        if self.is_partial():
+            writable = self.f.mode == "r+"
+            self.f.close()
+            os.replace(partial_path(self.path), self.path)
+            self.f = h5py.File(self.path, "r+" if writable else "r")
 
     def close(self) -> None:
         self.f.close()

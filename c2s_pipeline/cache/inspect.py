@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from c2s_pipeline.cache.backends import H5Backend
 from c2s_pipeline.cache.schema import NO_REGION
 from c2s_pipeline.cache.store import CacheError, CacheReader
 
@@ -18,8 +19,10 @@ def list_stores(cache_dir: str | Path) -> list[dict]:
     if not Path(cache_dir).is_dir():
         raise CacheError(f"cache folder {cache_dir} not found; run `c2s precompute` first, or pass --cache-dir")
     rows = []
-    for path in sorted(Path(cache_dir).glob("*.zarr")) + sorted(Path(cache_dir).glob("*.h5")):
-        size = _size(path)
+    folder = Path(cache_dir)
+    unpublished = [p.with_suffix("") for p in folder.glob("*.h5.partial") if not p.with_suffix("").exists()]
+    for path in sorted(folder.glob("*.zarr")) + sorted([*folder.glob("*.h5"), *unpublished]):
+        size = _size(H5Backend.located(path) if path.suffix == ".h5" else path)
         row = {"path": str(path), "size_mb": round(size / 2**20, 2)}
         try:
             reader = CacheReader(path, seen_only=True, require_complete=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from c2s_pipeline.cache import schema as S
-from c2s_pipeline.cache.backends import backend_for, format_of, is_url, read_row
+from c2s_pipeline.cache.backends import H5Backend, backend_for, format_of, is_url, read_row
 from c2s_pipeline.cache.schema import READABLE_SCHEMAS, SCHEMA_VERSION, CacheShape, TeacherRecord
 from c2s_pipeline.config import changes, first_few, flatten
 from c2s_pipeline.files import exclusive_lock
@@ -129,7 +129,15 @@ class CacheWriter:
                               "view_boxes": shape.view_boxes},
                     "created": manifest.get("created", time.strftime("%Y-%m-%dT%H:%M:%S"))}
         if backend_cls.exists(path):
-            existing = _manifest_of(backend_cls, path)
+            try:
+                existing = _manifest_of(backend_cls, path)
+            except CacheError:
+                if not _is_partial(path, fmt) or not create:
+                    raise
+                # An HDF5 partial damaged by a killed write: only its own images are lost (the caller holds
+                # store_lock, so no one else writes it).
+                log.warning("store %s was left damaged by a killed run; computing it again", path)
+                return cls(backend_cls.create(path, shape, manifest), path, shape)
             if existing is not None:
                 check_identity(path, existing, StoreIdentity(manifest["fingerprint"], manifest.get("inputs")))
                 return cls(backend_cls.open(path, writable=True), path, shape)
@@ -180,6 +188,8 @@ class CacheWriter:
                         finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         self.backend.set_manifest(manifest)
         self.backend.flush()
+        if manifest["status"] == "complete":
+            self.backend.publish()
         return manifest
 
     def close(self) -> None:
@@ -193,6 +203,10 @@ class CacheWriter:
 
 
 MANIFEST_KEYS = ("fingerprint", "shape", "ids", "class_names")
+
+
+def _is_partial(path, fmt: str) -> bool:
+    return fmt == "h5" and H5Backend.located(path) != Path(path)
 
 
 def _manifest_of(backend_cls, path) -> dict | None:
