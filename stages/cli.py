@@ -161,6 +161,11 @@ def predict(images: List[str] = typer.Argument(..., help="Image files."),
             classes: Optional[str] = typer.Option(None, help="Comma-separated class names to predict."),
             vocab: Optional[str] = typer.Option(None, help="Text embeddings from `c2s vocab`."),
             out: str = typer.Option("predictions", help="Output folder for overlay PNGs."),
+            unlabelled: Optional[str] = typer.Option(None, help="Pixels no name fits: none | threshold | "
+                                                                "background (default: predict.unlabelled)."),
+            threshold: Optional[float] = typer.Option(None, help="Best class probability below which a pixel is "
+                                                                 "unlabelled (with --unlabelled threshold)."),
+            opacity: Optional[float] = typer.Option(None, help="Of the class colours over the image, 0..1."),
             cache_dir: str = CacheDirOpt, store: Optional[str] = StoreOpt, params: str = ParamsOpt):
     """Overlay PNGs with a legend, from the student (or its ONNX export) and saved text embeddings only."""
     from stages import predict as stage
@@ -168,10 +173,13 @@ def predict(images: List[str] = typer.Argument(..., help="Image files."),
     names = [c.strip() for c in classes.split(",")] if classes else None
     if (run is None) == (onnx is None):
         raise stage.PredictError("pass one of --run RUN_DIR or --onnx MODEL.onnx")
+    # an exported graph deploys without a project: no params.yaml there means the defaults
+    source = None if onnx is not None and params == "params.yaml" and not Path(params).is_file() else params
+    p = override(load_params(source), predict={"unlabelled": unlabelled, "threshold": threshold, "opacity": opacity})
     if onnx is not None:
-        typer.echo(str(stage.run_onnx(images, onnx, out, vocab=vocab, classes=names)))
+        typer.echo(str(stage.run_onnx(images, onnx, out, vocab=vocab, classes=names, params=p)))
     else:
-        typer.echo(str(stage.run(_params(params), images, run, out, vocab=vocab, classes=names, cache_dir=cache_dir,
+        typer.echo(str(stage.run(p, images, run, out, vocab=vocab, classes=names, cache_dir=cache_dir,
                                  store=store)))
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
-from c2s_pipeline.eval.open_vocab import PredictError, class_map, read_image, text_encoder
+from c2s_pipeline.eval.open_vocab import (PredictError, class_map, label_pixels, read_image, split_background,
+                                         text_encoder)
 from c2s_pipeline.eval.report import overlay_png
 from c2s_pipeline.student.checkpoint import load_student, load_vocab
 from c2s_pipeline.student.export import IMAGE, METADATA_KEY, SCORES, TEXT
@@ -52,6 +53,17 @@ def _vocabulary(names: list[str], emb: torch.Tensor, vocab: str | Path | None,
     return names, emb
 
 
+def _with_background(classes: list[str] | None, params: Params) -> list[str] | None:
+    """--classes, plus the background names when they are to be drawn unlabelled (predict.unlabelled)."""
+    if not classes or params.predict.unlabelled != "background":
+        return classes
+    return [*classes, *(b for b in params.predict.background if b not in classes)]
+
+
+def _threshold(params: Params) -> float:
+    return params.predict.threshold if params.predict.unlabelled == "threshold" else 0.0
+
+
 def run(params: Params, images: list[str], run_dir: str | Path, out_dir: str | Path, *,
         vocab: str | Path | None = None, classes: list[str] | None = None,
         cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None) -> Path:
@@ -59,19 +71,22 @@ def run(params: Params, images: list[str], run_dir: str | Path, out_dir: str | P
     (its vocabulary's text embeddings) is found as checkpoint.run_store finds it."""
     device = resolve_device(params.eval.device)
     student, text, run = load_student(run_dir, device, cache_dir=cache_dir, store=store)
-    names, emb = _vocabulary(list(run.provenance["class_names"]), text, vocab, classes)
+    names, emb = _vocabulary(list(run.provenance["class_names"]), text, vocab, _with_background(classes, params))
+    order, n_named = split_background(names, params.predict)
+    names, emb = [names[i] for i in order], emb[order]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for image_path in images:
         image = read_image(image_path)
-        pred = class_map(student, emb, run.params, params.eval, image)
-        overlay_png(image, pred, names, out_dir / f"{Path(image_path).stem}_overlay.png")
+        pred = class_map(student, emb, run.params, params.eval, image, n_named=n_named,
+                         threshold=_threshold(params))
+        overlay_png(image, pred, names, out_dir / f"{Path(image_path).stem}_overlay.png", params.predict.opacity)
     log.info("wrote %d overlays to %s", len(images), out_dir)
     return out_dir
 
 
 def run_onnx(images: list[str], model_path: str | Path, out_dir: str | Path, *, vocab: str | Path | None = None,
-             classes: list[str] | None = None) -> Path:
+             classes: list[str] | None = None, params: Params | None = None) -> Path:
     """The same overlays as `run`, from an exported graph through onnxruntime (no student code, no CLIP)."""
     try:
         import onnxruntime
@@ -89,8 +104,11 @@ def run_onnx(images: list[str], model_path: str | Path, out_dir: str | Path, *, 
     names = list(meta["class_names"])
     if folded and vocab is not None:
         raise PredictError(f"{model_path} has its vocabulary folded in; export with no --vocab to pass one here")
+    params = params or Params()
     emb = torch.zeros(len(names), 1) if folded else torch.tensor(meta["text_embeddings"], dtype=torch.float32)
-    names, emb = _vocabulary(names, emb, vocab, classes)
+    names, emb = _vocabulary(names, emb, vocab, _with_background(classes, params))
+    order, n_named = split_background(names, params.predict)
+    names, emb = [names[i] for i in order], emb[order]                  # rows in label_pixels' order
     keep = [list(meta["class_names"]).index(n) for n in names] if folded else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -99,8 +117,10 @@ def run_onnx(images: list[str], model_path: str | Path, out_dir: str | Path, *, 
         feed = {IMAGE: image.transpose(2, 0, 1)[None].astype(np.float32)}
         if not folded:
             feed[TEXT] = emb.numpy().astype(np.float32)
-        scores = session.run([SCORES], feed)[0][0]                           # (C, H, W)
-        pred = scores[keep].argmax(0) if keep is not None else scores.argmax(0)
-        overlay_png(image, pred, names, out_dir / f"{Path(image_path).stem}_overlay.png")
+        scores = session.run([SCORES], feed)[0][0]                           # (C, H, W) probabilities
+        if keep is not None:       # a folded graph's softmax spans its whole vocabulary: over the names kept
+            scores = scores[keep] / scores[keep].sum(0, keepdims=True)
+        pred = label_pixels(scores, n_named, _threshold(params))
+        overlay_png(image, pred, names, out_dir / f"{Path(image_path).stem}_overlay.png", params.predict.opacity)
     log.info("wrote %d overlays to %s (onnxruntime)", len(images), out_dir)
     return out_dir

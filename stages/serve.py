@@ -7,6 +7,7 @@ queue), so a hostile upload gets a message, not the server's memory (docs/reliab
 """
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import ipaddress
 import logging
@@ -16,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
 from c2s_pipeline.data.registry import dataset_from_params
-from c2s_pipeline.eval.open_vocab import PredictError, class_map, read_image, text_encoder, within
+from c2s_pipeline.eval.open_vocab import (UNLABELLED, PredictError, class_map, read_image, resize_nearest,
+                                         split_background, text_encoder, within)
 from c2s_pipeline.eval.report import overlay_image
 from c2s_pipeline.student.checkpoint import load_student
 from stages.common import resolve_device
@@ -34,6 +37,8 @@ MAX_FILE_SIZE = "32mb"      # gradio refuses bigger uploads before they reach c2
 QUEUE_SIZE = 32             # requests waiting beyond this are refused by gradio ("queue full")
 UPLOAD_CLEANUP = (900, 3600)   # gradio deletes uploads and outputs older than an hour, every 15 minutes
 SHOWN_PIXELS = 4_000_000    # the overlay the page shows is at most this big (the class map is not)
+DISPLAY_SIDE = 512          # small images are shown enlarged (nearest neighbour) to about this long side
+LEGEND_TOP = 44             # the legend starts below gradio's buttons over the image's top right corner
 PASSWORD_ENV = "C2S_SERVE_PASSWORD"
 
 
@@ -52,11 +57,16 @@ def parse_vocabulary(text: str | None) -> list[str]:
     return names
 
 
+UNLABELLED_ROW = "(unlabelled)"
+
+
 def class_shares(pred: np.ndarray, names: list[str]) -> list[list]:
-    """[name, percent of pixels] of every class present, largest first."""
-    counts = np.bincount(pred.ravel(), minlength=len(names))
+    """[name, percent of pixels] of every class present, largest first; pixels left UNLABELLED last, as one row."""
+    counts = np.bincount(pred[pred != UNLABELLED].ravel().astype(np.int64), minlength=len(names))
     order = np.argsort(-counts, kind="stable")
-    return [[names[c], round(100.0 * counts[c] / pred.size, 2)] for c in order if counts[c]]
+    rows = [[names[c], round(100.0 * counts[c] / pred.size, 2)] for c in order if counts[c]]
+    left = int((pred == UNLABELLED).sum())
+    return rows + ([[UNLABELLED_ROW, round(100.0 * left / pred.size, 2)]] if left else [])
 
 
 class Segmenter:
@@ -66,7 +76,7 @@ class Segmenter:
                  store: str | Path | None = None):
         self.device = resolve_device(params.eval.device)
         self.student, text, self.run = load_student(run_dir, self.device, cache_dir=cache_dir, store=store)
-        self.eval = params.eval
+        self.eval, self.predict = params.eval, params.predict
         self.class_names = list(self.run.provenance["class_names"])
         self.trained = dict(zip(self.class_names, text))
         self.cached: OrderedDict[str, torch.Tensor] = OrderedDict()   # other names, least recently used first
@@ -107,20 +117,56 @@ class Segmenter:
         log.info("embedded %d new class names: %s", len(names), ", ".join(names))
         return emb.to(self.device)
 
-    def segment(self, image_path: str | None, vocabulary: str | None):
-        """(overlay image with legend, [[class, share %]]) of one uploaded image."""
+    def segment(self, image_path: str | None, vocabulary: str | None, unlabelled: str | None = None) -> "Segmented":
+        """The class map of one uploaded image over the typed names; pixels no name fits are left unlabelled as
+        `unlabelled` (none | threshold | background; default: the params' predict.unlabelled) says, exactly as
+        `c2s predict` leaves them."""
         if not image_path:
             raise PredictError("upload an image first (JPEG or PNG)")
         image = read_image(image_path, name=Path(image_path).name)   # the upload's name, not its temp path
-        names, emb = self.vocabulary(vocabulary)
-        pred = class_map(self.student, emb, self.run.params, self.eval, image)
-        shares = class_shares(pred, names)
+        cfg = dataclasses.replace(self.predict, unlabelled=unlabelled or self.predict.unlabelled)
+        typed = parse_vocabulary(vocabulary)
+        background = [b for b in cfg.background if b not in typed] if cfg.unlabelled == "background" else []
+        names, emb = self.vocabulary(", ".join([*typed, *background]))
+        order, n_named = split_background(names, cfg)
+        names, emb = [names[i] for i in order], emb[order]
+        threshold = cfg.threshold if cfg.unlabelled == "threshold" else 0.0
+        pred = class_map(self.student, emb, self.run.params, self.eval, image, n_named=n_named, threshold=threshold)
+        shares = class_shares(pred, names[:n_named])
         height, width = pred.shape
         if height * width > SHOWN_PIXELS:          # what a screen shows; the shares are of the full class map
             h, w = within(height, width, SHOWN_PIXELS)
-            rows, cols = np.arange(h) * height // h, np.arange(w) * width // w
-            image, pred = image[rows[:, None], cols[None, :]], pred[rows[:, None], cols[None, :]]
-        return overlay_image(image, pred, names), shares
+            image, pred = resize_nearest(image, h, w), resize_nearest(pred, h, w)
+        return Segmented(image, pred, names[:n_named], shares)
+
+
+@dataclasses.dataclass
+class Segmented:
+    """One segmented upload, as the page keeps it to redraw the overlay at another opacity."""
+
+    image: np.ndarray      # (H, W, 3) uint8, at most SHOWN_PIXELS
+    pred: np.ndarray       # (H, W) int16 indices into names, UNLABELLED where no name fits
+    names: list[str]
+    shares: list[list]
+
+
+def display_scale(height: int, width: int) -> int:
+    """The whole factor a small image is enlarged by on the page (nearest neighbour), so that its long side comes
+    near DISPLAY_SIDE; 1 for larger images (the browser fits those)."""
+    return max(1, DISPLAY_SIDE // max(height, width))
+
+
+def enlarge(array: np.ndarray, k: int) -> np.ndarray:
+    return array if k == 1 else array.repeat(k, 0).repeat(k, 1)
+
+
+def views(seg: Segmented, opacity: float) -> tuple[Image.Image, Image.Image]:
+    """(the input, the overlay with its legend), both enlarged by display_scale; the overlay's image part is
+    `c2s predict`'s overlay of the same image, each pixel repeated k x k."""
+    k = display_scale(*seg.pred.shape)
+    image = enlarge(seg.image, k)
+    return Image.fromarray(image), overlay_image(image, enlarge(seg.pred, k), seg.names, opacity,
+                                                 legend_top=LEGEND_TOP)
 
 
 def example_images(params: Params, n: int) -> list[str]:
@@ -133,39 +179,71 @@ def example_images(params: Params, n: int) -> list[str]:
         return []
 
 
+UNLABELLED_CHOICES = [("label every pixel", "none"), ("leave unsure pixels unlabelled", "threshold"),
+                      ("leave background unlabelled", "background")]
+
+
 def build_app(segmenter: Segmenter, examples: list[str]):
     import gradio as gr
 
-    def on_segment(image_path, vocabulary):
+    def on_upload(image_path):
+        if not image_path:
+            return None, None, ""
         try:
-            overlay, shares = segmenter.segment(image_path, vocabulary)
+            image = read_image(image_path, name=Path(image_path).name)
         except PredictError as err:
             return None, None, f"**{err}**"
+        h, w = image.shape[:2]
+        if h * w > SHOWN_PIXELS:
+            image = resize_nearest(image, *within(h, w, SHOWN_PIXELS))
+        return Image.fromarray(enlarge(image, display_scale(*image.shape[:2]))), None, ""
+
+    def on_segment(image_path, vocabulary, unlabelled, opacity):
+        try:
+            seg = segmenter.segment(image_path, vocabulary, unlabelled)
+        except PredictError as err:
+            return gr.skip(), None, None, f"**{err}**", None
         except Exception as err:  # noqa: BLE001 - a person at the page gets one line; the log keeps the trace
             log.exception("segmenting %s failed", image_path)
-            return None, None, f"**could not segment this image ({err.__class__.__name__}); see the server's log**"
-        return overlay, shares, ""
+            return (gr.skip(), None, None, f"**could not segment this image ({err.__class__.__name__}); see the "
+                    "server's log**", None)
+        shown, overlay = views(seg, opacity)
+        return shown, overlay, seg.shares, "", seg
+
+    def on_opacity(seg, opacity):
+        return views(seg, opacity)[1] if seg is not None else gr.skip()
 
     default_vocab = ", ".join(segmenter.class_names)
     with gr.Blocks(title="c2s: open-vocabulary segmentation", analytics_enabled=False,
                    delete_cache=UPLOAD_CLEANUP) as app:
         gr.Markdown("## c2s student\nUpload an image, type class names separated by commas, press Segment.")
+        segmented = gr.State(None)
         with gr.Row():
-            with gr.Column():
+            with gr.Column(scale=1):
                 # A file, not gr.Image: the student must see the uploaded bytes as `c2s predict` reads them,
                 # not an image gradio has decoded and re-encoded.
                 image = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="c2s-image")
                 vocab = gr.Textbox(label="Class names", value=default_vocab, lines=2, elem_id="c2s-vocab")
+                unlabelled = gr.Radio(UNLABELLED_CHOICES, value=segmenter.predict.unlabelled,
+                                      label="Pixels no name fits", elem_id="c2s-unlabelled")
+                opacity = gr.Slider(0, 1, value=segmenter.predict.opacity, step=0.05, label="Overlay opacity",
+                                    elem_id="c2s-opacity")
                 button = gr.Button("Segment", variant="primary", elem_id="c2s-segment")
                 if examples:
                     gr.Examples([[p, default_vocab] for p in examples], inputs=[image, vocab])
-            with gr.Column():
+            with gr.Column(scale=3):
                 status = gr.Markdown(elem_id="c2s-status")
-                overlay = gr.Image(label="Overlay", type="pil", format="png", interactive=False,
-                                   elem_id="c2s-overlay")
+                with gr.Row():
+                    shown = gr.Image(label="Input", type="pil", format="png", interactive=False,
+                                     elem_id="c2s-input")
+                    overlay = gr.Image(label="Overlay", type="pil", format="png", interactive=False,
+                                       elem_id="c2s-overlay")
                 shares = gr.Dataframe(headers=SHARE_HEADERS, label="Classes in the image", interactive=False,
                                       elem_id="c2s-shares")
-        button.click(on_segment, [image, vocab], [overlay, shares, status], show_progress_on=overlay)
+        image.change(on_upload, [image], [shown, overlay, status])
+        button.click(on_segment, [image, vocab, unlabelled, opacity], [shown, overlay, shares, status, segmented],
+                     show_progress_on=overlay)
+        opacity.release(on_opacity, [segmented, opacity], [overlay])
     return app
 
 

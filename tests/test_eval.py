@@ -156,3 +156,24 @@ def test_report_table_csv_chart_and_overlay(tmp_path):
 def test_flops_and_fps():
     assert count_flops(torch.nn.Linear(10, 20), torch.randn(1, 10)) == 2 * 10 * 20
     assert measure_fps(torch.nn.Conv2d(3, 3, 1), torch.randn(1, 3, 8, 8), warmup=1, iters=3, device="cpu") > 0
+
+
+def test_label_pixels_leaves_background_rows_and_unsure_pixels_unlabelled():
+    from c2s_pipeline.eval.open_vocab import UNLABELLED, label_pixels
+
+    scores = torch.tensor([[[0.6, 0.2, 0.1]], [[0.3, 0.7, 0.2]], [[0.1, 0.1, 0.7]]])   # (3 rows, 1, 3 pixels)
+    assert label_pixels(scores, 3).tolist() == [[0, 1, 2]]                      # every pixel named
+    assert label_pixels(scores, 2).tolist() == [[0, 1, UNLABELLED]]             # row 2 is a background prompt
+    assert label_pixels(scores, 3, threshold=0.65).tolist() == [[UNLABELLED, 1, 2]]
+    assert label_pixels(scores.numpy(), 2, 0.65).dtype == np.int16
+
+
+def test_background_names_move_after_the_typed_ones_or_are_asked_for():
+    from c2s_pipeline.config import PredictConfig
+    from c2s_pipeline.eval.open_vocab import PredictError, split_background
+
+    background = PredictConfig(unlabelled="background", background=("background", "sky"))
+    assert split_background(["sky", "cat", "dog"], background) == ([1, 2, 0], 2)
+    assert split_background(["sky", "cat"], PredictConfig(unlabelled="none")) == ([0, 1], 2)
+    with pytest.raises(PredictError, match='c2s vocab "cat,dog,background,sky"'):
+        split_background(["cat", "dog"], background)

@@ -3,9 +3,6 @@ message on the page; new class names are embedded once by the teacher's text tow
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,18 +15,13 @@ from PIL import Image
 
 from c2s_pipeline.config import to_dict
 from c2s_pipeline.eval.open_vocab import PredictError
+from benchmarks.page_screenshot import CHROMEDRIVER, CHROMIUM, chromium, serve
 from stages import predict
 from stages.serve import SHARE_HEADERS, Segmenter, class_shares, parse_vocabulary
 
 # Slow (trains a student, starts a server and Chromium); one xdist worker runs them all, so the server and the
 # browser start once.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serve")]
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-# The flags this machine's closed network needs (no background connections), as root (no sandbox).
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1400,1000")
 
 
 def test_vocabulary_is_parsed_in_order_without_blanks_or_repeats():
@@ -42,6 +34,8 @@ def test_vocabulary_is_parsed_in_order_without_blanks_or_repeats():
 def test_class_shares_are_percentages_of_present_classes_largest_first():
     pred = np.array([[0, 0, 2], [2, 2, 2]])
     assert class_shares(pred, ["a", "b", "c"]) == [["c", 66.67], ["a", 33.33]]
+    assert class_shares(np.array([[-1, 0, 0, 2]]), ["a", "b", "c"]) == [["a", 50.0], ["c", 25.0],
+                                                                         ["(unlabelled)", 25.0]]
 
 
 def test_new_names_are_embedded_once_by_the_teachers_text_tower(trained_run, project_params, tmp_path):
@@ -128,8 +122,9 @@ def test_a_huge_image_costs_bounded_memory_and_keeps_its_size(trained_run, proje
     student, text, run = load_student(trained_run, cache_dir=trained_run.parent / "cache")
     image = np.random.default_rng(0).integers(0, 256, (90, 120, 3)).astype(np.uint8)
     exact = open_vocab.class_map(student, text, run.params, project_params.eval, image)
-    sizes, segment = [], open_vocab.segment
-    monkeypatch.setattr(open_vocab, "segment", lambda *a, **k: sizes.append(k["out_size"]) or segment(*a, **k))
+    sizes, predict_logits = [], open_vocab.predict_logits
+    monkeypatch.setattr(open_vocab, "predict_logits",
+                        lambda *a, **k: sizes.append(k["out_size"]) or predict_logits(*a, **k))
     monkeypatch.setattr(open_vocab, "MAX_SCORE_VALUES", 30 * 40 * len(text))
     bounded = open_vocab.class_map(student, text, run.params, project_params.eval, image)
     assert sizes == [(30, 40)] and bounded.shape == exact.shape == (90, 120)
@@ -148,22 +143,10 @@ def _browser_or_skip():
         pytest.skip("needs Debian's chromium and chromium-driver (make browser)")
     try:
         import gradio  # noqa: F401
-        from selenium import webdriver
+        import selenium  # noqa: F401
     except ImportError as err:
         (pytest.fail if required else pytest.skip)(f"{err.name} missing: pip install -e '.[test]'")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return chromium()
 
 
 @pytest.fixture(scope="module")
@@ -172,23 +155,11 @@ def served(trained_run, project_params, tmp_path_factory):
     pytest.importorskip("gradio")
     project = tmp_path_factory.mktemp("serve")
     (project / "params.yaml").write_text(yaml.safe_dump(to_dict(project_params)))
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    server = subprocess.Popen([sys.executable, "-m", "stages.cli", "serve", "--run", str(trained_run),
-                               "--port", str(port), "--cache-dir", str(trained_run.parent / "cache")],
-                              cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=5)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    server.kill()
-                    pytest.fail(f"c2s serve did not come up:\n{server.stdout.read()}")
-                time.sleep(1)
+        server, url = serve(["--run", str(trained_run), "--cache-dir", str(trained_run.parent / "cache")], project)
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    try:
         yield url, project, server
     finally:
         server.terminate()
@@ -206,9 +177,22 @@ def page(served):
         driver.quit()
 
 
-def _submit(driver, url, image: Path | None, vocabulary: str):
-    """Open the page fresh, upload image (if any), type the vocabulary, press Segment; returns the status text
-    and the overlay's URL (None when the page shows a message)."""
+def _src(driver, element_id: str) -> str | None:
+    from selenium.webdriver.common.by import By
+
+    imgs = driver.find_elements(By.CSS_SELECTOR, f"#{element_id} img")
+    return imgs[0].get_attribute("src") if imgs else None
+
+
+def _fetch(src: str) -> np.ndarray:
+    return np.asarray(Image.open(urllib.request.urlopen(src)).convert("RGB"))
+
+
+def _submit(driver, url, image: Path | None, vocabulary: str, unlabelled: str | None = None,
+            before: Path | None = None):
+    """Open the page fresh, upload image (if any), type the vocabulary, pick the unlabelled option (its label on
+    the page), press Segment; returns the status text and the overlay's URL (None when the page shows a
+    message). `before`: a screenshot once the upload is shown."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -218,17 +202,21 @@ def _submit(driver, url, image: Path | None, vocabulary: str):
     if image is not None:
         driver.find_element(By.CSS_SELECTOR, "#c2s-image input[type=file]").send_keys(str(image))
         wait.until(lambda d: image.stem in d.find_element(By.ID, "c2s-image").text)  # shown as "stem\n.png"
+    if before is not None:
+        wait.until(lambda d: _src(d, "c2s-input"))
+        driver.save_screenshot(str(before))
     box = driver.find_element(By.CSS_SELECTOR, "#c2s-vocab textarea")
     box.clear()
     box.send_keys(vocabulary)
+    if unlabelled is not None:
+        driver.find_element(By.XPATH, f"//*[@id='c2s-unlabelled']//label[contains(., '{unlabelled}')]").click()
     driver.find_element(By.ID, "c2s-segment").click()
 
     def done(d):
         # the page's messages are bold markdown; anything else in the status block is gradio's own
         messages = d.find_elements(By.CSS_SELECTOR, "#c2s-status strong")
         status = messages[0].text.strip() if messages else ""
-        imgs = d.find_elements(By.CSS_SELECTOR, "#c2s-overlay img")
-        src = imgs[0].get_attribute("src") if imgs else None
+        src = _src(d, "c2s-overlay")
         return (status, src) if status or src else None
 
     return wait.until(done)
@@ -240,34 +228,76 @@ def test_page_draws_the_overlay_of_c2s_predict(page, trained_run, project_params
     from c2s_pipeline.data.registry import dataset_from_params
     from c2s_pipeline.eval.open_vocab import class_map
     from c2s_pipeline.student.checkpoint import load_student, load_vocab
+    from stages.serve import display_scale
 
     driver, url, project = page
     rng = np.random.default_rng(5)
     image = tmp_path / "scene.png"
-    Image.fromarray(rng.integers(0, 256, (72, 96, 3)).astype(np.uint8)).save(image)
+    pixels = rng.integers(0, 256, (72, 96, 3)).astype(np.uint8)
+    Image.fromarray(pixels).save(image)
     student, _, run = load_student(trained_run, cache_dir=trained_run.parent / "cache")
     names = [*list(run.provenance["class_names"])[:2], "purple ring"]   # two trained names and a new one
 
-    status, src = _submit(driver, url, image, ", ".join(names))
+    status, src = _submit(driver, url, image, ", ".join(names), before=tmp_path / "serve-before.png")
     assert status == "" and src, status
-    driver.save_screenshot(str(tmp_path / "serve.png"))
-    shown = np.asarray(Image.open(urllib.request.urlopen(src)).convert("RGB"))
+    driver.save_screenshot(str(tmp_path / "serve-after.png"))
+    k = display_scale(72, 96)
+    assert k == 5
+    # the input as a picture, enlarged k times (nearest neighbour)
+    assert (_fetch(_src(driver, "c2s-input")) == pixels.repeat(k, 0).repeat(k, 1)).all()
+    shown = _fetch(src)
 
     vocab = predict.write_vocab(run.params, names, tmp_path / "vocab.pt")
     out = predict.run(run.params, [str(image)], trained_run, tmp_path / "predicted", vocab=vocab,
                       cache_dir=trained_run.parent / "cache")
     expected = np.asarray(Image.open(out / "scene_overlay.png").convert("RGB"))
-    assert shown.shape == expected.shape
-    assert (shown == expected).all()
+    # the overlay, larger than the input: c2s predict's overlay, each pixel k x k (the legend beside it)
+    assert shown.shape[0] >= 72 * k and shown.shape[1] > 96 * k
+    assert (shown[:72 * k:k, :96 * k:k] == expected[:72, :96]).all()
     # the share table: each present class and its percentage of predict's class map, largest first
-    pred = class_map(student, load_vocab(vocab)[1], run.params, project_params.eval, np.asarray(Image.open(image)))
+    pred = class_map(student, load_vocab(vocab)[1], run.params, project_params.eval, np.asarray(Image.open(image)),
+                     threshold=run.params.predict.threshold)
     cells = driver.find_element(By.ID, "c2s-shares").text.split("\n")
     cells = cells[cells.index(SHARE_HEADERS[1]) + 1:]                            # after the headers
     assert [[n, float(v)] for n, v in zip(cells[::2], cells[1::2])] == class_shares(pred, names)
     # the world's val images are offered as examples
     first_val = dataset_from_params(project_params, project_params.data.val_split).image_path(0).name
     assert first_val in driver.find_element(By.TAG_NAME, "body").text
-    assert (tmp_path / "serve.png").stat().st_size > 10_000
+    for shot in ("serve-before.png", "serve-after.png"):
+        assert (tmp_path / shot).stat().st_size > 10_000
+
+
+def test_the_background_option_leaves_the_pixels_c2s_predict_leaves(page, trained_run, project_params, tmp_path):
+    """With "leave background unlabelled" the page draws no colour where `c2s predict --unlabelled background`
+    leaves pixels unlabelled, pixel for pixel."""
+    from c2s_pipeline.config import override
+    from c2s_pipeline.eval.open_vocab import UNLABELLED, class_map, split_background
+    from c2s_pipeline.student.checkpoint import load_student, load_vocab
+
+    driver, url, _ = page
+    image = tmp_path / "scene.png"
+    pixels = np.random.default_rng(7).integers(0, 256, (64, 80, 3)).astype(np.uint8)
+    Image.fromarray(pixels).save(image)
+    student, _, run = load_student(trained_run, cache_dir=trained_run.parent / "cache")
+    names = list(run.provenance["class_names"])[:3]
+    status, src = _submit(driver, url, image, ", ".join(names), unlabelled="leave background unlabelled")
+    assert status == "" and src, status
+    k = 512 // 80
+    shown = _fetch(src)[:64 * k:k, :80 * k:k]
+
+    params = override(run.params, predict={"unlabelled": "background"})
+    vocab = predict.write_vocab(run.params, [*names, "background"], tmp_path / "vocab.pt")
+    out = predict.run(params, [str(image)], trained_run, tmp_path / "predicted", vocab=vocab,
+                      cache_dir=trained_run.parent / "cache")
+    expected = np.asarray(Image.open(out / "scene_overlay.png").convert("RGB"))[:64, :80]
+    assert (shown == expected).all()
+    vocab_names, emb = load_vocab(vocab)
+    order, n_named = split_background(vocab_names, params.predict)
+    pred = class_map(student, emb[order], run.params, project_params.eval, pixels, n_named=n_named)
+    left = pred == UNLABELLED
+    assert 0 < left.mean() < 1, "the test needs pixels of both kinds"
+    assert (shown[left] == pixels[left]).all()                   # transparent: the image itself
+    assert (shown[~left] != pixels[~left]).any(-1).mean() > 0.9  # named pixels carry their colour
 
 
 @pytest.mark.parametrize("case", ["no image", "empty vocabulary", "not an image"])
@@ -341,13 +371,13 @@ def test_concurrent_hostile_requests_each_get_an_answer_in_bounded_memory(served
     def ask(request):
         path, vocabulary, _ = request
         client = Client(url, verbose=False, download_files=False)
-        return client.predict(handle_file(str(path)), vocabulary, api_name="/on_segment")
+        return client.predict(handle_file(str(path)), vocabulary, "none", 0.5, api_name="/on_segment")
 
     start = time.time()
     with ThreadPoolExecutor(len(requests)) as pool:
         answers = list(pool.map(ask, requests))
     assert time.time() - start < 240
-    for (path, _, message), (overlay, shares, status) in zip(requests, answers):
+    for (path, _, message), (_, overlay, shares, status, *_) in zip(requests, answers):
         if message is None:
             assert overlay and status == "" and shares["data"], (path.name, status)
         else:

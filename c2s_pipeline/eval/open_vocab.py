@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from c2s_pipeline.config import EvalConfig, Params
+from c2s_pipeline.config import EvalConfig, Params, PredictConfig
 from c2s_pipeline.data.images import ImageError, decode
 from c2s_pipeline.data.registry import dataset_spec
-from c2s_pipeline.eval.inference import segment, slide_stride
+from c2s_pipeline.eval.inference import predict_logits, slide_stride
 from c2s_pipeline.student.data import image_to_tensor
 
 
@@ -45,26 +45,70 @@ def within(height: int, width: int, budget: float) -> tuple[int, int]:
     return max(1, int(height * scale)), max(1, int(width * scale))
 
 
-def class_map(student, emb: torch.Tensor, run_params: Params, ev: EvalConfig, image: np.ndarray) -> np.ndarray:
-    """(H, W) int16 class ids over the vocabulary emb (C, D), with the eval settings ev (whole | slide, flip);
-    memory bounded by MAX_INPUT_PIXELS and MAX_SCORE_VALUES."""
+UNLABELLED = -1   # a pixel no typed name fits (PredictConfig.unlabelled): drawn without colour
+
+
+def class_scores(student, emb: torch.Tensor, run_params: Params, ev: EvalConfig, image: np.ndarray) -> torch.Tensor:
+    """(C, h, w) class probabilities (softmax over the rows of emb (C, D)) with the eval settings ev (whole |
+    slide, flip), at the image's size when C * H * W <= MAX_SCORE_VALUES, else at a smaller size of its ratio
+    (`within`); the input is first shrunk to MAX_INPUT_PIXELS. Softmax before windows and flips merge, as
+    evaluation calibrates, and as the exported graph computes."""
     height, width = image.shape[:2]
     if height * width > MAX_INPUT_PIXELS:
         h, w = within(height, width, MAX_INPUT_PIXELS)
         image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
     size = run_params.data.image_size
-    no_bias = torch.zeros(len(emb), dtype=torch.bool)  # calibration needs a seen split; none here
     x = image_to_tensor(image, run_params.student.normalisation).unsqueeze(0).to(emb.device)
-    out = within(height, width, MAX_SCORE_VALUES / len(emb))
+    probs = lambda t: student.predict_logits(t, emb, run_params.student.logit_scale).softmax(1)  # noqa: E731
     with torch.inference_mode():
-        pred = segment(lambda t: student.predict_logits(t, emb, run_params.student.logit_scale), x, no_bias, 0.0,
-                       mode=ev.mode, crop=size, stride=slide_stride(ev.stride, size), flip=ev.flip, out_size=out)
-    pred = pred.cpu().numpy().astype(np.int16)
-    if out == (height, width):
+        return predict_logits(probs, x, mode=ev.mode, crop=size, stride=slide_stride(ev.stride, size), flip=ev.flip,
+                              out_size=within(height, width, MAX_SCORE_VALUES / len(emb)))[0]
+
+
+def label_pixels(scores, n_named: int, threshold: float = 0.0) -> np.ndarray:
+    """(H, W) int16 class ids from (C, H, W) scores (torch or numpy): the best row, UNLABELLED where it is one of
+    the rows after the n_named typed ones (background prompts) or where its score is below threshold. With
+    n_named = C and threshold 0, every pixel gets a name (the benchmarks' protocol)."""
+    scores = torch.as_tensor(scores)
+    best, pred = scores.max(0)
+    pred = pred.to(torch.int16)
+    pred[(pred >= n_named) | (best < threshold)] = UNLABELLED
+    return pred.cpu().numpy()
+
+
+def resize_nearest(pred: np.ndarray, height: int, width: int) -> np.ndarray:
+    """pred (h, w, ...) at (height, width), each pixel taking its nearest source pixel."""
+    h, w = pred.shape[:2]
+    if (h, w) == (height, width):
         return pred
-    rows = (np.arange(height) * out[0]) // height              # nearest source row / column of every pixel
-    cols = (np.arange(width) * out[1]) // width
+    rows, cols = np.arange(height) * h // height, np.arange(width) * w // width
     return pred[rows[:, None], cols[None, :]]
+
+
+def split_background(names: list[str], cfg: PredictConfig) -> tuple[list[int], int]:
+    """(row order, n_named) for label_pixels: with cfg.unlabelled background, the vocabulary's background names
+    (cfg.background) move after the typed ones, and their pixels will be unlabelled; else every row is named."""
+    if cfg.unlabelled != "background":
+        return list(range(len(names))), len(names)
+    named = [i for i, n in enumerate(names) if n not in cfg.background]
+    background = [i for i, n in enumerate(names) if n in cfg.background]
+    if not background:
+        listed = ",".join([*names, *cfg.background])
+        raise PredictError(f"predict.unlabelled background needs a text embedding of {', '.join(cfg.background)}; "
+                           f"build a vocabulary with them: c2s vocab \"{listed}\" -o vocab.pt, and pass --vocab "
+                           "vocab.pt (or choose predict.unlabelled none or threshold)")
+    if not named:
+        raise PredictError("every name of the vocabulary is a background name (predict.background); type a class")
+    return named + background, len(named)
+
+
+def class_map(student, emb: torch.Tensor, run_params: Params, ev: EvalConfig, image: np.ndarray, *,
+              n_named: int | None = None, threshold: float = 0.0) -> np.ndarray:
+    """(H, W) int16 class ids over the vocabulary emb (C, D), UNLABELLED as label_pixels says (n_named None:
+    every row is a typed name); memory bounded as class_scores."""
+    scores = class_scores(student, emb, run_params, ev, image)
+    pred = label_pixels(scores, len(emb) if n_named is None else n_named, threshold)
+    return resize_nearest(pred, *image.shape[:2])
 
 
 def read_image(path, name: str | None = None) -> np.ndarray:

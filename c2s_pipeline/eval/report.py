@@ -80,8 +80,10 @@ def legend_entries(pred: np.ndarray, class_names: list[str]) -> list[tuple[int, 
     return [(int(c), class_names[int(c)]) for c in np.unique(pred) if 0 <= c < len(class_names)]
 
 
-def overlay_image(image: np.ndarray, pred: np.ndarray, class_names: list[str], alpha: float = 0.5) -> Image.Image:
-    """Image blended with the class colours, and a legend panel on the right naming present classes."""
+def overlay_image(image: np.ndarray, pred: np.ndarray, class_names: list[str], alpha: float = 0.5,
+                  legend_top: int = 4) -> Image.Image:
+    """Image blended with the class colours (none where pred is outside the names: unlabelled), and a legend
+    panel on the right naming present classes from `legend_top` pixels down."""
     colours = palette(len(class_names))
     valid = (pred >= 0) & (pred < len(class_names))
     colour = colours[np.clip(pred, 0, len(class_names) - 1)]
@@ -91,11 +93,11 @@ def overlay_image(image: np.ndarray, pred: np.ndarray, class_names: list[str], a
     font = ImageFont.load_default()
     row_h, panel_w = 14, 12 + 7 * max([len(n) for _, n in entries] + [4]) + 10
     h, w = image.shape[:2]
-    canvas = Image.new("RGB", (w + panel_w, max(h, row_h * len(entries) + 8)), "white")
+    canvas = Image.new("RGB", (w + panel_w, max(h, legend_top + row_h * len(entries) + 4)), "white")
     canvas.paste(Image.fromarray(blended.round().astype(np.uint8)), (0, 0))
     draw = ImageDraw.Draw(canvas)
     for k, (cid, name) in enumerate(entries):
-        y = 4 + k * row_h
+        y = legend_top + k * row_h
         draw.rectangle([w + 4, y, w + 14, y + 10], fill=tuple(int(v) for v in colours[cid]))
         draw.text((w + 18, y - 1), name, fill="black", font=font)
     return canvas
