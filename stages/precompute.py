@@ -16,7 +16,7 @@ from c2s_pipeline import __version__
 from c2s_pipeline.cache.backends import is_url
 from c2s_pipeline.cache.identity import locate_store, stores_dense_tokens, uses_view_bank
 from c2s_pipeline.cache.schema import CacheShape
-from c2s_pipeline.cache.store import CacheWriter, StoreIdentity, is_complete, store_lock
+from c2s_pipeline.cache.store import CacheWriter, StoreIdentity, is_complete, publish_complete, store_lock
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params, TeacherConfig, to_dict
 from c2s_pipeline.data.base import as_in_main_process
 from c2s_pipeline.data.registry import dataset_from_params
@@ -77,6 +77,8 @@ def run(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR
     dataset = dataset_from_params(params, split, seen_only=True)
     path, identity = locate_store(params, split, cache_dir, dataset)
     if is_complete(path, identity):
+        if rank == 0:
+            publish_complete(path)
         log.info("store %s: %d/%d images done, 0 to compute", path.name, len(dataset), len(dataset))
     else:
         with store_lock(path) if rank == 0 else contextlib.nullcontext():

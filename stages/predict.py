@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
-from c2s_pipeline.eval.open_vocab import (PredictError, class_map, label_pixels, read_image, split_background,
-                                         text_encoder)
+from c2s_pipeline.eval.open_vocab import (PredictError, class_map, clean_names, label_pixels, prepare,
+                                         read_image, text_encoder, with_background)
 from c2s_pipeline.eval.report import overlay_png
 from c2s_pipeline.student.checkpoint import load_student, load_vocab
 from c2s_pipeline.student.export import IMAGE, METADATA_KEY, SCORES, TEXT
@@ -53,17 +53,6 @@ def _vocabulary(names: list[str], emb: torch.Tensor, vocab: str | Path | None,
     return names, emb
 
 
-def _with_background(classes: list[str] | None, params: Params) -> list[str] | None:
-    """--classes, plus the background names when they are to be drawn unlabelled (predict.unlabelled)."""
-    if not classes or params.predict.unlabelled != "background":
-        return classes
-    return [*classes, *(b for b in params.predict.background if b not in classes)]
-
-
-def _threshold(params: Params) -> float:
-    return params.predict.threshold if params.predict.unlabelled == "threshold" else 0.0
-
-
 def run(params: Params, images: list[str], run_dir: str | Path, out_dir: str | Path, *,
         vocab: str | Path | None = None, classes: list[str] | None = None,
         cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None) -> Path:
@@ -71,15 +60,15 @@ def run(params: Params, images: list[str], run_dir: str | Path, out_dir: str | P
     (its vocabulary's text embeddings) is found as checkpoint.run_store finds it."""
     device = resolve_device(params.eval.device)
     student, text, run = load_student(run_dir, device, cache_dir=cache_dir, store=store)
-    names, emb = _vocabulary(list(run.provenance["class_names"]), text, vocab, _with_background(classes, params))
-    order, n_named = split_background(names, params.predict)
-    names, emb = [names[i] for i in order], emb[order]
+    classes = with_background(clean_names(classes), params.predict) if classes else None
+    names, emb = _vocabulary(list(run.provenance["class_names"]), text, vocab, classes)
+    order, n_named, threshold = prepare(names, params.predict)
+    names, emb = [names[i] for i in order[:n_named]], emb[order]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for image_path in images:
         image = read_image(image_path)
-        pred = class_map(student, emb, run.params, params.eval, image, n_named=n_named,
-                         threshold=_threshold(params))
+        pred = class_map(student, emb, run.params, params.eval, image, n_named=n_named, threshold=threshold)
         overlay_png(image, pred, names, out_dir / f"{Path(image_path).stem}_overlay.png", params.predict.opacity)
     log.info("wrote %d overlays to %s", len(images), out_dir)
     return out_dir
@@ -106,10 +95,17 @@ def run_onnx(images: list[str], model_path: str | Path, out_dir: str | Path, *, 
         raise PredictError(f"{model_path} has its vocabulary folded in; export with no --vocab to pass one here")
     params = params or Params()
     emb = torch.zeros(len(names), 1) if folded else torch.tensor(meta["text_embeddings"], dtype=torch.float32)
-    names, emb = _vocabulary(names, emb, vocab, _with_background(classes, params))
-    order, n_named = split_background(names, params.predict)
-    names, emb = [names[i] for i in order], emb[order]                  # rows in label_pixels' order
-    keep = [list(meta["class_names"]).index(n) for n in names] if folded else None
+    classes = with_background(clean_names(classes), params.predict) if classes else None
+    try:
+        names, emb = _vocabulary(names, emb, vocab, classes)
+        order, n_named, threshold = prepare(names, params.predict)
+    except PredictError as err:
+        if not folded:
+            raise
+        raise PredictError(f"{model_path} has its vocabulary folded in: {err}; export it again with a --vocab "
+                           "that holds every name needed") from None
+    keep = [list(meta["class_names"]).index(names[i]) for i in order] if folded else None
+    names, emb = [names[i] for i in order[:n_named]], emb[order]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for image_path in images:
@@ -119,8 +115,8 @@ def run_onnx(images: list[str], model_path: str | Path, out_dir: str | Path, *, 
             feed[TEXT] = emb.numpy().astype(np.float32)
         scores = session.run([SCORES], feed)[0][0]                           # (C, H, W) probabilities
         if keep is not None:       # a folded graph's softmax spans its whole vocabulary: over the names kept
-            scores = scores[keep] / scores[keep].sum(0, keepdims=True)
-        pred = label_pixels(scores, n_named, _threshold(params))
+            scores = scores[keep] / np.maximum(scores[keep].sum(0, keepdims=True), np.finfo(np.float32).tiny)
+        pred = label_pixels(scores, n_named, threshold)
         overlay_png(image, pred, names, out_dir / f"{Path(image_path).stem}_overlay.png", params.predict.opacity)
     log.info("wrote %d overlays to %s (onnxruntime)", len(images), out_dir)
     return out_dir

@@ -21,8 +21,8 @@ from PIL import Image
 
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
 from c2s_pipeline.data.registry import dataset_from_params
-from c2s_pipeline.eval.open_vocab import (UNLABELLED, PredictError, class_map, read_image, resize_nearest,
-                                         split_background, text_encoder, within)
+from c2s_pipeline.eval.open_vocab import (UNLABELLED, PredictError, class_map, clean_names, prepare, read_image,
+                                         resize_nearest, text_encoder, with_background, within)
 from c2s_pipeline.eval.report import overlay_image
 from c2s_pipeline.student.checkpoint import load_student
 from stages.common import resolve_device
@@ -45,7 +45,7 @@ PASSWORD_ENV = "C2S_SERVE_PASSWORD"
 def parse_vocabulary(text: str | None) -> list[str]:
     """Comma-separated names, stripped, empty ones and repeats dropped, in the order typed; at most MAX_NAMES
     of at most MAX_NAME_CHARS characters."""
-    names = list(dict.fromkeys(n.strip() for n in (text or "").split(",") if n.strip()))
+    names = clean_names((text or "").split(","))
     if not names:
         raise PredictError('type at least one class name, e.g. "cat, dog, grass"')
     if len(names) > MAX_NAMES:
@@ -93,6 +93,10 @@ class Segmenter:
 
     def vocabulary(self, text: str | None) -> tuple[list[str], torch.Tensor]:
         names = parse_vocabulary(text)
+        return names, self.embed(names)
+
+    def embed(self, names: list[str]) -> torch.Tensor:
+        """(len(names), D) text embeddings: the run's for its training vocabulary, cached or new (CLIP) else."""
         new = [n for n in names if self.embedding(n) is None]
         found = {n: e for n in names if (e := self.embedding(n)) is not None}
         for i in range(0, len(new), ENCODE_BATCH):
@@ -101,7 +105,7 @@ class Segmenter:
             self.cached[n] = found[n]
         while len(self.cached) > NAME_CACHE:
             self.cached.popitem(last=False)
-        return names, torch.stack([found[n] for n in names]).to(self.device)
+        return torch.stack([found[n] for n in names]).to(self.device)
 
     def _encode(self, names: list[str]) -> torch.Tensor:
         if self._clip is None:
@@ -125,19 +129,17 @@ class Segmenter:
             raise PredictError("upload an image first (JPEG or PNG)")
         image = read_image(image_path, name=Path(image_path).name)   # the upload's name, not its temp path
         cfg = dataclasses.replace(self.predict, unlabelled=unlabelled or self.predict.unlabelled)
-        typed = parse_vocabulary(vocabulary)
-        background = [b for b in cfg.background if b not in typed] if cfg.unlabelled == "background" else []
-        names, emb = self.vocabulary(", ".join([*typed, *background]))
-        order, n_named = split_background(names, cfg)
-        names, emb = [names[i] for i in order], emb[order]
-        threshold = cfg.threshold if cfg.unlabelled == "threshold" else 0.0
+        names = with_background(parse_vocabulary(vocabulary), cfg)     # the limits apply to the typed names
+        emb = self.embed(names)
+        order, n_named, threshold = prepare(names, cfg)
+        names, emb = [names[i] for i in order[:n_named]], emb[order]
         pred = class_map(self.student, emb, self.run.params, self.eval, image, n_named=n_named, threshold=threshold)
-        shares = class_shares(pred, names[:n_named])
+        shares = class_shares(pred, names)
         height, width = pred.shape
         if height * width > SHOWN_PIXELS:          # what a screen shows; the shares are of the full class map
             h, w = within(height, width, SHOWN_PIXELS)
             image, pred = resize_nearest(image, h, w), resize_nearest(pred, h, w)
-        return Segmented(image, pred, names[:n_named], shares)
+        return Segmented(image, pred, names, shares)
 
 
 @dataclasses.dataclass
@@ -187,16 +189,17 @@ def build_app(segmenter: Segmenter, examples: list[str]):
     import gradio as gr
 
     def on_upload(image_path):
+        """The new input as a picture; the previous overlay and its state go (the slider must not redraw it)."""
         if not image_path:
-            return None, None, ""
+            return None, None, "", None
         try:
             image = read_image(image_path, name=Path(image_path).name)
         except PredictError as err:
-            return None, None, f"**{err}**"
+            return None, None, f"**{err}**", None
         h, w = image.shape[:2]
         if h * w > SHOWN_PIXELS:
             image = resize_nearest(image, *within(h, w, SHOWN_PIXELS))
-        return Image.fromarray(enlarge(image, display_scale(*image.shape[:2]))), None, ""
+        return Image.fromarray(enlarge(image, display_scale(*image.shape[:2]))), None, "", None
 
     def on_segment(image_path, vocabulary, unlabelled, opacity):
         try:
@@ -240,7 +243,7 @@ def build_app(segmenter: Segmenter, examples: list[str]):
                                        elem_id="c2s-overlay")
                 shares = gr.Dataframe(headers=SHARE_HEADERS, label="Classes in the image", interactive=False,
                                       elem_id="c2s-shares")
-        image.change(on_upload, [image], [shown, overlay, status])
+        image.change(on_upload, [image], [shown, overlay, status, segmented])
         button.click(on_segment, [image, vocab, unlabelled, opacity], [shown, overlay, shares, status, segmented],
                      show_progress_on=overlay)
         opacity.release(on_opacity, [segmented, opacity], [overlay])
@@ -257,12 +260,12 @@ def is_loopback(host: str) -> bool:
 
 
 def password_check(host: str):
-    """gradio's auth for a page bound beyond loopback: $C2S_SERVE_PASSWORD (any user name), else None with a
-    warning that anyone who reaches the address can use the page."""
+    """gradio's auth when $C2S_SERVE_PASSWORD is set (any user name; also on loopback, which a tunnel or proxy
+    may expose), else None, with a warning when bound beyond loopback that anyone who reaches it can use it."""
     password = os.environ.get(PASSWORD_ENV, "")
-    if is_loopback(host):
-        return None
     if not password:
+        if is_loopback(host):
+            return None
         log.warning("serving on %s without authentication: anyone who can reach this address can use the page "
                     "and its CPU/GPU; set %s to require a password", host, PASSWORD_ENV)
         return None

@@ -91,6 +91,20 @@ def is_complete(path, expect: StoreIdentity) -> bool:
     return True
 
 
+def publish_complete(path) -> None:
+    """Rename an HDF5 partial whose every image is done to the store's path: a run killed between marking it
+    complete and renaming it leaves one (backends.H5Backend)."""
+    if not _is_partial(path, format_of(path)):
+        return
+    with store_lock(path):
+        if _is_partial(path, "h5"):
+            backend = H5Backend.open(path, writable=False)
+            try:
+                backend.publish()
+            finally:
+                backend.close()
+
+
 def store_path(cache_dir, dataset: str, split: str, fingerprint: str, fmt: str = "zarr") -> Path | str:
     suffix = ".h5" if fmt == "h5" else ".zarr"
     name = f"{dataset}-{split}-{fingerprint}{suffix}"

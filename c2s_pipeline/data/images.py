@@ -13,6 +13,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from c2s_pipeline.config import ConfigError
+
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF")
 MAX_PIXELS_ENV = "C2S_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 64_000_000   # a 64-megapixel photo; COCO's largest image is 0.3 MP, ADE20K's about 5 MP
@@ -32,8 +34,8 @@ def max_pixels() -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise ImageError(f"{MAX_PIXELS_ENV}={raw!r} is not a positive whole number of pixels; e.g. "
-                         f"{MAX_PIXELS_ENV}=200000000")
+        raise ConfigError(f"{MAX_PIXELS_ENV}={raw!r} is not a positive whole number of pixels; e.g. "
+                          f"{MAX_PIXELS_ENV}=200000000")
     return value
 
 
@@ -43,6 +45,8 @@ def open_image(path: str | Path, name: str | None = None):
     more pixels than max_pixels(). Messages call the file `name` (default: its path)."""
     cap, shown = max_pixels(), name or path
     names = "/".join(IMAGE_FORMATS)
+    # PIL refuses over twice its own limit, whatever ours: it follows ours up, so raising ours works
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, cap)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # the cap below decides

@@ -76,7 +76,9 @@ def read_label(path: Path) -> np.ndarray:
     try:
         im = decode(path, mode=None)
     except ImageError as err:
-        raise DatasetError(f"label {err}") from None
+        reason = str(err).split(";")[0].removeprefix(f"image {path} ")
+        raise DatasetError(f"label {path} {reason}; labels are index PNGs: re-download the dataset's label "
+                           "files") from None
     if im.mode not in _INDEX_MODES:
         raise DatasetError(f"label {path} has mode {im.mode}; expected an index PNG (mode P or L), "
                            "not colours: convert it or re-download the dataset's label files")

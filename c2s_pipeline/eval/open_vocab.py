@@ -46,6 +46,7 @@ def within(height: int, width: int, budget: float) -> tuple[int, int]:
 
 
 UNLABELLED = -1   # a pixel no typed name fits (PredictConfig.unlabelled): drawn without colour
+MAX_CLASSES = 2 ** 15 - 1   # class maps are int16
 
 
 def class_scores(student, emb: torch.Tensor, run_params: Params, ev: EvalConfig, image: np.ndarray) -> torch.Tensor:
@@ -70,6 +71,8 @@ def label_pixels(scores, n_named: int, threshold: float = 0.0) -> np.ndarray:
     the rows after the n_named typed ones (background prompts) or where its score is below threshold. With
     n_named = C and threshold 0, every pixel gets a name (the benchmarks' protocol)."""
     scores = torch.as_tensor(scores)
+    if not 0 < len(scores) <= MAX_CLASSES:
+        raise PredictError(f"a vocabulary of {len(scores)} names; c2s predicts over 1 to {MAX_CLASSES}")
     best, pred = scores.max(0)
     pred = pred.to(torch.int16)
     pred[(pred >= n_named) | (best < threshold)] = UNLABELLED
@@ -88,6 +91,8 @@ def resize_nearest(pred: np.ndarray, height: int, width: int) -> np.ndarray:
 def split_background(names: list[str], cfg: PredictConfig) -> tuple[list[int], int]:
     """(row order, n_named) for label_pixels: with cfg.unlabelled background, the vocabulary's background names
     (cfg.background) move after the typed ones, and their pixels will be unlabelled; else every row is named."""
+    if not names:
+        raise PredictError("the vocabulary has no names; give at least one, e.g. --classes \"cat,dog\"")
     if cfg.unlabelled != "background":
         return list(range(len(names))), len(names)
     named = [i for i, n in enumerate(names) if n not in cfg.background]
@@ -100,6 +105,26 @@ def split_background(names: list[str], cfg: PredictConfig) -> tuple[list[int], i
     if not named:
         raise PredictError("every name of the vocabulary is a background name (predict.background); type a class")
     return named + background, len(named)
+
+
+def clean_names(names) -> list[str]:
+    """Names stripped, empty ones and repeats dropped, in the order given (a repeated name would split its
+    class's probability between two rows)."""
+    return list(dict.fromkeys(n.strip() for n in names if n.strip()))
+
+
+def with_background(typed: list[str], cfg: PredictConfig) -> list[str]:
+    """The names to embed: the typed ones, then cfg.background's when their pixels are to be left unlabelled."""
+    if cfg.unlabelled != "background":
+        return typed
+    return [*typed, *(b for b in cfg.background if b not in typed)]
+
+
+def prepare(names: list[str], cfg: PredictConfig) -> tuple[list[int], int, float]:
+    """(row order, n_named, threshold) for label_pixels of a vocabulary under cfg: the typed names are
+    names[order[:n_named]], the rows of scores follow `order`."""
+    order, n_named = split_background(names, cfg)
+    return order, n_named, cfg.threshold if cfg.unlabelled == "threshold" else 0.0
 
 
 def class_map(student, emb: torch.Tensor, run_params: Params, ev: EvalConfig, image: np.ndarray, *,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from c2s_pipeline.cache.backends import is_url
-from c2s_pipeline.cache.store import CacheReader, StoreIdentity
+from c2s_pipeline.cache.backends import ZarrBackend, is_url
+from c2s_pipeline.cache.store import CacheReader, StoreIdentity, store_path
 from c2s_pipeline.config import (DEFAULT_CACHE_DIR, ConfigError, Params, changes, first_few, flatten,
                                  params_from_dict, to_dict)
 from c2s_pipeline.student.model import Student, StudentError
@@ -161,8 +161,12 @@ def run_store(run: RunRecord, path: str | Path, *, cache_dir: str | Path = DEFAU
     if not FINGERPRINT.fullmatch(fingerprint):
         raise CheckpointError(f"{path} names no valid teacher fingerprint; it is not a c2s run file: retrain it")
     if store is None:
-        found = [] if is_url(cache_dir) or not Path(cache_dir).is_dir() else sorted(
-            p for p in Path(cache_dir).glob(f"*-{fingerprint}.*") if p.suffix in STORE_SUFFIXES)
+        if is_url(cache_dir):    # a URL the user passed: the store's name there, as precompute names it
+            d = run.params.data
+            url = store_path(cache_dir, d.dataset, d.train_split, fingerprint, "zarr")
+            found = [url] if ZarrBackend.exists(url) else []
+        else:
+            found = sorted(p for p in Path(cache_dir).glob(f"*-{fingerprint}.*") if p.suffix in STORE_SUFFIXES)
         if not found:
             recorded = run.provenance.get("teacher_store", "?")
             raise CheckpointError(f"the teacher store of {path} (fingerprint {fingerprint}) is not in {cache_dir}; "
