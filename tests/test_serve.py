@@ -234,7 +234,7 @@ def test_page_draws_the_overlay_of_c2s_predict(page, trained_run, project_params
     driver, url, project = page
     rng = np.random.default_rng(5)
     image = tmp_path / "scene.png"
-    pixels = rng.integers(0, 256, (72, 96, 3)).astype(np.uint8)
+    pixels = rng.integers(0, 256, (128, 128, 3)).astype(np.uint8)               # a world image's size
     Image.fromarray(pixels).save(image)
     student, _, run = load_student(trained_run, cache_dir=trained_run.parent / "cache")
     names = [*list(run.provenance["class_names"])[:2], "purple ring"]   # two trained names and a new one
@@ -242,8 +242,8 @@ def test_page_draws_the_overlay_of_c2s_predict(page, trained_run, project_params
     status, src = _submit(driver, url, image, ", ".join(names), before=tmp_path / "serve-before.png")
     assert status == "" and src, status
     driver.save_screenshot(str(tmp_path / "serve-after.png"))
-    k = display_scale(72, 96)
-    assert k == 5
+    k = display_scale(128, 128)
+    assert k == 4
     # the input as a picture, enlarged k times (nearest neighbour)
     assert (_fetch(_src(driver, "c2s-input")) == pixels.repeat(k, 0).repeat(k, 1)).all()
     shown = _fetch(src)
@@ -253,8 +253,8 @@ def test_page_draws_the_overlay_of_c2s_predict(page, trained_run, project_params
                       cache_dir=trained_run.parent / "cache")
     expected = np.asarray(Image.open(out / "scene_overlay.png").convert("RGB"))
     # the overlay, larger than the input: c2s predict's overlay, each pixel k x k (the legend beside it)
-    assert shown.shape[0] >= 72 * k and shown.shape[1] > 96 * k
-    assert (shown[:72 * k:k, :96 * k:k] == expected[:72, :96]).all()
+    assert shown.shape[0] >= 128 * k and shown.shape[1] > 128 * k
+    assert (shown[:128 * k:k, :128 * k:k] == expected[:128, :128]).all()
     # the share table: each present class and its percentage of predict's class map, largest first
     pred = class_map(student, load_vocab(vocab)[1], run.params, project_params.eval, np.asarray(Image.open(image)),
                      threshold=run.params.predict.threshold)
