@@ -19,8 +19,10 @@ app = typer.Typer(help="CLIP-to-Seg distillation: open-vocabulary segmentation f
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 cache_app = typer.Typer(help="Inspect teacher stores.", no_args_is_help=True)
 world_app = typer.Typer(help="The generated vision-language world (the embedded default).", no_args_is_help=True)
+datasets_app = typer.Typer(help="The datasets c2s reads; `check` validates a folder of your own.")
 app.add_typer(cache_app, name="cache")
 app.add_typer(world_app, name="world")
+app.add_typer(datasets_app, name="datasets")
 
 ParamsOpt = typer.Option("params.yaml", "--params", help="Params file to read (params.yaml: the defaults).")
 CacheDirOpt = typer.Option(DEFAULT_CACHE_DIR, "--cache-dir", help="Folder of teacher stores.")
@@ -66,14 +68,40 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v"),
         os.environ["HF_HUB_OFFLINE"] = "1"
 
 
-@app.command()
+@datasets_app.callback(invoke_without_command=True)
 @friendly
-def datasets():
+def datasets(ctx: typer.Context):
     """List the supported datasets with class counts and zero-shot splits."""
     from c2s_pipeline.data.registry import describe_datasets
 
-    for d in describe_datasets():
-        typer.echo(json.dumps(d))
+    if ctx.invoked_subcommand is None:
+        for d in describe_datasets():
+            typer.echo(json.dumps(d))
+
+
+@datasets_app.command("check")
+@friendly
+def datasets_check(root: str = typer.Argument(..., help="A folder in the custom layout (data.dataset: folder)."),
+                   split: List[str] = typer.Option(["train", "val"], help="Splits to check (repeat)."),
+                   params: str = ParamsOpt):
+    """Validate your own dataset folder before any compute: every problem with its file and what to do, then
+    images and pixels per class (exit 1 when there are problems)."""
+    from c2s_pipeline.data.folder import check_folder
+
+    unseen = load_params(params).data.unseen if Path(params).is_file() else ()
+    report = check_folder(root, tuple(split), tuple(unseen))
+    for line in report["problems"]:
+        typer.echo(f"problem: {line}")
+    unseen_set = set(report["unseen"])
+    typer.echo("| class | seen | " + " | ".join(f"{s} pixels" for s in report["splits"]) + " |")
+    typer.echo("|---|---|" + "---:|" * len(report["splits"]))
+    for name in report["classes"]:
+        counts = " | ".join(str(r["pixels"][name]) for r in report["splits"].values())
+        typer.echo(f"| {name} | {'unseen' if name in unseen_set else 'seen'} | {counts} |")
+    typer.echo(", ".join(f"{s}: {r['images']} images" for s, r in report["splits"].items())
+               + f"; {len(report['problems'])} problems")
+    if report["problems"]:
+        raise typer.Exit(1)
 
 
 @app.command()

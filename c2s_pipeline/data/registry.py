@@ -7,6 +7,7 @@ from c2s_pipeline.config import Params
 from c2s_pipeline.data.base import DatasetError, DatasetSpec
 from c2s_pipeline.data.cocostuff import COCOSTUFF_SPEC, CocoStuffDataset
 from c2s_pipeline.data.context import ContextDataset, context_spec
+from c2s_pipeline.data.folder import FolderDataset, folder_spec
 from c2s_pipeline.data.reader import SegmentationDataset
 from c2s_pipeline.data.voc import VOC_SPEC, VOCDataset
 from c2s_pipeline.data.world import WorldDataset, world_spec
@@ -16,6 +17,7 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
     "context": ContextDataset,
     "cocostuff": CocoStuffDataset,
     "world": WorldDataset,
+    "folder": FolderDataset,
 }
 
 
@@ -27,8 +29,8 @@ def dataset_class(name: str) -> type[SegmentationDataset]:
 
 
 def build_dataset(name: str, root: str | Path, split: str, *, seen_only: bool = False,
-                  context_unseen_split: str = "A", world_unseen: tuple[str, ...] | None = None
-                  ) -> SegmentationDataset:
+                  context_unseen_split: str = "A", world_unseen: tuple[str, ...] | None = None,
+                  unseen: tuple[str, ...] = ()) -> SegmentationDataset:
     """A reader over `root` in the dataset's standard layout.
 
     Args:
@@ -38,8 +40,11 @@ def build_dataset(name: str, root: str | Path, split: str, *, seen_only: bool = 
         seen_only: relabel unseen pixels to ignore: True for every training use (the inductive gate).
         context_unseen_split: "A" | "B", used by "context" only.
         world_unseen: unseen class names, used by "world" only (None = its default split).
+        unseen: unseen class names, used by "folder" only (`data.unseen`).
     """
     cls = dataset_class(name)
+    if cls is FolderDataset:
+        return cls(root, split, seen_only=seen_only, unseen=unseen)
     if cls is ContextDataset:
         return cls(root, split, seen_only=seen_only, unseen_split=context_unseen_split)
     if cls is WorldDataset and world_unseen is not None:
@@ -51,12 +56,19 @@ def dataset_from_params(params: Params, split: str, *, seen_only: bool = False) 
     """The dataset `params` describe (data section, Context split, world split), for one split."""
     d = params.data
     return build_dataset(d.dataset, d.root, split, seen_only=seen_only,
-                         context_unseen_split=d.context_unseen_split, world_unseen=params.world.unseen)
+                         context_unseen_split=d.context_unseen_split, world_unseen=params.world.unseen,
+                         unseen=d.unseen)
 
 
-def dataset_spec(name: str, root: str | Path | None = None, context_unseen_split: str = "A") -> DatasetSpec:
-    """Classes and unseen split of `name` without reading images ("world" reads root/world.json)."""
+def dataset_spec(name: str, root: str | Path | None = None, context_unseen_split: str = "A",
+                 unseen: tuple[str, ...] = ()) -> DatasetSpec:
+    """Classes and unseen split of `name` without reading images ("world" reads root/world.json, "folder" its
+    classes file, with `unseen` by name)."""
     cls = dataset_class(name)
+    if cls is FolderDataset:
+        if root is None:
+            raise DatasetError("a dataset folder's classes live in <root>/classes.yaml or classes.txt; pass its root")
+        return folder_spec(root, unseen)
     if cls is WorldDataset:
         if root is None:
             raise DatasetError("the world's classes live in <root>/world.json; pass the world's root")

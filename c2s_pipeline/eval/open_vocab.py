@@ -25,7 +25,7 @@ def text_encoder(params: Params):
     from c2s_pipeline.teacher.clip import load_clip  # CLIP stays out of every other command
 
     t, d = params.teacher, params.data
-    templates = dataset_spec(d.dataset, d.root, d.context_unseen_split).prompt_set(t.templates) \
+    templates = dataset_spec(d.dataset, d.root, d.context_unseen_split, d.unseen).prompt_set(t.templates) \
         if t.templates == "auto" else t.templates
     clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device="cpu", dense_mode=t.dense_mode)
     return clip, templates

@@ -1,0 +1,160 @@
+"""Your own data (`data.dataset: folder`): mmseg's custom layout, its classes file, `c2s datasets check`."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from c2s_pipeline.data.base import DatasetError
+from c2s_pipeline.data.folder import FolderDataset, check_folder, folder_spec
+from c2s_pipeline.data.world import WorldDataset
+from stages.cli import app
+
+
+def world_as_folder(world: Path, out: Path) -> Path:
+    """The tiny world rewritten in the custom layout: its masks are VOC's (0 unlabelled, class k as k + 1), so
+    the classes file says reduce_zero_label."""
+    names = json.loads((world / "world.json").read_text())["class_names"]
+    (out / "classes.yaml").parent.mkdir(parents=True, exist_ok=True)
+    (out / "classes.yaml").write_text(yaml.safe_dump({"classes": names, "reduce_zero_label": True}))
+    for split in ("train", "val"):
+        for folder in ("img_dir", "ann_dir"):
+            (out / folder / split).mkdir(parents=True)
+        for i in (world / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split():
+            shutil.copy(world / "JPEGImages" / f"{i}.jpg", out / "img_dir" / split)
+            shutil.copy(world / "SegmentationClass" / f"{i}.png", out / "ann_dir" / split)
+    return out
+
+
+def test_the_world_in_the_custom_layout_reads_as_the_world(tiny_world, tmp_path):
+    root = world_as_folder(tiny_world, tmp_path / "mine")
+    unseen = ("red circle", "blue square")
+    for split in ("train", "val"):
+        for seen_only in (False, True):
+            mine = FolderDataset(root, split, seen_only=seen_only, unseen=unseen)
+            world = WorldDataset(tiny_world, split, seen_only=seen_only, unseen=unseen)
+            assert mine.ids == world.ids and mine.spec.unseen == world.spec.unseen
+            for i in range(len(mine)):
+                a, b = mine[i], world[i]
+                assert (a.image == b.image).all() and (a.label == b.label).all()
+
+
+def write_masks(root: Path, masks: dict[str, np.ndarray], *, palette: bool, classes, **meta) -> Path:
+    """A folder of one split (train) with the given masks and grey images of their sizes."""
+    for folder in ("img_dir", "ann_dir"):
+        (root / folder / "train").mkdir(parents=True, exist_ok=True)
+    if isinstance(classes, list):
+        (root / "classes.yaml").write_text(yaml.safe_dump({"classes": classes, **meta}))
+    else:
+        (root / "classes.txt").write_text(classes)
+    for name, mask in masks.items():
+        Image.fromarray(np.full((*mask.shape, 3), 128, np.uint8)).save(root / "img_dir" / "train" / f"{name}.jpg")
+        im = Image.fromarray(mask.astype(np.uint8), mode="L")
+        if palette:
+            im = im.convert("P")
+            im.putpalette([v for k in range(256) for v in (k, 255 - k, k // 2)])
+        im.save(root / "ann_dir" / "train" / f"{name}.png")
+    return root
+
+
+@pytest.mark.parametrize("palette", [False, True], ids=["single-channel", "palette"])
+@pytest.mark.parametrize("reduce_zero_label", [False, True])
+def test_masks_map_to_class_ids_under_either_convention(tmp_path, palette, reduce_zero_label):
+    raw = np.array([[0, 1, 2], [3, 255, 1]])
+    root = write_masks(tmp_path, {"a": raw}, palette=palette, classes=["cat", "dog", "sky", "road"],
+                       reduce_zero_label=reduce_zero_label, templates="ensemble")
+    dataset = FolderDataset(root, "train", unseen=("dog",))
+    expected = np.where(raw == 0, 255, raw - 1) if reduce_zero_label else raw
+    if reduce_zero_label:
+        expected[raw == 255] = 255
+    assert (dataset[0].label == expected).all()
+    assert dataset.spec.unseen == (1,) and dataset.spec.templates == "ensemble"
+    seen_only = FolderDataset(root, "train", seen_only=True, unseen=("dog",))[0].label
+    assert (seen_only == np.where(expected == 1, 255, expected)).all()      # the inductive gate
+
+
+def test_a_classes_txt_and_its_refusals(tmp_path):
+    root = write_masks(tmp_path / "txt", {"a": np.zeros((2, 2))}, palette=False, classes="cat\n\ndog\n")
+    assert folder_spec(root).class_names == ("cat", "dog")
+    with pytest.raises(DatasetError, match="data.unseen names bird, not classes of"):
+        folder_spec(root, ("bird",))
+    with pytest.raises(DatasetError, match="leaves no seen class"):
+        folder_spec(root, ("cat", "dog"))
+    (root / "classes.txt").write_text("cat\ncat\n")
+    with pytest.raises(DatasetError, match="repeated: cat"):
+        folder_spec(root)
+    (root / "classes.txt").unlink()
+    with pytest.raises(DatasetError, match="no classes file in .*write classes.txt"):
+        folder_spec(root)
+
+
+BROKEN = {
+    "image without a mask": "no mask",
+    "mask without an image": "no image of this id",
+    "unreadable image": "is corrupt or truncated",
+    "size mismatch": "4x3, its image is 5x3",
+    "value outside the classes": "has value 7 outside 0..2 or 255",
+    "missing split folder": "folder not found",
+}
+
+
+def broken_folder(root: Path, case: str) -> Path:
+    good = {f"ok{i}": np.array([[0, 1, 2, 1], [1, 1, 2, 255], [0, 0, 0, 0]]) for i in range(2)}
+    write_masks(root, good, palette=False, classes=["cat", "dog", "sky"])
+    for split in ("img_dir", "ann_dir"):
+        (root / split / "val").mkdir()
+    shutil.copy(root / "img_dir" / "train" / "ok0.jpg", root / "img_dir" / "val")
+    shutil.copy(root / "ann_dir" / "train" / "ok0.png", root / "ann_dir" / "val")
+    train_img, train_ann = root / "img_dir" / "train", root / "ann_dir" / "train"
+    if case == "image without a mask":
+        shutil.copy(train_img / "ok0.jpg", train_img / "lonely.jpg")
+    elif case == "mask without an image":
+        shutil.copy(train_ann / "ok0.png", train_ann / "lonely.png")
+    elif case == "unreadable image":
+        (train_img / "ok1.jpg").write_bytes(b"not a jpeg")
+    elif case == "size mismatch":
+        Image.fromarray(np.zeros((3, 5, 3), np.uint8)).save(train_img / "ok1.jpg")
+    elif case == "value outside the classes":
+        Image.fromarray(np.full((3, 4), 7, np.uint8)).save(train_ann / "ok1.png")
+    elif case == "missing split folder":
+        shutil.rmtree(root / "ann_dir" / "val")
+    return root
+
+
+def test_a_sound_folder_has_no_problems_and_counts_pixels_per_class(tmp_path):
+    report = check_folder(broken_folder(tmp_path, "none"), unseen=("sky",))
+    assert report["problems"] == [] and report["unseen"] == ["sky"]
+    assert report["splits"]["train"] == {"images": 2, "pixels": {"cat": 10, "dog": 8, "sky": 4}}
+    assert report["splits"]["val"]["images"] == 1
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_datasets_check_names_every_problem_with_its_file(tmp_path, case, monkeypatch):
+    root = broken_folder(tmp_path / "data", case)
+    problems = check_folder(root)["problems"]
+    assert len(problems) == 1 and BROKEN[case] in problems[0], problems
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["datasets", "check", str(root)])
+    assert result.exit_code == 1 and f"problem: {problems[0]}" in result.output, result.output
+    assert "| cat | seen |" in result.output and "1 problems" in result.output
+
+
+def test_the_pipeline_trains_and_evaluates_on_a_folder(tiny_params, tiny_world, tmp_path):
+    from stages import evaluate, precompute, train
+
+    root = world_as_folder(tiny_world, tmp_path / "mine")
+    p = dataclasses.replace(tiny_params, data=dataclasses.replace(
+        tiny_params.data, dataset="folder", root=str(root), unseen=tuple(tiny_params.world.unseen)))
+    for split in ("train", "val"):
+        precompute.run(p, split=split, cache_dir=tmp_path / "cache")
+    run_dir = train.run(p, tmp_path / "run", cache_dir=tmp_path / "cache")
+    metrics = json.loads(evaluate.run(p, run_dir, tmp_path / "m.json", cache_dir=tmp_path / "cache").read_text())
+    assert all(np.isfinite(metrics[k]) for k in ("sIoU", "uIoU", "hIoU"))
+    assert metrics["name"] == "run" and metrics["split"] == "val"
