@@ -57,13 +57,13 @@ def _check_range(key: str, value: Any, meta: dict) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "world"          # voc | context | cocostuff | world | folder (your own data)
+    dataset: str = "world"          # voc | context | cocostuff | ade20k | world | folder (your own data)
     root: str = "data/world"        # dataset root in its standard on-disk layout
     train_split: str = "train"
     val_split: str = "val"
     image_size: int = bounded(128, low=32, multiple=32)  # side the teacher and student see (512 for VOC)
     context_unseen_split: str = "A"  # PASCAL Context: A (ZS3Net/MaskCLIP+/OTSeg) or B (Cascade-CLIP)
-    unseen: tuple[str, ...] = ()     # dataset folder (your own data): the unseen classes, by name
+    unseen: tuple[str, ...] = ()     # folder (your own data) and ade20k: the unseen classes, by name
     # what a store's data digest reads of each file: stat (name, size, mtime; cheap) | content (every byte;
     # sees a rewrite that keeps size and mtime; reads the whole split: cache/fingerprint.data_digest)
     digest: str = one_of("stat", "content")

@@ -64,5 +64,16 @@ def make_cocostuff(root: Path, images: list[list[int]], split: str = "val2017") 
     return root
 
 
+def make_ade20k(root: Path, images: list[list[int]], split: str = "validation") -> Path:
+    """ADEChallengeData2016/{images,annotations}/<split>/ADE_<split>_0000000k.{jpg,png}; raw 0 is unlabelled."""
+    base = root / "ADEChallengeData2016"
+    rng = np.random.default_rng(2)
+    for k, values in enumerate(images):
+        name = f"ADE_{split[:5]}_{k + 1:08d}"
+        _write_pair(base / "images" / split / f"{name}.jpg", base / "annotations" / split / f"{name}.png",
+                    _raw_label(rng, values), rng)
+    return base
+
+
 def make_world_meta(root: Path, class_names: list[str]) -> None:
     (root / "world.json").write_text(json.dumps({"class_names": class_names}))

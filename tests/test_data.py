@@ -253,3 +253,22 @@ def test_auto_templates_are_each_datasets_own_prompt_set(tmp_path):
     assert dataset_spec("cocostuff").prompt_set("auto") == "ensemble"
     assert dataset_spec("context").prompt_set("auto") == "ensemble"
     assert dataset_spec("cocostuff").prompt_set("single") == "single"     # an explicit choice wins
+
+
+def test_ade20k_reads_mmsegs_layout_with_reduce_zero_label(tmp_path):
+    from c2s_pipeline.data.ade20k import ADE20K_CLASSES
+    from tests.layouts import make_ade20k
+
+    make_ade20k(tmp_path, [[0, 1, 150, 13], [255, 3, 3, 3]])
+    for root in (tmp_path, tmp_path / "ADEChallengeData2016"):       # the folder above, or the dataset's own
+        dataset = build_dataset("ade20k", root, "val", unseen=("person",))
+        assert len(dataset) == 2 and dataset.spec.num_classes == 150 and dataset.spec.unseen == (12,)
+        label = dataset[0].label
+        assert sorted(np.unique(label).tolist()) == [0, 12, 149, 255]          # 0 -> ignore, k -> k - 1
+        assert ADE20K_CLASSES[12] == "person" and ADE20K_CLASSES[149] == "flag"
+    seen_only = build_dataset("ade20k", tmp_path, "val", seen_only=True, unseen=("person",))[0].label
+    assert 12 not in seen_only and sorted(np.unique(seen_only).tolist()) == [0, 149, 255]
+    with pytest.raises(DatasetError, match="unknown ADE20K split 'test'"):
+        build_dataset("ade20k", tmp_path, "test")
+    with pytest.raises(DatasetError, match="not ADE20K-150 classes"):
+        build_dataset("ade20k", tmp_path, "val", unseen=("unicorn",))

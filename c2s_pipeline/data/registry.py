@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from c2s_pipeline.config import Params
+from c2s_pipeline.data.ade20k import ADE20KDataset, ade20k_spec
 from c2s_pipeline.data.base import DatasetError, DatasetSpec
 from c2s_pipeline.data.cocostuff import COCOSTUFF_SPEC, CocoStuffDataset
 from c2s_pipeline.data.context import ContextDataset, context_spec
@@ -17,6 +18,7 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
     "context": ContextDataset,
     "cocostuff": CocoStuffDataset,
     "world": WorldDataset,
+    "ade20k": ADE20KDataset,
     "folder": FolderDataset,
 }
 
@@ -40,10 +42,10 @@ def build_dataset(name: str, root: str | Path, split: str, *, seen_only: bool = 
         seen_only: relabel unseen pixels to ignore: True for every training use (the inductive gate).
         context_unseen_split: "A" | "B", used by "context" only.
         world_unseen: unseen class names, used by "world" only (None = its default split).
-        unseen: unseen class names, used by "folder" only (`data.unseen`).
+        unseen: unseen class names, used by "folder" and "ade20k" only (`data.unseen`).
     """
     cls = dataset_class(name)
-    if cls is FolderDataset:
+    if cls in (FolderDataset, ADE20KDataset):
         return cls(root, split, seen_only=seen_only, unseen=unseen)
     if cls is ContextDataset:
         return cls(root, split, seen_only=seen_only, unseen_split=context_unseen_split)
@@ -69,6 +71,8 @@ def dataset_spec(name: str, root: str | Path | None = None, context_unseen_split
         if root is None:
             raise DatasetError("a dataset folder's classes live in <root>/classes.yaml or classes.txt; pass its root")
         return folder_spec(root, unseen)
+    if cls is ADE20KDataset:
+        return ade20k_spec(unseen)
     if cls is WorldDataset:
         if root is None:
             raise DatasetError("the world's classes live in <root>/world.json; pass the world's root")
