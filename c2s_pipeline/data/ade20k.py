@@ -5,7 +5,7 @@ from pathlib import Path
 
 from c2s_pipeline.data.base import DatasetError, DatasetSpec
 from c2s_pipeline.data.folder import folder_lut
-from c2s_pipeline.data.reader import SegmentationDataset, find_base, require_dir
+from c2s_pipeline.data.reader import SegmentationDataset, images_and_annotations
 
 # mmseg ADE20KDataset.METAINFO['classes'] (mmseg/datasets/ade.py): class k is mask value k + 1.
 ADE20K_CLASSES = (
@@ -56,13 +56,8 @@ class ADE20KDataset(SegmentationDataset):
     MISSING_IMAGE_FIX = "restore it, or remove its annotation (a split's ids are its annotation files)"
 
     def __init__(self, root: str | Path, split: str, *, seen_only: bool = False, unseen: tuple[str, ...] = ()):
-        folder = ADE20K_SPLITS.get(split, split)
-        if folder not in ADE20K_SPLITS.values():
-            raise DatasetError(f"unknown ADE20K split '{split}'; choose one of {', '.join(ADE20K_SPLITS)}")
-        base = find_base(root, ("ADEChallengeData2016",), marker="annotations")
-        require_dir(base, "dataset root", ADE20K_LAYOUT)
-        image_dir = require_dir(base / "images" / folder, "image", ADE20K_LAYOUT)
-        label_dir = require_dir(base / "annotations" / folder, "label", ADE20K_LAYOUT)
+        base, image_dir, label_dir = images_and_annotations(root, split, ADE20K_SPLITS, "ADEChallengeData2016",
+                                                            ADE20K_LAYOUT, "ADE20K")
         ids = sorted(p.stem for p in label_dir.glob("*.png"))
         if not ids:
             raise DatasetError(f"no .png annotations in {label_dir}; expected layout: {ADE20K_LAYOUT}")

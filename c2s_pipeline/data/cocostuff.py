@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError, DatasetSpec
-from c2s_pipeline.data.reader import SegmentationDataset, find_base, lookup_table, require_dir
+from c2s_pipeline.data.reader import SegmentationDataset, images_and_annotations, lookup_table
 
 # mmseg COCOStuffDataset.METAINFO['classes'] (mmseg/datasets/coco_stuff.py; = mmseg/utils/class_names.py
 # cocostuff_classes): the 171 trainIds written by tools/dataset_converters/coco_stuff164k.py.
@@ -59,13 +59,8 @@ class CocoStuffDataset(SegmentationDataset):
     MISSING_IMAGE_FIX = "restore it, or remove its label file (a split's ids are its annotation files)"
 
     def __init__(self, root: str | Path, split: str, *, seen_only: bool = False):
-        folder = COCO_SPLITS.get(split, split)
-        if folder not in COCO_SPLITS.values():
-            raise DatasetError(f"unknown COCO-Stuff split '{split}'; choose one of {', '.join(COCO_SPLITS)}")
-        base = find_base(root, ("coco_stuff164k",), marker="annotations")
-        require_dir(base, "dataset root", COCO_LAYOUT)
-        image_dir = require_dir(base / "images" / folder, "image", COCO_LAYOUT)
-        label_dir = require_dir(base / "annotations" / folder, "label", COCO_LAYOUT)
+        base, image_dir, label_dir = images_and_annotations(root, split, COCO_SPLITS, "coco_stuff164k", COCO_LAYOUT,
+                                                            "COCO-Stuff")
         ids = sorted(p.name[: -len(LABEL_SUFFIX)] for p in label_dir.glob(f"*{LABEL_SUFFIX}"))
         if not ids:
             raise DatasetError(f"no *{LABEL_SUFFIX} files in {label_dir}; convert the annotations with "

@@ -43,6 +43,19 @@ def find_base(root: str | Path, below: tuple[str, ...], marker: str) -> Path:
     return existing[-1] if existing else root
 
 
+def images_and_annotations(root: str | Path, split: str, splits: dict[str, str], below: str, layout: str,
+                           name: str) -> tuple[Path, Path, Path]:
+    """(base, image folder, label folder) of a dataset laid out as `<below>/{images,annotations}/<folder>`,
+    the folder of `split` given by `splits` (COCO-Stuff's and ADE20K's mmseg layouts); one-line errors."""
+    folder = splits.get(split, split)
+    if folder not in splits.values():
+        raise DatasetError(f"unknown {name} split '{split}'; choose one of {', '.join(splits)}")
+    base = find_base(root, (below,), marker="annotations")
+    require_dir(base, "dataset root", layout)
+    return (base, require_dir(base / "images" / folder, "image", layout),
+            require_dir(base / "annotations" / folder, "label", layout))
+
+
 def read_split(path: Path, layout: str) -> list[str]:
     """Image ids of a split file: one per line; DeepLab-style "/JPEGImages/x.jpg ..." lines give "x"."""
     if not path.is_file():
