@@ -166,11 +166,21 @@ def evaluate(run: Optional[str] = typer.Option(None, help="Run folder with stude
              out: Optional[str] = typer.Option(None, help="Metrics JSON (default metrics/<run>.json)."),
              split: Optional[str] = typer.Option(None), mode: Optional[str] = typer.Option(None, help="whole | slide"),
              flip: Optional[bool] = typer.Option(None), device: Optional[str] = typer.Option(None),
+             dataset: Optional[str] = typer.Option(None, help="Score against another dataset's whole vocabulary "
+                                                             "(cross-dataset; with --root), e.g. ade20k."),
+             root: Optional[str] = typer.Option(None, help="That dataset's root, in its layout."),
              cache_dir: str = CacheDirOpt, store: Optional[str] = StoreOpt, params: str = ParamsOpt):
-    """sIoU / uIoU / hIoU, per-class IoU and FPS on the full-label split."""
+    """sIoU / uIoU / hIoU, per-class IoU and FPS on the full-label split; or, with --dataset, mIoU against another
+    dataset's vocabulary (its names embedded once by the run's teacher and kept in --cache-dir)."""
     from stages import evaluate as stage
 
     p = _params(params, eval={"mode": mode, "flip": flip, "device": device})
+    if dataset is not None:
+        if run is None or root is None:
+            raise ConfigError("cross-dataset evaluation needs --run models/<run> and --root <the dataset's folder>")
+        typer.echo(str(stage.run_cross(p, run, out or f"metrics/{Path(run).name}-on-{dataset}.json",
+                                       dataset=dataset, root=root, split=split, cache_dir=cache_dir, store=store)))
+        return
     if clip_baseline:
         typer.echo(str(stage.run_clip_baseline(p, out or "metrics/clip_dense.json", split=split,
                                                cache_dir=cache_dir)))

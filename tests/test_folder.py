@@ -12,6 +12,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+from c2s_pipeline.config import to_dict
 from c2s_pipeline.data.base import DatasetError
 from c2s_pipeline.data.folder import FolderDataset, check_folder, folder_spec
 from c2s_pipeline.data.world import WorldDataset
@@ -158,3 +159,30 @@ def test_the_pipeline_trains_and_evaluates_on_a_folder(tiny_params, tiny_world, 
     metrics = json.loads(evaluate.run(p, run_dir, tmp_path / "m.json", cache_dir=tmp_path / "cache").read_text())
     assert all(np.isfinite(metrics[k]) for k in ("sIoU", "uIoU", "hIoU"))
     assert metrics["name"] == "run" and metrics["split"] == "val"
+
+
+def test_cross_dataset_evaluation_scores_a_run_against_another_vocabulary(trained_run, project_params, tiny_world,
+                                                                          tmp_path):
+    """The world's val split read as a folder of its own is the world again: scored against its whole vocabulary
+    with no seen bias, the run's mIoU over the names it trained on and the rest are evaluate's sIoU and uIoU
+    (bias 0). A second run against the same vocabulary needs no CLIP (the embeddings are kept)."""
+    from stages import evaluate
+    from tests.test_export import c2s_without_open_clip
+
+    cache = trained_run.parent / "cache"
+    target = world_as_folder(tiny_world, tmp_path / "target")
+    p = dataclasses.replace(project_params, eval=dataclasses.replace(project_params.eval, seen_bias=0.0))
+    own = json.loads(evaluate.run(p, trained_run, tmp_path / "own.json", cache_dir=cache).read_text())
+    cross = json.loads(evaluate.run_cross(p, trained_run, tmp_path / "cross.json", dataset="folder", root=target,
+                                          cache_dir=cache).read_text())
+    assert cross["classes"] == 20 and cross["trained_names"] == 20 - len(p.world.unseen)
+    assert abs(cross["mIoU_trained_names"] - own["sIoU"]) < 0.5 and abs(cross["mIoU_new_names"] - own["uIoU"]) < 0.5
+    assert len(list(cache.glob("vocab-*.pt"))) == 1
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "params.yaml").write_text(yaml.safe_dump(to_dict(p)))
+    result = c2s_without_open_clip(tmp_path / "project", "evaluate", "--run", str(trained_run), "--dataset",
+                                   "folder", "--root", str(target), "--cache-dir", str(cache), "--out",
+                                   str(tmp_path / "again.json"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "again.json").read_text())["mIoU"] == cross["mIoU"]
+
