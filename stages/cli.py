@@ -178,8 +178,10 @@ def evaluate(run: Optional[str] = typer.Option(None, help="Run folder with stude
     if dataset is not None:
         if run is None or root is None:
             raise ConfigError("cross-dataset evaluation needs --run models/<run> and --root <the dataset's folder>")
-        typer.echo(str(stage.run_cross(p, run, out or f"metrics/{Path(run).name}-on-{dataset}.json",
-                                       dataset=dataset, root=root, split=split, cache_dir=cache_dir, store=store)))
+        from stages import cross
+
+        typer.echo(str(cross.run(p, run, out or f"metrics/{Path(run).name}-on-{dataset}.json", dataset=dataset,
+                                 root=root, split=split, cache_dir=cache_dir, store=store)))
         return
     if clip_baseline:
         typer.echo(str(stage.run_clip_baseline(p, out or "metrics/clip_dense.json", split=split,

@@ -166,14 +166,14 @@ def test_cross_dataset_evaluation_scores_a_run_against_another_vocabulary(traine
     """The world's val split read as a folder of its own is the world again: scored against its whole vocabulary
     with no seen bias, the run's mIoU over the names it trained on and the rest are evaluate's sIoU and uIoU
     (bias 0). A second run against the same vocabulary needs no CLIP (the embeddings are kept)."""
-    from stages import evaluate
+    from stages import cross, evaluate
     from tests.test_export import c2s_without_open_clip
 
     cache = trained_run.parent / "cache"
     target = world_as_folder(tiny_world, tmp_path / "target")
     p = dataclasses.replace(project_params, eval=dataclasses.replace(project_params.eval, seen_bias=0.0))
     own = json.loads(evaluate.run(p, trained_run, tmp_path / "own.json", cache_dir=cache).read_text())
-    cross = json.loads(evaluate.run_cross(p, trained_run, tmp_path / "cross.json", dataset="folder", root=target,
+    cross = json.loads(cross.run(p, trained_run, tmp_path / "cross.json", dataset="folder", root=target,
                                           cache_dir=cache).read_text())
     assert cross["classes"] == 20 and cross["trained_names"] == 20 - len(p.world.unseen)
     assert abs(cross["mIoU_trained_names"] - own["sIoU"]) < 0.5 and abs(cross["mIoU_new_names"] - own["uIoU"]) < 0.5
