@@ -31,10 +31,10 @@ THRESHOLDS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 FEW = 8
 
 
-def options() -> list[tuple[str, tuple[str, ...], float]]:
-    """(label, background names, threshold) of every option measured."""
-    return [("none", (), 0.0), *[(f"threshold {t}", (), t) for t in THRESHOLDS],
-            *[(f"background prompts: {k}", v, 0.0) for k, v in BACKGROUND_SETS.items()]]
+def options() -> list[tuple[str, str | None, float]]:
+    """(label, background set (None: the typed names alone), threshold) of every option measured."""
+    return [("none", None, 0.0), *[(f"threshold {t}", None, t) for t in THRESHOLDS],
+            *[(f"background prompts: {k}", k, 0.0) for k in BACKGROUND_SETS]]
 
 
 class Tally:
@@ -88,10 +88,11 @@ def measure(run_dir: Path, cache_dir: Path, data_root: str | None) -> dict[str, 
         rng = np.random.default_rng(i)
         for scenario, named in (("all", list(range(num))), ("few", sorted(rng.choice(num, FEW, replace=False)))):
             named = [int(c) for c in named]
+            scores = {None: class_scores(student, text[named], run.params, run.params.eval, image),  # once a vocabulary
+                      **{k: class_scores(student, torch.cat([text[named], e]), run.params, run.params.eval, image)
+                         for k, e in extra.items()}}
             for label, bg, threshold in options():
-                rows = text[named] if not bg else torch.cat([text[named], extra[label.split(": ")[1]]])
-                scores = class_scores(student, rows, run.params, run.params.eval, image)
-                pred = label_pixels(scores, len(named), threshold)
+                pred = label_pixels(scores[bg], len(named), threshold)
                 tallies[scenario][label].add(truth, pred, named, background)
     return {s: {label: t.row() for label, t in by.items()} for s, by in tallies.items()}
 

@@ -210,7 +210,7 @@ def predict(images: List[str] = typer.Argument(..., help="Image files."),
     """Overlay PNGs with a legend, from the student (or its ONNX export) and saved text embeddings only."""
     from stages import predict as stage
 
-    names = [c.strip() for c in classes.split(",")] if classes else None
+    names = classes.split(",") if classes else None                  # cleaned by the stage (clean_names)
     if (run is None) == (onnx is None):
         raise stage.PredictError("pass one of --run RUN_DIR or --onnx MODEL.onnx")
     # an exported graph deploys without a project: no params.yaml there means the defaults

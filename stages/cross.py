@@ -13,18 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
 from c2s_pipeline.data.registry import build_dataset, dataset_class
-from c2s_pipeline.eval.inference import segment, slide_stride
-from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, summarize
+from c2s_pipeline.eval.metrics import per_class_rows, summarize
 from c2s_pipeline.eval.report import write_per_class_csv
 from c2s_pipeline.files import write_json
-from c2s_pipeline.student.checkpoint import load_student, load_vocab, run_store
-from c2s_pipeline.student.data import image_to_tensor
+from c2s_pipeline.student.checkpoint import load_run, load_vocab
 from stages.common import resolve_device
-from stages.evaluate import EvaluationError
+from stages.evaluate import EvaluationError, confusion
 from stages.predict import write_vocab
 
 log = logging.getLogger(__name__)
@@ -47,37 +44,26 @@ def target_embeddings(run, names: list[str], templates: str, cache_dir: str | Pa
 
 
 def run(params: Params, run_dir: str | Path, out_json: str | Path, *, dataset: str, root: str | Path,
-              split: str | None = None, cache_dir: str | Path = DEFAULT_CACHE_DIR,
-              store: str | Path | None = None) -> Path:
+        split: str | None = None, cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None) -> Path:
     """A student scored against another dataset's whole vocabulary (every class a name it may never have been
     trained on): mIoU over the target's classes, and over those named like a class it was trained on (seen)
     and the rest. Eval mode and flip of params; no seen bias (the target has no seen split)."""
-    e = params.eval
-    device = resolve_device(e.device)
-    student, _, run = load_student(run_dir, device=device, cache_dir=cache_dir, store=store)
+    device = resolve_device(params.eval.device)
+    student, reader, run = load_run(run_dir, device=device, cache_dir=cache_dir, store=store)
     target = build_dataset(dataset, root, split or dataset_class(dataset).DEFAULT_SPLITS[-1])
     names = list(target.spec.class_names)
     prompts = target.spec.prompt_set(run.params.teacher.templates)
     emb = target_embeddings(run, names, prompts, cache_dir).to(device)
-    seen_names = {n for n, s in zip(run.provenance["class_names"],
-                                    run_store(run, run_dir, cache_dir=cache_dir, store=store).class_seen()) if s}
-    size, scale = run.params.data.image_size, run.params.student.logit_scale
-    no_bias = torch.zeros(len(names), dtype=torch.bool)
-    cm = ConfusionMatrix(len(names), device=device)
-    with torch.inference_mode():
-        for i in tqdm(range(len(target)), desc=f"evaluate {Path(run_dir).name} on {dataset}", unit="img"):
-            sample = target[i]
-            x = image_to_tensor(sample.image, run.params.student.normalisation)[None].to(device)
-            pred = segment(lambda t: student.predict_logits(t, emb, scale), x, no_bias, 0.0, e.calibration,
-                           mode=e.mode, crop=size, stride=slide_stride(e.stride, size), flip=e.flip)
-            cm.update(pred, torch.from_numpy(sample.label).long().to(device))
+    seen_names = {n for n, s in zip(run.provenance["class_names"], reader.class_seen()) if s}
+    trained = np.array([n in seen_names for n in names])
+    logits_fn = lambda x: student.predict_logits(x, emb, run.params.student.logit_scale)  # noqa: E731
+    cm = confusion(logits_fn, target, run.params, params.eval, np.zeros(len(names), bool), 0.0, device,
+                   f"evaluate {Path(run_dir).name} on {dataset}")
     iou = cm.iou().cpu()
-    trained = torch.tensor([n in seen_names for n in names])
-    payload = {"mIoU": summarize(iou, np.ones(len(names), bool), cm.pixel_accuracy())["mIoU"],
-               "mIoU_trained_names": summarize(iou, trained.numpy(), 0.0)["sIoU"],
-               "mIoU_new_names": summarize(iou, trained.numpy(), 0.0)["uIoU"],
-               "trained_names": int(trained.sum()), "classes": len(names), "pixel_acc": cm.pixel_accuracy() * 100}
-    write_per_class_csv(per_class_rows(iou, names, trained.numpy()), Path(out_json).with_suffix(".csv"))
+    scores = summarize(iou, trained, cm.pixel_accuracy())
+    payload = {"mIoU": scores["mIoU"], "mIoU_trained_names": scores["sIoU"], "mIoU_new_names": scores["uIoU"],
+               "trained_names": int(trained.sum()), "classes": len(names), "pixel_acc": scores["pixel_acc"]}
+    write_per_class_csv(per_class_rows(iou, names, trained), Path(out_json).with_suffix(".csv"))
     log.info("%s on %s: mIoU %.2f (%d names it trained on: %.2f; the other %d: %.2f)", Path(run_dir).name, dataset,
              payload["mIoU"], payload["trained_names"], payload["mIoU_trained_names"],
              len(names) - payload["trained_names"], payload["mIoU_new_names"])

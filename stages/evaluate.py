@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params, to_dict
+from c2s_pipeline.config import DEFAULT_CACHE_DIR, EvalConfig, Params, to_dict
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.eval.inference import apply_seen_bias, dense_text_logits, segment, slide_stride
 from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, split_confusion, summarize
@@ -17,7 +17,7 @@ from c2s_pipeline.eval.speed import count_flops, count_params, measure_fps
 from c2s_pipeline.student.data import image_to_tensor
 from c2s_pipeline.cache.identity import open_store
 from c2s_pipeline.files import write_json
-from c2s_pipeline.student.checkpoint import load_student, run_store
+from c2s_pipeline.student.checkpoint import load_run
 from stages.common import resolve_device
 
 log = logging.getLogger(__name__)
@@ -55,29 +55,38 @@ def _finish(name: str, cm: ConfusionMatrix, dataset, extra: dict, out_json: Path
     return write_json(out_json, payload)
 
 
+def confusion(logits_fn, dataset, run_params: Params, e: EvalConfig, seen_mask: np.ndarray, bias: float, device,
+              desc: str) -> ConfusionMatrix:
+    """The confusion matrix of a student's logits_fn over every image of dataset (at full label resolution),
+    under the eval settings e, `bias` subtracted from the classes of seen_mask after calibration."""
+    size, seen = run_params.data.image_size, torch.from_numpy(seen_mask)
+    cm = ConfusionMatrix(dataset.spec.num_classes, device=device)
+    with torch.inference_mode():
+        for i in tqdm(range(len(dataset)), desc=desc, unit="img"):
+            sample = dataset[i]
+            x = image_to_tensor(sample.image, run_params.student.normalisation)[None].to(device)  # (1, 3, H, W)
+            pred = segment(logits_fn, x, seen, bias, e.calibration, mode=e.mode, crop=size,
+                           stride=slide_stride(e.stride, size), flip=e.flip)
+            cm.update(pred, torch.from_numpy(sample.label).long().to(device))
+    return cm
+
+
 def run(params: Params, run_dir: str | Path, out_json: str | Path, *, split: str | None = None,
         cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None) -> Path:
     """Evaluate the student in `run_dir` on the full-label split; writes metrics JSON + per-class CSV. The run's
     teacher store is found by fingerprint in cache_dir, or is `store` (checkpoint.run_store)."""
     e = params.eval
     device = resolve_device(e.device)
-    student, text, run = load_student(run_dir, device=device, cache_dir=cache_dir, store=store)
+    student, reader, run = load_run(run_dir, device=device, cache_dir=cache_dir, store=store)
     dataset = _val_dataset(params, split)
-    seen = run_store(run, run_dir, cache_dir=cache_dir, store=store).class_seen()
-    check_same_split(run_dir, seen, dataset)
+    check_same_split(run_dir, reader.class_seen(), dataset)
+    text = torch.from_numpy(reader.text_embeddings()).float().to(device)
     size = run.params.data.image_size
-    seen = torch.from_numpy(dataset.spec.seen_mask())
-    scale = run.params.student.logit_scale
-    logits_fn = lambda x: student.predict_logits(x, text, scale)  # noqa: E731
-    cm = ConfusionMatrix(dataset.spec.num_classes, device=device)
+    logits_fn = lambda x: student.predict_logits(x, text, run.params.student.logit_scale)  # noqa: E731
+    cm = confusion(logits_fn, dataset, run.params, e, dataset.spec.seen_mask(), e.seen_bias, device,
+                   f"evaluate {Path(run_dir).name}")
+    example = torch.zeros(1, 3, size, size, device=device)
     with torch.inference_mode():
-        for i in tqdm(range(len(dataset)), desc=f"evaluate {Path(run_dir).name}", unit="img"):
-            sample = dataset[i]
-            x = image_to_tensor(sample.image, run.params.student.normalisation)[None].to(device)  # (1, 3, H, W)
-            pred = segment(logits_fn, x, seen, e.seen_bias, e.calibration, mode=e.mode, crop=size,
-                           stride=slide_stride(e.stride, size), flip=e.flip)
-            cm.update(pred, torch.from_numpy(sample.label).long().to(device))
-        example = torch.zeros(1, 3, size, size, device=device)
         fps = measure_fps(logits_fn, example, e.fps_warmup, e.fps_iters, device)
     extra = {"fps": fps, "params": count_params(student), "flops": count_flops(student, example),
              "image_size": size, "split": split or params.data.val_split, "run": str(run_dir),

@@ -134,12 +134,8 @@ class Segmenter:
         order, n_named, threshold = prepare(names, cfg)
         names, emb = [names[i] for i in order[:n_named]], emb[order]
         pred = class_map(self.student, emb, self.run.params, self.eval, image, n_named=n_named, threshold=threshold)
-        shares = class_shares(pred, names)
-        height, width = pred.shape
-        if height * width > SHOWN_PIXELS:          # what a screen shows; the shares are of the full class map
-            h, w = within(height, width, SHOWN_PIXELS)
-            image, pred = resize_nearest(image, h, w), resize_nearest(pred, h, w)
-        return Segmented(image, pred, names, shares)
+        shares = class_shares(pred, names)                  # of the full class map; the page keeps a screen's
+        return Segmented(*fit_screen(image, pred), names, shares)
 
 
 @dataclasses.dataclass
@@ -150,6 +146,15 @@ class Segmented:
     pred: np.ndarray       # (H, W) int16 indices into names, UNLABELLED where no name fits
     names: list[str]
     shares: list[list]
+
+
+def fit_screen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Arrays of one (H, W) size shrunk (nearest) to at most SHOWN_PIXELS, what a screen shows."""
+    height, width = arrays[0].shape[:2]
+    if height * width <= SHOWN_PIXELS:
+        return arrays
+    size = within(height, width, SHOWN_PIXELS)
+    return tuple(resize_nearest(a, *size) for a in arrays)
 
 
 def display_scale(height: int, width: int) -> int:
@@ -196,9 +201,7 @@ def build_app(segmenter: Segmenter, examples: list[str]):
             image = read_image(image_path, name=Path(image_path).name)
         except PredictError as err:
             return None, None, f"**{err}**", None
-        h, w = image.shape[:2]
-        if h * w > SHOWN_PIXELS:
-            image = resize_nearest(image, *within(h, w, SHOWN_PIXELS))
+        (image,) = fit_screen(image)
         return Image.fromarray(enlarge(image, display_scale(*image.shape[:2]))), None, "", None
 
     def on_segment(image_path, vocabulary, unlabelled, opacity):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from c2s_pipeline.data.base import DatasetError, DatasetSpec
 from c2s_pipeline.data.folder import folder_lut
-from c2s_pipeline.data.reader import SegmentationDataset, images_and_annotations
+from c2s_pipeline.data.reader import SegmentationDataset, images_and_annotations, label_ids
 
 # mmseg ADE20KDataset.METAINFO['classes'] (mmseg/datasets/ade.py): class k is mask value k + 1.
 ADE20K_CLASSES = (
@@ -58,9 +58,7 @@ class ADE20KDataset(SegmentationDataset):
     def __init__(self, root: str | Path, split: str, *, seen_only: bool = False, unseen: tuple[str, ...] = ()):
         base, image_dir, label_dir = images_and_annotations(root, split, ADE20K_SPLITS, "ADEChallengeData2016",
                                                             ADE20K_LAYOUT, "ADE20K")
-        ids = sorted(p.stem for p in label_dir.glob("*.png"))
-        if not ids:
-            raise DatasetError(f"no .png annotations in {label_dir}; expected layout: {ADE20K_LAYOUT}")
+        ids = label_ids(label_dir, ".png", f"expected layout: {ADE20K_LAYOUT}")
         lut, valid_range = folder_lut({"classes": ADE20K_CLASSES, "reduce_zero_label": True, "ignore_index": 255})
         super().__init__(ade20k_spec(unseen), split, ids, image_dir, label_dir, lut, seen_only=seen_only,
                          valid_range=valid_range)

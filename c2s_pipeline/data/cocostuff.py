@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError, DatasetSpec
-from c2s_pipeline.data.reader import SegmentationDataset, images_and_annotations, lookup_table
+from c2s_pipeline.data.base import IGNORE_INDEX, DatasetSpec
+from c2s_pipeline.data.reader import SegmentationDataset, images_and_annotations, label_ids, lookup_table
 
 # mmseg COCOStuffDataset.METAINFO['classes'] (mmseg/datasets/coco_stuff.py; = mmseg/utils/class_names.py
 # cocostuff_classes): the 171 trainIds written by tools/dataset_converters/coco_stuff164k.py.
@@ -61,10 +61,8 @@ class CocoStuffDataset(SegmentationDataset):
     def __init__(self, root: str | Path, split: str, *, seen_only: bool = False):
         base, image_dir, label_dir = images_and_annotations(root, split, COCO_SPLITS, "coco_stuff164k", COCO_LAYOUT,
                                                             "COCO-Stuff")
-        ids = sorted(p.name[: -len(LABEL_SUFFIX)] for p in label_dir.glob(f"*{LABEL_SUFFIX}"))
-        if not ids:
-            raise DatasetError(f"no *{LABEL_SUFFIX} files in {label_dir}; convert the annotations with "
-                               "mmsegmentation's tools/dataset_converters/coco_stuff164k.py")
+        ids = label_ids(label_dir, LABEL_SUFFIX, "convert the annotations with mmsegmentation's "
+                        "tools/dataset_converters/coco_stuff164k.py")
         lut = lookup_table({k: k for k in range(171)}, valid=set(range(171)) | {IGNORE_INDEX})
         super().__init__(COCOSTUFF_SPEC, split, ids, image_dir, label_dir, lut, label_suffix=LABEL_SUFFIX,
                          seen_only=seen_only, valid_range="0..170 or 255")

@@ -17,7 +17,8 @@ import numpy as np
 import yaml
 
 from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError, DatasetSpec
-from c2s_pipeline.data.reader import SegmentationDataset, lookup_table, map_label, read_image, read_label, require_dir
+from c2s_pipeline.data.reader import (SegmentationDataset, label_ids, lookup_table, map_label, read_image,
+                                     read_label, require_dir)
 
 FOLDER_LAYOUT = ("<root>/{classes.yaml | classes.txt, img_dir/{train,val}/<id>.jpg|.png, "
                  "ann_dir/{train,val}/<id>.png} (mmseg's custom layout)")
@@ -61,9 +62,10 @@ def folder_meta(root: str | Path) -> dict:
     return meta
 
 
-def folder_spec(root: str | Path, unseen: tuple[str, ...] = ()) -> DatasetSpec:
-    """Classes of the folder and its zero-shot split (`data.unseen`, by name)."""
-    meta = folder_meta(root)
+def folder_spec(root: str | Path, unseen: tuple[str, ...] = (), meta: dict | None = None) -> DatasetSpec:
+    """Classes of the folder and its zero-shot split (`data.unseen`, by name); `meta`: its folder_meta, when
+    already read."""
+    meta = meta or folder_meta(root)
     names = meta["classes"]
     unknown = [u for u in unseen if u not in names]
     if unknown:
@@ -100,12 +102,11 @@ class FolderDataset(SegmentationDataset):
 
     def __init__(self, root: str | Path, split: str, *, seen_only: bool = False, unseen: tuple[str, ...] = ()):
         root = require_dir(Path(root), "dataset root", FOLDER_LAYOUT)
-        spec, meta = folder_spec(root, unseen), folder_meta(root)
+        meta = folder_meta(root)
+        spec = folder_spec(root, unseen, meta)
         image_dir = require_dir(root / "img_dir" / split, "image", FOLDER_LAYOUT)
         label_dir = require_dir(root / "ann_dir" / split, "mask", FOLDER_LAYOUT)
-        ids = sorted(p.stem for p in label_dir.glob("*.png"))
-        if not ids:
-            raise DatasetError(f"no .png masks in {label_dir}; expected layout: {FOLDER_LAYOUT}")
+        ids = label_ids(label_dir, ".png", f"expected layout: {FOLDER_LAYOUT}")
         suffixes = Counter(p.suffix for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         lut, valid_range = folder_lut(meta)
         super().__init__(spec, split, ids, image_dir, label_dir, lut,
@@ -122,7 +123,8 @@ def check_folder(root: str | Path, splits: tuple[str, ...] = ("train", "val"),
     "pixels": {class: count}}}, "classes": [...], "unseen": [...]}; the classes file's own faults raise.
     """
     root = Path(root)
-    spec, meta = folder_spec(root, unseen), folder_meta(root)
+    meta = folder_meta(root)
+    spec = folder_spec(root, unseen, meta)
     lut, valid_range = folder_lut(meta)
     problems, report = [], {}
     for split in splits:

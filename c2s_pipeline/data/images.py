@@ -21,7 +21,11 @@ DEFAULT_MAX_PIXELS = 64_000_000   # a 64-megapixel photo; COCO's largest image i
 
 
 class ImageError(ValueError):
-    """An image file c2s will not decode; one line naming the file and what to do."""
+    """An image file c2s will not decode; one line naming the file, what is wrong (`problem`) and what to do."""
+
+    def __init__(self, shown, problem: str, fix: str = ""):
+        self.problem = problem
+        super().__init__(f"image {shown} {problem}" + (f"; {fix}" if fix else ""))
 
 
 def max_pixels() -> int:
@@ -52,21 +56,20 @@ def open_image(path: str | Path, name: str | None = None):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # the cap below decides
             im = Image.open(path, formats=IMAGE_FORMATS)
     except FileNotFoundError:
-        raise ImageError(f"image {shown} not found") from None
+        raise ImageError(shown, "not found") from None
     except Image.DecompressionBombError:
-        raise ImageError(f"image {shown} has over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, more than PIL decodes; "
+        raise ImageError(shown, f"has over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, more than PIL decodes",
                          "resize it") from None
     except UnidentifiedImageError:
-        raise ImageError(f"image {shown} is corrupt or truncated, or not a {names} file; re-download it, or "
-                         "convert it to JPEG or PNG") from None
+        raise ImageError(shown, f"is corrupt or truncated, or not a {names} file",
+                         "re-download it, or convert it to JPEG or PNG") from None
     except (OSError, SyntaxError, ValueError) as err:    # a known format whose header is damaged
         raise _corrupt(shown, err) from None
     with im:
         width, height = im.size
         if width * height > cap:
-            raise ImageError(f"image {shown} is {width} x {height} ({width * height / 1e6:.0f} MP), over c2s's "
-                             f"limit of {cap / 1e6:.0f} MP; resize it, or raise the limit with "
-                             f"{MAX_PIXELS_ENV}=<pixels>")
+            raise ImageError(shown, f"is {width} x {height} ({width * height / 1e6:.0f} MP), over c2s's limit "
+                             f"of {cap / 1e6:.0f} MP", f"resize it, or raise the limit with {MAX_PIXELS_ENV}=<pixels>")
         yield im
 
 
@@ -85,5 +88,4 @@ def decode(path: str | Path, mode: str | None = "RGB", name: str | None = None):
 
 
 def _corrupt(shown, err: Exception) -> ImageError:
-    return ImageError(f"image {shown} is corrupt or truncated ({err.__class__.__name__}); re-download or "
-                      "re-export it")
+    return ImageError(shown, f"is corrupt or truncated ({err.__class__.__name__})", "re-download or re-export it")

@@ -56,6 +56,14 @@ def images_and_annotations(root: str | Path, split: str, splits: dict[str, str],
             require_dir(base / "annotations" / folder, "label", layout))
 
 
+def label_ids(label_dir: Path, suffix: str, fix: str) -> list[str]:
+    """Sorted ids of a split whose ids are its label files `<id><suffix>`; none is a DatasetError saying `fix`."""
+    ids = sorted(p.name[: -len(suffix)] for p in label_dir.glob(f"*{suffix}"))
+    if not ids:
+        raise DatasetError(f"no *{suffix} files in {label_dir}; {fix}")
+    return ids
+
+
 def read_split(path: Path, layout: str) -> list[str]:
     """Image ids of a split file: one per line; DeepLab-style "/JPEGImages/x.jpg ..." lines give "x"."""
     if not path.is_file():
@@ -89,8 +97,7 @@ def read_label(path: Path) -> np.ndarray:
     try:
         im = decode(path, mode=None)
     except ImageError as err:
-        reason = str(err).split(";")[0].removeprefix(f"image {path} ")
-        raise DatasetError(f"label {path} {reason}; labels are index PNGs: re-download the dataset's label "
+        raise DatasetError(f"label {path} {err.problem}; labels are index PNGs: re-download the dataset's label "
                            "files") from None
     if im.mode not in _INDEX_MODES:
         raise DatasetError(f"label {path} has mode {im.mode}; expected an index PNG (mode P or L), "

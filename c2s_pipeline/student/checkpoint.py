@@ -180,6 +180,13 @@ def load_student(run_dir: str | Path, device: torch.device | str = "cpu", *,
                  cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None):
     """(student in eval mode, all-class text embeddings of its teacher store (C, D), its RunRecord); the store is
     found as run_store finds it."""
+    student, reader, run = load_run(run_dir, device, cache_dir=cache_dir, store=store)
+    return student, torch.from_numpy(reader.text_embeddings()).float().to(device), run
+
+
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu", *,
+             cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None):
+    """(student in eval mode, full reader of its teacher store (run_store), its RunRecord)."""
     path = Path(run_dir) / STUDENT_FILE
     ckpt = safe_load(path, "student", f"train it with `c2s train --run {run_dir}`",
                      keys=("state_dict", "embed_dim", "config"))
@@ -194,6 +201,4 @@ def load_student(run_dir: str | Path, device: torch.device | str = "cpu", *,
                               "retrain it") from None
     student.to(device).eval()
     # Evaluation sees every class: the store is opened with seen_only=False here, never in training.
-    reader = run_store(run, path, cache_dir=cache_dir, store=store)
-    text = torch.from_numpy(reader.text_embeddings()).float().to(device)
-    return student, text, run
+    return student, run_store(run, path, cache_dir=cache_dir, store=store), run
