@@ -169,19 +169,28 @@ def evaluate(run: Optional[str] = typer.Option(None, help="Run folder with stude
              dataset: Optional[str] = typer.Option(None, help="Score against another dataset's whole vocabulary "
                                                              "(cross-dataset; with --root), e.g. ade20k."),
              root: Optional[str] = typer.Option(None, help="That dataset's root, in its layout."),
+             vocab: Optional[str] = typer.Option(None, help="With --dataset: its names' embeddings (`c2s vocab "
+                                                            "--dataset`), so CLIP is not loaded to embed them."),
              cache_dir: str = CacheDirOpt, store: Optional[str] = StoreOpt, params: str = ParamsOpt):
     """sIoU / uIoU / hIoU, per-class IoU and FPS on the full-label split; or, with --dataset, mIoU against another
-    dataset's vocabulary (its names embedded once by the run's teacher and kept in --cache-dir)."""
+    dataset's vocabulary (its names embedded once by the run's teacher and kept in --cache-dir, or --vocab)."""
     from stages import evaluate as stage
 
     p = _params(params, eval={"mode": mode, "flip": flip, "device": device})
     if dataset is not None:
-        if run is None or root is None:
-            raise ConfigError("cross-dataset evaluation needs --run models/<run> and --root <the dataset's folder>")
+        if root is None or (run is None) == (not clip_baseline):
+            raise ConfigError("cross-dataset evaluation needs --root <the dataset's folder> and --run "
+                              "models/<run> or --clip-baseline")
         from stages import cross
 
-        typer.echo(str(cross.run(p, run, out or f"metrics/{Path(run).name}-on-{dataset}.json", dataset=dataset,
-                                 root=root, split=split, cache_dir=cache_dir, store=store)))
+        name = "clip_dense" if clip_baseline else Path(run).name
+        out = out or f"metrics/{name}-on-{dataset}.json"
+        if clip_baseline:
+            typer.echo(str(cross.run_teacher(p, out, dataset=dataset, root=root, split=split, cache_dir=cache_dir,
+                                             vocab=vocab)))
+        else:
+            typer.echo(str(cross.run(p, run, out, dataset=dataset, root=root, split=split, cache_dir=cache_dir,
+                                     store=store, vocab=vocab)))
         return
     if clip_baseline:
         typer.echo(str(stage.run_clip_baseline(p, out or "metrics/clip_dense.json", split=split,
@@ -237,14 +246,24 @@ def export(run: str = typer.Option(..., help="Run folder with student.pt."),
 
 @app.command()
 @friendly
-def vocab(class_names: str = typer.Argument(..., help='Comma-separated names, e.g. "cat,dog,grass".'),
+def vocab(class_names: Optional[str] = typer.Argument(None, help='Comma-separated names, e.g. "cat,dog,grass".'),
           output: str = typer.Option("vocab.pt", "-o", "--output"),
+          dataset: Optional[str] = typer.Option(None, help="Embed this dataset's class names (with --root) instead, "
+                                                           "for `c2s evaluate --dataset ... --vocab`."),
+          root: Optional[str] = typer.Option(None, help="That dataset's root, in its layout."),
           clip: Optional[str] = typer.Option(None), pretrained: Optional[str] = typer.Option(None),
           params: str = ParamsOpt):
     """Text embeddings of a new vocabulary (CLIP's text tower, as `serve` uses it for new names)."""
     from stages import predict as stage
 
     p = _params(params, teacher={"clip_model": clip, "pretrained": pretrained})
+    if (class_names is None) == (dataset is None) or (dataset is not None and root is None):
+        raise ConfigError('pass class names ("cat,dog,grass") or --dataset NAME --root PATH, not both')
+    if dataset is not None:
+        from stages import cross
+
+        typer.echo(str(cross.write_target_vocab(p, output, dataset=dataset, root=root)))
+        return
     typer.echo(str(stage.write_vocab(p, class_names.split(","), output)))
 
 
@@ -264,11 +283,13 @@ def serve(run: str = typer.Option("models/c2s", help="Run folder with student.pt
 @app.command()
 @friendly
 def report(metrics: List[str] = typer.Argument(..., help="Metrics JSON files from `c2s evaluate`."),
-           out: str = typer.Option("metrics", help="Folder for report.md and the bar chart.")):
+           out: str = typer.Option("metrics", help="Folder for report.md and the bar chart."),
+           cross: List[str] = typer.Option([], help="A metrics JSON of `c2s evaluate --dataset` (repeatable): "
+                                                    "a second table.")):
     """Markdown table + per-class bar chart of several evaluated runs."""
     from stages import report as stage
 
-    typer.echo(str(stage.run(metrics, out)))
+    typer.echo(str(stage.run(metrics, out, cross)))
 
 
 @app.command()
@@ -313,11 +334,14 @@ def cache_verify(path: str = typer.Argument(..., help="Store path or URL.")):
 
 @world_app.command("generate")
 @friendly
-def world_generate(out: str = typer.Option("data/world"), params: str = ParamsOpt):
-    """Write the generated world (VOC layout + captions)."""
+def world_generate(out: str = typer.Option("data/world"), params: str = ParamsOpt,
+                   style: str = typer.Option("a", help="a: the embedded default (VOC layout + captions); b: its "
+                                                       "cross-dataset target (other ground, sizes, counts, half "
+                                                       "the classes; val only).")):
+    """Write the generated world."""
     from stages import world as stage
 
-    typer.echo(str(stage.run_generate(_params(params), out)))
+    typer.echo(str(stage.run_generate(_params(params), out, style)))
 
 
 @world_app.command("pretrain-teacher")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, EvalConfig, Params, to_dict
+from c2s_pipeline.config import DEFAULT_CACHE_DIR, EvalConfig, Params
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.eval.inference import apply_seen_bias, dense_text_logits, segment, slide_stride
 from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, split_confusion, summarize
@@ -44,12 +44,16 @@ def _val_dataset(params: Params, split: str | None):
 
 
 def _finish(name: str, cm: ConfusionMatrix, dataset, extra: dict, out_json: Path) -> Path:
-    """Summaries + per-class rows into metrics JSON and a per-class CSV beside it (for dvc plots)."""
+    """Summaries + per-class rows into metrics JSON and a per-class CSV beside it (for dvc plots).
+
+    The JSON holds numbers only, as `dvc metrics show` tabulates them: the settings that made them are the params
+    files and the run's config.json (dvc.yaml names the run and the split).
+    """
     seen = dataset.spec.seen_mask()
     iou = cm.iou()
     summary = summarize(iou, torch.from_numpy(seen), cm.pixel_accuracy())
     rows = per_class_rows(iou, list(dataset.spec.class_names), seen)
-    payload = {"name": name, **summary, **split_confusion(cm.mat, seen), **extra}
+    payload = {**summary, **split_confusion(cm.mat, seen), **extra}
     write_per_class_csv(rows, out_json.with_suffix(".csv"))
     log.info("%s: sIoU %.2f uIoU %.2f hIoU %.2f", name, summary["sIoU"], summary["uIoU"], summary["hIoU"])
     return write_json(out_json, payload)
@@ -88,9 +92,7 @@ def run(params: Params, run_dir: str | Path, out_json: str | Path, *, split: str
     example = torch.zeros(1, 3, size, size, device=device)
     with torch.inference_mode():
         fps = measure_fps(logits_fn, example, e.fps_warmup, e.fps_iters, device)
-    extra = {"fps": fps, "params": count_params(student), "flops": count_flops(student, example),
-             "image_size": size, "split": split or params.data.val_split, "run": str(run_dir),
-             "eval": to_dict(e), "fingerprint": run.provenance.get("fingerprint")}
+    extra = {"fps": fps, "params": count_params(student), "flops": count_flops(student, example), "image_size": size}
     return _finish(Path(run_dir).name, cm, dataset, extra, Path(out_json))
 
 
@@ -108,7 +110,5 @@ def run_clip_baseline(params: Params, out_json: str | Path, *, split: str | None
         logits = dense_text_logits(tokens, text, label.shape)
         pred = apply_seen_bias(logits, seen, params.eval.seen_bias)[0].argmax(0)
         cm.update(pred, label)
-    extra = {"split": split or params.data.val_split, "teacher_store": str(reader.path),
-             "fingerprint": reader.fingerprint, "eval": to_dict(params.eval)}
-    return _finish("clip_dense", cm, dataset, extra, Path(out_json))
+    return _finish("clip_dense", cm, dataset, {}, Path(out_json))
 

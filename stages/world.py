@@ -5,16 +5,23 @@ import logging
 from pathlib import Path
 
 from c2s_pipeline.config import Params
-from c2s_pipeline.world.generator import generate_world
+from c2s_pipeline.world.generator import WORLD_STYLES, generate_world, generate_world_b
 from c2s_pipeline.world.pretrain import pretrain_teacher
 from stages.common import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
 
-def run_generate(params: Params, out_dir: str | Path) -> Path:
-    """Write the generated world in the VOC layout under `out_dir`."""
-    summary = generate_world(Path(out_dir), params.world)
+class WorldError(ValueError):
+    """A world that cannot be generated as asked; what to do."""
+
+
+def run_generate(params: Params, out_dir: str | Path, style: str = "a") -> Path:
+    """Write the generated world in the VOC layout under `out_dir`: world A (the embedded default) or world B
+    (its cross-dataset target)."""
+    if style not in WORLD_STYLES:
+        raise WorldError(f"unknown world style {style!r}; choose one of {', '.join(WORLD_STYLES)}")
+    summary = (generate_world if style == "a" else generate_world_b)(Path(out_dir), params.world)
     log.info("world written to %s: %s", out_dir, {k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
     return Path(out_dir)
 

@@ -87,8 +87,10 @@ def test_world_split_is_a_parameter_validated_by_name(tmp_path):
         build_dataset("world", base, "train", world_unseen=("class9",))
     with pytest.raises(DatasetError, match="no seen class"):
         build_dataset("world", base, "train", world_unseen=tuple(f"class{i}" for i in range(4)))
-    with pytest.raises(DatasetError, match="at least one"):
-        build_dataset("world", base, "train", world_unseen=())
+    with pytest.raises(DatasetError, match="each once"):
+        build_dataset("world", base, "train", world_unseen=("class1", "class1"))
+    target = build_dataset("world", base, "train", world_unseen=())      # a cross-dataset target: no split
+    assert target.spec.unseen == () and set(np.unique(target[0].label)) == {0, 1, 2, IGNORE_INDEX}
 
 
 def test_view_windows_are_the_whole_image_then_corner_crops():

@@ -1,6 +1,7 @@
 """`dvc repro` of the real dvc.yaml on a tiny params.yaml: cache reuse across student and teacher changes."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -55,7 +56,8 @@ def test_repro_reuses_the_teacher_cache(tmp_path):
 
     first = sh(root, "dvc", "repro")
     for stage in ("generate", "pretrain_teacher", "pretrain_student_encoder", "precompute", "train_c2s",
-                  "train_seen_only", "report"):
+                  "train_seen_only", "generate_world_b", "vocab_world_b", "evaluate_world_b@c2s",
+                  "evaluate_clip_dense_world_b", "report"):
         assert f"Running stage '{stage}'" in first
     assert (root / "metrics" / "report.md").exists()
     stores = sorted(p.name for p in (root / "data_cache").glob("*.zarr"))
@@ -77,4 +79,9 @@ def test_repro_reuses_the_teacher_cache(tmp_path):
     for name in stores:                                                # the old stores stay valid
         assert CacheReader(root / "data_cache" / name).manifest["status"] == "complete"
     metrics = sh(root, "dvc", "metrics", "show")
-    assert "hIoU" in metrics and "metrics/c2s.json" in metrics
+    assert "hIoU" in metrics and "metrics/c2s.json" in metrics and "metrics/c2s-on-world_b.json" in metrics
+    shown = json.loads(sh(root, "dvc", "metrics", "show", "--json"))
+    values = [v for rev in shown.values() for file in rev["data"].values() for v in file["data"].values()]
+    assert len(values) > 30 and all(isinstance(v, (int, float)) for v in values)   # numbers only
+    plots = json.loads(sh(root, "dvc", "plots", "show", "--json"))
+    assert not plots.get("errors") and "loss" in plots["data"]

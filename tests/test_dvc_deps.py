@@ -13,7 +13,7 @@ PACKAGES = ("c2s_pipeline", "stages")
 COMMANDS = {"world generate": "stages.world", "world pretrain-teacher": "stages.world",
             "world pretrain-encoder": "stages.student_init",
             "world diagnose": "stages.diagnose", "precompute": "stages.precompute", "train": "stages.train",
-            "evaluate": "stages.evaluate", "report": "stages.report"}
+            "evaluate": "stages.evaluate", "report": "stages.report", "vocab": "stages.cross"}
 
 
 def module_file(name: str) -> Path | None:
@@ -59,7 +59,10 @@ def commands(cmd: str) -> set[str]:
     """The stage modules of every `c2s ...` call in a stage's cmd."""
     words = cmd.replace("&&", " ").split()
     calls = [" ".join(words[i + 1:i + 3]) for i, w in enumerate(words[:-1]) if w == "c2s"]
-    return {module for call in calls for key, module in COMMANDS.items() if f"{call} ".startswith(f"{key} ")}
+    modules = {module for call in calls for key, module in COMMANDS.items() if f"{call} ".startswith(f"{key} ")}
+    if "--dataset" in words and any(call.startswith("evaluate") for call in calls):
+        modules.add("stages.cross")                                  # cross-dataset evaluation
+    return modules
 
 
 @pytest.mark.parametrize("name", sorted(stages()))

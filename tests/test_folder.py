@@ -158,7 +158,7 @@ def test_the_pipeline_trains_and_evaluates_on_a_folder(tiny_params, tiny_world, 
     run_dir = train.run(p, tmp_path / "run", cache_dir=tmp_path / "cache")
     metrics = json.loads(evaluate.run(p, run_dir, tmp_path / "m.json", cache_dir=tmp_path / "cache").read_text())
     assert all(np.isfinite(metrics[k]) for k in ("sIoU", "uIoU", "hIoU"))
-    assert metrics["name"] == "run" and metrics["split"] == "val"
+    assert all(isinstance(v, (int, float)) for v in metrics.values())   # dvc metrics show: numbers only
 
 
 def test_cross_dataset_evaluation_scores_a_run_against_another_vocabulary(trained_run, project_params, tiny_world,

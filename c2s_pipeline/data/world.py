@@ -17,7 +17,8 @@ def world_spec(root: str | Path, unseen: tuple[str, ...] = DEFAULT_UNSEEN) -> Da
     """The world's DatasetSpec: class names from root/world.json, the unseen classes by name (`world.unseen`).
 
     The generator (c2s_pipeline/world/generator.py) writes world.json; the split is a parameter, so
-    changing it needs no new images.
+    changing it needs no new images. No unseen class is a world read as another run's target vocabulary
+    (cross-dataset evaluation); params refuse an empty `world.unseen` for training.
     """
     path = Path(root) / WORLD_META
     if not path.is_file():
@@ -30,9 +31,9 @@ def world_spec(root: str | Path, unseen: tuple[str, ...] = DEFAULT_UNSEEN) -> Da
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
         raise DatasetError(f"{path}: 'class_names' must be a non-empty list of strings; regenerate the world")
     unknown = [u for u in unseen if u not in names]
-    if unknown or not unseen or len(set(unseen)) != len(unseen):
+    if unknown or len(set(unseen)) != len(unseen):
         raise DatasetError(f"world.unseen {list(unseen)} must name distinct classes of the world "
-                           f"({'unknown: ' + ', '.join(unknown) if unknown else 'at least one'}); "
+                           f"({'unknown: ' + ', '.join(unknown) if unknown else 'each once'}); "
                            f"classes: {', '.join(names)}")
     if len(set(unseen)) == len(names):
         raise DatasetError("world.unseen names every class, which leaves no seen class to train on; "

@@ -114,6 +114,9 @@ def overlay_png(image: np.ndarray, pred: np.ndarray, class_names: list[str], out
 
 # The columns the results page shows of each evaluated model (what `make demo` is judged by).
 RESULT_COLUMNS = ("sIoU", "uIoU", "hIoU", "seen_as_unseen", "unseen_as_seen")
+# Cross-dataset evaluation (stages/cross.py): mIoU over the target's classes, over those named like a class the
+# run trained on, and over the rest.
+CROSS_COLUMNS = ("mIoU", "mIoU_trained_names", "mIoU_new_names")
 
 
 def results_table(models: list[dict], columns: tuple[str, ...] = RESULT_COLUMNS) -> str:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 STUDENT_FILE = "student.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
+LOSS_CSV = "loss.csv"   # the log again, for `dvc plots` (which reads no JSON lines)
 LOCK_FILE = ".lock"          # held by the process training into the folder (student.loop.train)
 CONFIG_FILE = "config.json"
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from c2s_pipeline.config import TrainConfig
 from c2s_pipeline.data.base import as_in_main_process
 from c2s_pipeline.files import exclusive_lock, replacing, write_text
-from c2s_pipeline.student.checkpoint import (CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, LOG_FILE, STUDENT_FILE,
+from c2s_pipeline.student.checkpoint import (CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, LOG_FILE, LOSS_CSV, STUDENT_FILE,
                                              CheckpointError, RunRecord, check_resumable, safe_load)
 from c2s_pipeline.student.task import LOSS_KEYS, C2STask
 
@@ -119,6 +119,14 @@ def _trim_log(path: Path, last: int) -> None:
     write_text(path, "".join(keep))
 
 
+def write_loss_csv(run_dir: Path) -> Path:
+    """The run's log.jsonl as loss.csv (one row per logged iteration), which dvc.yaml's loss plot reads."""
+    rows = [json.loads(line) for line in (run_dir / LOG_FILE).read_text().splitlines() if line.strip()]
+    columns = list(rows[0]) if rows else ["iter", *LOSS_KEYS]
+    lines = [",".join(columns)] + [",".join(str(row.get(c, "")) for c in columns) for row in rows]
+    return write_text(run_dir / LOSS_CSV, "\n".join(lines) + "\n")
+
+
 def _is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
@@ -212,4 +220,5 @@ def _train(task, loader_factory, cfg: TrainConfig, run_dir: Path, *, run: RunRec
         atomic_save({"state_dict": task.student.state_dict(), "embed_dim": task.student.embed_dim,
                      "config": saved, "seed": cfg.seed, "fingerprint": saved["provenance"].get("fingerprint")},
                     run_dir / STUDENT_FILE)
+        write_loss_csv(run_dir)
     return run_dir

@@ -95,12 +95,12 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def render(rng: np.random.Generator, size: int, classes: list[int],
-           radius: tuple[float, float] = SCENE_OBJECT_RADIUS) -> tuple[np.ndarray, np.ndarray]:
-    """Draw the given classes (later ones on top), circumradius a `radius` fraction of the side.
+           radius: tuple[float, float] = SCENE_OBJECT_RADIUS, ground=background) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the given classes (later ones on top) on `ground`, circumradius a `radius` fraction of the side.
 
     Returns image (S, S, 3) uint8 and label (S, S) uint8 (VOC raw: 0 background, class id + 1).
     """
-    img = background(rng, size)
+    img = ground(rng, size)
     label = np.zeros((size, size), dtype=np.uint8)
     for cls in classes:
         shape, colour = SHAPES[cls // len(COLOURS)], list(COLOURS.values())[cls % len(COLOURS)]
@@ -116,9 +116,33 @@ def render(rng: np.random.Generator, size: int, classes: list[int],
     return np.clip(img, 0, 255).astype(np.uint8), label
 
 
-def _objects(rng: np.random.Generator, max_objects: int) -> list[int]:
-    n = int(rng.integers(1, max_objects + 1))
-    return [int(c) for c in rng.choice(len(CLASS_NAMES), size=n, replace=False)]
+def _objects(rng: np.random.Generator, max_objects: int, classes: tuple[int, ...] | None = None,
+             min_objects: int = 1) -> list[int]:
+    """Distinct class ids of one scene: all 20 classes, or only `classes` (world B)."""
+    n = int(rng.integers(min_objects, max_objects + 1))
+    if classes is None:
+        return [int(c) for c in rng.choice(len(CLASS_NAMES), size=n, replace=False)]
+    return [classes[int(k)] for k in rng.choice(len(classes), size=n, replace=False)]
+
+
+def cloudy_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """(size, size, 3) float: world B's ground, smooth grey blotches (a low-resolution noise field upsampled) with
+    a faint tint and noise; never a class colour, and unlike world A's two-tone gradients."""
+    cells = rng.uniform(35, 215, size=(5, 5))
+    field = np.asarray(Image.fromarray(cells.astype(np.float32)).resize((size, size), Image.Resampling.BICUBIC))
+    tint = rng.uniform(-15, 15, size=3)
+    return field[..., None] + tint + rng.normal(0, 8, size=(size, size, 3))
+
+
+# World B: the cross-dataset target of the embedded default (docs/own-data.md). It shows the same kinds of things
+# in words the world's teacher knows, under a shift a real second dataset brings: half the vocabulary (the red
+# and blue classes: three of world A's default unseen classes, seven of its seen ones), smaller objects, more
+# of them per scene, and another kind of ground. It has only a val split (nothing trains on it).
+WORLD_B_COLOURS = ("red", "blue")
+WORLD_B_CLASSES = tuple(i for i, name in enumerate(CLASS_NAMES) if name.split()[0] in WORLD_B_COLOURS)
+WORLD_B_OBJECT_RADIUS = (0.07, 0.16)
+WORLD_B_OBJECTS = (2, 6)
+WORLD_STYLES = ("a", "b")
 
 
 # Every caption photo shows one object and names it, as a web photo of a thing does: a caption naming
@@ -158,6 +182,40 @@ def _write_split(root: Path, split: str, n: int, rng: np.random.Generator, size:
         ids.append(id_)
     (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
     return ids
+
+
+def _write_world_b(root: Path, n: int, rng: np.random.Generator, size: int, stats: dict) -> list[str]:
+    """World B's val split; its labels number its own classes (WORLD_B_CLASSES order) from 1."""
+    relabel = np.zeros(len(CLASS_NAMES) + 1, np.uint8)
+    relabel[[c + 1 for c in WORLD_B_CLASSES]] = np.arange(1, len(WORLD_B_CLASSES) + 1)
+    ids = []
+    for k in tqdm(range(n), desc="world B val", unit="img", leave=False):
+        id_ = f"val_{k:05d}"
+        image, label = render(rng, size, _objects(rng, WORLD_B_OBJECTS[1], WORLD_B_CLASSES, WORLD_B_OBJECTS[0]),
+                              radius=WORLD_B_OBJECT_RADIUS, ground=cloudy_background)
+        Image.fromarray(image).save(root / "JPEGImages" / f"{id_}.jpg", quality=95)
+        Image.fromarray(relabel[label], mode="L").save(root / "SegmentationClass" / f"{id_}.png")
+        present, counts = np.unique(label[label > 0], return_counts=True)
+        for c, px in zip(present - 1, counts):
+            stats["val"][CLASS_NAMES[c]] = stats["val"].get(CLASS_NAMES[c], 0) + int(px)
+        ids.append(id_)
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(ids) + "\n")
+    return ids
+
+
+def generate_world_b(out_dir: str | Path, cfg: WorldConfig) -> dict:
+    """Write world B (val split only, `cfg.n_val` images) under out_dir; deterministic from cfg.seed, drawn from
+    another random stream than world A's, so no scene of A recurs."""
+    root = Path(out_dir)
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    stats = {"val": {}}
+    _write_world_b(root, cfg.n_val, np.random.default_rng([cfg.seed, 1]), cfg.image_size, stats)
+    meta = {"class_names": [CLASS_NAMES[c] for c in WORLD_B_CLASSES], "seed": cfg.seed, "style": "b",
+            "image_size": cfg.image_size, "n_val": cfg.n_val, "version": WORLD_VERSION, "pixels_per_class": stats}
+    (root / "world.json").write_text(json.dumps(meta, indent=1))
+    log.info("world B: %d val images of %d classes", cfg.n_val, len(WORLD_B_CLASSES))
+    return meta
 
 
 def generate_world(out_dir: str | Path, cfg: WorldConfig) -> dict:
