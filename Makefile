@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install install-test browser demo test test-fast lint gpu-check docs docs-check lock clean-outputs
+.PHONY: install install-test browser demo sweep test test-fast lint gpu-check docs docs-check lock clean-outputs
 
 install: $(VENV)/.installed             # what the pipeline needs (make demo)
 install-test: $(VENV)/.installed-test   # + the test extra: pytest, ruff, and the deploy and serve extras
@@ -31,6 +31,20 @@ demo: install
 	dvc repro
 	dvc metrics show
 	cat metrics/report.md
+
+# World seeds x unseen splits as DVC experiments (dvc.yaml's stages with -S overrides), queued and run one at a
+# time (two torch jobs on 2 cores run ~5x slower each); `dvc queue status` follows them, `dvc exp show` compares
+# them and `python -m benchmarks.experiments` tabulates C2S - seen-only. A teacher is trained once per seed: a
+# split changes no input of its stage, so DVC's run cache restores it.
+SEEDS ?= 0 1 2
+OTHER_SPLIT ?= ['green circle','blue square','yellow triangle','red star','green cross']
+sweep: install
+	for s in $(SEEDS); do \
+	  dvc exp run --queue -n seed$$s -S world.seed=$$s && \
+	  dvc exp run --queue -n seed$$s-other -S world.seed=$$s -S "world.unseen=$(OTHER_SPLIT)" || exit 1; \
+	done
+	dvc queue start --jobs 1
+	@echo "queued; follow with dvc queue status, then: python -m benchmarks.experiments"
 
 # Two workers (pytest-xdist), one core and one torch thread each (tests/conftest.py); timing: docs/results.md.
 # loadgroup: each of test_export.py and test_serve.py runs on one worker, so its module fixtures start once.

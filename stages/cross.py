@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
+from c2s_pipeline.data.prompts import as_json
 from c2s_pipeline.data.registry import build_dataset, dataset_class, dataset_from_params
 from c2s_pipeline.eval.inference import dense_text_logits
 from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, summarize
@@ -39,7 +40,7 @@ def vocab_for(params: Params, names: list[str], templates: str, weights: str, *,
     the same vocabulary never load CLIP. A file of other names or of another teacher is refused.
     """
     if vocab is None:
-        key = hashlib.sha256(json.dumps([weights, templates, names]).encode()).hexdigest()[:16]
+        key = hashlib.sha256(json.dumps([weights, as_json(templates), names]).encode()).hexdigest()[:16]
         vocab = Path(cache_dir) / f"vocab-{key}.pt"
         if not vocab.is_file():
             log.info("embedding the %d target class names once into %s", len(names), vocab)
@@ -49,7 +50,7 @@ def vocab_for(params: Params, names: list[str], templates: str, weights: str, *,
     saved = safe_load(vocab, "vocabulary", fix, keys=("class_names", "text_embeddings"))
     if list(saved["class_names"]) != names:
         raise EvaluationError(f"{vocab} holds other class names than the target's {len(names)}; {fix}")
-    if saved.get("weights_digest") != weights or saved.get("templates") != templates:
+    if saved.get("weights_digest") != weights or as_json(saved.get("templates")) != as_json(templates):
         raise EvaluationError(f"{vocab} was embedded by another teacher or prompt set than the run's; {fix}")
     return saved["text_embeddings"].float()
 

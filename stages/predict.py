@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
+from c2s_pipeline.data.prompts import as_json
 from c2s_pipeline.eval.open_vocab import (PredictError, class_map, clean_names, label_pixels, prepare,
                                          read_image, text_encoder, with_background)
 from c2s_pipeline.eval.report import overlay_png
@@ -29,7 +30,7 @@ def write_vocab(params: Params, class_names: list[str], out: str | Path) -> Path
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"class_names": names, "text_embeddings": text, "clip_model": params.teacher.clip_model,
-                "weights_digest": clip.weights_digest, "templates": templates}, out)
+                "weights_digest": clip.weights_digest, "templates": as_json(templates)}, out)
     return out
 
 

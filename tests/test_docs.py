@@ -150,6 +150,9 @@ def test_a_demos_metrics_folder_becomes_the_record_and_the_pages(tmp_path):
         (metrics / f"{name}.json").write_text(json.dumps(values))
         write_per_class_csv([{"class": "red circle", "iou": 50.0 + k, "seen": False},
                              {"class": "blue star", "iou": None, "seen": True}], metrics / f"{name}.csv")
+        (metrics / f"{name}-on-world_b.json").write_text(json.dumps(
+            {"mIoU": 30.0 + k, "mIoU_trained_names": 35.0 + k, "mIoU_new_names": 20.0 + k, "trained_names": 7,
+             "classes": 10, "pixel_acc": 50.0}))
     stale = docs.run(tmp_path, metrics, wall_clock=["19:00", "21:00"])
     assert set(stale) == {docs.PAGE, docs.README}
     record = json.loads((tmp_path / docs.RECORD).read_text())
@@ -158,3 +161,5 @@ def test_a_demos_metrics_folder_becomes_the_record_and_the_pages(tmp_path):
     assert "make_test" in record and docs.run(tmp_path, check=True) == []
     readme = (tmp_path / docs.README).read_text()
     assert "| C2S | 60.00 | 40.00 | 48.00 |" in readme and "20 min 0 s (median of 2 runs)" in readme
+    page = (tmp_path / docs.PAGE).read_text()
+    assert "| seen-only | 31.00 | 36.00 | 21.00 |" in page and "Of its 10 classes, 7 are named like" in page

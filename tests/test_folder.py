@@ -81,6 +81,43 @@ def test_masks_map_to_class_ids_under_either_convention(tmp_path, palette, reduc
     assert (seen_only == np.where(expected == 1, 255, expected)).all()      # the inductive gate
 
 
+def test_a_classes_yaml_with_its_own_templates(tiny_params, tiny_teacher, tmp_path):
+    """Templates listed in classes.yaml are the prompt set: the teacher embeds each name in each sentence
+    (normalised, averaged, normalised), and the store's identity changes with them; a sentence without its {} is
+    refused with the file named."""
+    import torch
+    import torch.nn.functional as F
+
+    from c2s_pipeline.cache.identity import locate_store
+    from c2s_pipeline.teacher.clip import load_clip
+
+    own = ["an aerial photo of {}.", "a drawing of a {} seen from above."]
+    roots = {}
+    for name, templates in (("own", own), ("single", "single")):
+        roots[name] = write_masks(tmp_path / name, {"a": np.array([[0, 1], [1, 0]])}, palette=False,
+                                  classes=["roof", "road"], templates=templates)
+    spec = folder_spec(roots["own"])
+    assert spec.templates == tuple(own) and spec.prompt_set("auto") == tuple(own)
+    clip = load_clip("c2s-tiny-vit", str(tiny_teacher), image_size=64)
+    got = clip.encode_text(["roof", "road"], spec.prompt_set("auto"))
+    raw = clip.model.encode_text(clip.tokenizer([t.format(c) for c in ("roof", "road") for t in own]))
+    want = F.normalize(F.normalize(raw.float(), dim=-1).view(2, 2, -1).mean(1), dim=-1)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(got, clip.encode_text(["roof", "road"], "single"), atol=1e-3)
+
+    fingerprints = []
+    for root in roots.values():
+        p = dataclasses.replace(tiny_params, data=dataclasses.replace(
+            tiny_params.data, dataset="folder", root=str(root), unseen=("road",)))
+        fingerprints.append(locate_store(p, "train", tmp_path / "cache")[1].fingerprint)
+    assert fingerprints[0] != fingerprints[1]
+
+    (roots["own"] / "classes.yaml").write_text(yaml.safe_dump({"classes": ["roof", "road"],
+                                                               "templates": ["an aerial photo"]}))
+    with pytest.raises(DatasetError, match=r"classes.yaml: templates must be .* one \{\} each"):
+        folder_spec(roots["own"])
+
+
 def test_a_classes_txt_and_its_refusals(tmp_path):
     root = write_masks(tmp_path / "txt", {"a": np.zeros((2, 2))}, palette=False, classes="cat\n\ndog\n")
     assert folder_spec(root).class_names == ("cat", "dog")
@@ -186,3 +223,43 @@ def test_cross_dataset_evaluation_scores_a_run_against_another_vocabulary(traine
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "again.json").read_text())["mIoU"] == cross["mIoU"]
 
+
+
+def test_a_vocab_file_serves_cross_evaluation_and_one_of_other_names_or_prompts_is_refused(
+        trained_run, project_params, tiny_world, tmp_path, monkeypatch):
+    """`c2s vocab --dataset` writes what cross-dataset evaluation would embed: with it, the scores are those of the
+    kept embeddings and nothing is embedded; a file of other names, or of another prompt set, is one line."""
+    from stages import cross, predict
+    from stages.evaluate import EvaluationError
+
+    cache = trained_run.parent / "cache"
+    target = world_as_folder(tiny_world, tmp_path / "target")
+    kept = json.loads(cross.run(project_params, trained_run, tmp_path / "kept.json", dataset="folder", root=target,
+                                cache_dir=cache).read_text())
+    vocab = cross.write_target_vocab(project_params, tmp_path / "v.pt", dataset="folder", root=target)
+    monkeypatch.setattr(cross, "write_vocab", lambda *a, **k: pytest.fail("embedded again"))
+    given = json.loads(cross.run(project_params, trained_run, tmp_path / "given.json", dataset="folder",
+                                 root=target, cache_dir=cache, vocab=vocab).read_text())
+    assert given == kept and given["classes"] == 20
+    names = json.loads((tiny_world / "world.json").read_text())["class_names"]
+    for bad, message in ((names[:3], "other class names"), (names, "another teacher or prompt set")):
+        teacher = dataclasses.replace(project_params.teacher, templates="ensemble")
+        predict.write_vocab(dataclasses.replace(project_params, teacher=teacher), bad, tmp_path / "bad.pt")
+        with pytest.raises(EvaluationError, match=message):
+            cross.run(project_params, trained_run, tmp_path / "x.json", dataset="folder", root=target,
+                      cache_dir=cache, vocab=tmp_path / "bad.pt")
+
+
+def test_the_teachers_dense_map_on_a_vocabulary_scores_as_its_clip_baseline(project_params, tiny_world, tmp_path):
+    """The world read as another run's target: the teacher's dense map over its whole vocabulary, its names split
+    by params' seen classes, scores what `c2s evaluate --clip-baseline` (the stored tokens, no seen bias) does."""
+    from stages import cross, evaluate, precompute
+
+    p = dataclasses.replace(project_params, eval=dataclasses.replace(project_params.eval, seen_bias=0.0))
+    precompute.run(p, split="val", cache_dir=tmp_path / "cache")
+    own = json.loads(evaluate.run_clip_baseline(p, tmp_path / "own.json", cache_dir=tmp_path / "cache").read_text())
+    other = json.loads(cross.run_teacher(p, tmp_path / "cross.json", dataset="world", root=tiny_world,
+                                         cache_dir=tmp_path / "cache").read_text())
+    assert other["classes"] == 20 and other["trained_names"] == 20 - len(p.world.unseen)
+    assert abs(other["mIoU_trained_names"] - own["sIoU"]) < 1.0 and abs(other["mIoU_new_names"] - own["uIoU"]) < 1.0
+    assert len(list((tmp_path / "cache").glob("vocab-*.pt"))) == 1

@@ -13,7 +13,8 @@ from PIL import Image
 
 from c2s_pipeline.config import EncoderPretrainConfig, PretrainConfig, WorldConfig
 from c2s_pipeline.data.registry import build_dataset
-from c2s_pipeline.world.generator import CLASS_NAMES, COLOURS, SHAPES, generate_world
+from c2s_pipeline.world.generator import (CLASS_NAMES, COLOURS, SHAPES, WORLD_B_CLASSES, generate_world,
+                                          generate_world_b)
 from c2s_pipeline.teacher.registry import register_model_configs
 from c2s_pipeline.world.pretrain import pretrain_teacher
 from c2s_pipeline.world.schedule import warmup_cosine_lr
@@ -59,6 +60,34 @@ def test_layout_and_labels_match_pixels(tiny_world):
             checked += 1
         assert (sample.label == 255).any()                              # background is ignore
     assert checked >= 8
+
+
+def test_world_b_is_half_the_vocabulary_with_more_smaller_objects_on_another_ground(tiny_world, tmp_path):
+    """World B (the cross-dataset target): the red and blue classes only, labelled in its own class order, each
+    object's colour its class's; more and smaller objects than world A's; val only; deterministic."""
+    cfg = WorldConfig(seed=0, n_val=12, image_size=128)
+    meta = generate_world_b(tmp_path / "b", cfg)
+    names = [CLASS_NAMES[c] for c in WORLD_B_CLASSES]
+    assert meta["class_names"] == names and len(names) == 10 and {n.split()[0] for n in names} == {"red", "blue"}
+    assert not (tmp_path / "b" / "ImageSets" / "Segmentation" / "train.txt").exists()
+    b, a = build_dataset("world", tmp_path / "b", "val", world_unseen=()), build_dataset("world", tiny_world, "val")
+    colours = np.array(list(COLOURS.values()), float)
+    per_image, sizes = {"a": [], "b": []}, {"a": [], "b": []}
+    for key, ds in (("a", a), ("b", b)):
+        for i in range(len(ds)):
+            label = ds[i].label
+            present = np.unique(label[label != 255])
+            per_image[key].append(len(present))
+            sizes[key] += [(label == c).mean() for c in present]
+            if key == "b":
+                for c in present:
+                    mean = ds[i].image[label == c].mean(0)
+                    colour = list(COLOURS)[int(np.argmin(((colours - mean) ** 2).sum(1)))]
+                    assert names[c].startswith(colour), f"{names[c]} drawn {colour}"
+    assert np.mean(per_image["b"]) > np.mean(per_image["a"]) and max(per_image["b"]) <= 6
+    assert np.median(sizes["b"]) < np.median(sizes["a"])
+    generate_world_b(tmp_path / "again", cfg)
+    assert digest(tmp_path / "b") == digest(tmp_path / "again")
 
 
 def test_captions_name_every_drawn_object(tiny_world):

@@ -82,7 +82,7 @@ def model_config_digest(model_name: str) -> str | None:
 
 def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], data: str, clip_model: str,
                        model_config: str | None, weights_digest: str, image_size: int, dense_mode: str,
-                       crop_size: int, templates: str, mining, max_regions: int, unseen: list[int],
+                       crop_size: int, templates: str | list[str], mining, max_regions: int, unseen: list[int],
                        view_crops: tuple[float, ...], dense_tokens: bool, view_bank: dict | None = None) -> dict:
     """Everything the teacher's outputs depend on, as a JSON-able dict (view_bank: the bank's recipe, for a
     store of teacher.views bank)."""

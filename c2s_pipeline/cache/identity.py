@@ -11,6 +11,7 @@ from c2s_pipeline.cache.fingerprint import (data_digest, fingerprint_inputs, mod
                                             weights_digest)
 from c2s_pipeline.cache.store import CacheReader, StoreIdentity, store_path
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
+from c2s_pipeline.data.prompts import as_json
 from c2s_pipeline.data.registry import dataset_from_params
 
 
@@ -27,7 +28,7 @@ def teacher_inputs(params: Params, split: str, dataset) -> dict:
         dataset=d.dataset, split=split, ids=list(dataset.ids), data=data_digest(files, d.digest),
         clip_model=t.clip_model, model_config=model_config_digest(t.clip_model),
         weights_digest=weights_digest(t.clip_model, t.pretrained), image_size=d.image_size,
-        dense_mode=t.dense_mode, crop_size=t.crop_size, templates=dataset.spec.prompt_set(t.templates),
+        dense_mode=t.dense_mode, crop_size=t.crop_size, templates=as_json(dataset.spec.prompt_set(t.templates)),
         mining=params.mining, max_regions=t.max_regions, unseen=list(dataset.spec.unseen), view_crops=t.view_crops,
         dense_tokens=stores_dense_tokens(params, split), view_bank=view_bank_recipe(params, split),
     )

@@ -62,7 +62,8 @@ class DatasetSpec:
     name: str
     class_names: tuple[str, ...]
     unseen: tuple[int, ...]
-    templates: str = "single"     # the dataset's own prompt set (ZegCLIP's): single | ensemble
+    # the dataset's own prompt set (ZegCLIP's): single | ensemble, or a folder's own templates (data/prompts.py)
+    templates: str | tuple[str, ...] = "single"
 
     @property
     def num_classes(self) -> int:

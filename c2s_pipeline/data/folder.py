@@ -4,7 +4,8 @@
     <root>/img_dir/{train,val}/<id>.jpg (or .png)
     <root>/ann_dir/{train,val}/<id>.png (single-channel or palette; the pixel value is the class id)
 
-classes.yaml holds `classes` (names, in id order) and optionally `templates` (single | ensemble: the prompt set),
+classes.yaml holds `classes` (names, in id order) and optionally `templates` (the prompt set: single | ensemble, or
+a list of your own sentences with one {} each, e.g. ["an aerial photo of {}."]),
 `reduce_zero_label` (true: mask value 0 is unlabelled and value k is class k - 1, as ADE20K's) and `ignore_index`
 (default 255). The zero-shot split is `data.unseen` (class names) in params.
 """
@@ -17,6 +18,7 @@ import numpy as np
 import yaml
 
 from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError, DatasetSpec
+from c2s_pipeline.data.prompts import template_list
 from c2s_pipeline.data.reader import (SegmentationDataset, label_ids, lookup_table, map_label, read_image,
                                      read_label, require_dir)
 
@@ -24,7 +26,6 @@ FOLDER_LAYOUT = ("<root>/{classes.yaml | classes.txt, img_dir/{train,val}/<id>.j
                  "ann_dir/{train,val}/<id>.png} (mmseg's custom layout)")
 CLASSES_FILES = ("classes.yaml", "classes.txt")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-TEMPLATE_SETS = ("single", "ensemble")
 
 
 def folder_meta(root: str | Path) -> dict:
@@ -52,8 +53,13 @@ def folder_meta(root: str | Path) -> dict:
     meta = {"classes": [n.strip() for n in names], "templates": meta.get("templates", "single"),
             "reduce_zero_label": meta.get("reduce_zero_label", False), "ignore_index": meta.get("ignore_index",
                                                                                                IGNORE_INDEX)}
-    if meta["templates"] not in TEMPLATE_SETS:
-        raise DatasetError(f"{path}: templates {meta['templates']!r} is not one of {', '.join(TEMPLATE_SETS)}")
+    try:
+        if not isinstance(meta["templates"], str):
+            meta["templates"] = template_list(meta["templates"] if isinstance(meta["templates"], list) else [None])
+        else:
+            template_list(meta["templates"])
+    except DatasetError as err:
+        raise DatasetError(f"{path}: {err}") from None
     if not isinstance(meta["reduce_zero_label"], bool):
         raise DatasetError(f"{path}: reduce_zero_label must be true or false")
     top = 256 - int(meta["reduce_zero_label"])

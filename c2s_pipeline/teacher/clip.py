@@ -18,21 +18,13 @@ import torch.nn.functional as F
 
 from c2s_pipeline.cache.fingerprint import weights_digest
 from c2s_pipeline.config import changes, first_few, flatten
+from c2s_pipeline.data.prompts import template_list
 from c2s_pipeline.teacher.registry import register_model_configs
 
 log = logging.getLogger(__name__)
 
 DENSE_MODES = ("maskclip", "clearclip", "sclip", "standard")  # standard: tower unmodified (checks; = maskclip
                                                               # when an attention pool forms the embedding)
-SINGLE_TEMPLATE = ("a photo of a {}.",)
-ENSEMBLE_TEMPLATES = (  # ZegCLIP's 15 templates for COCO-Stuff / Context
-    "a photo of a {}.", "a photo of a small {}.", "a photo of a medium {}.", "a photo of a large {}.",
-    "This is a photo of a {}.", "This is a photo of a small {}.", "This is a photo of a medium {}.",
-    "This is a photo of a large {}.", "a {} in the scene.", "a photo of a {} in the scene.",
-    "There is a {} in the scene.", "There is the {} in the scene.", "This is a {} in the scene.",
-    "This is the {} in the scene.", "This is one {} in the scene.",
-)
-TEMPLATES = {"single": SINGLE_TEMPLATE, "ensemble": ENSEMBLE_TEMPLATES}
 
 
 class TeacherError(RuntimeError):
@@ -154,14 +146,14 @@ class FrozenCLIP:
             return F.normalize(self.model.encode_image(x).float(), dim=-1)
 
     @torch.no_grad()
-    def encode_text(self, class_names: list[str], templates: str = "single") -> torch.Tensor:
-        """(C, D): per class, normalise each template's embedding, average, normalise again."""
-        if templates not in TEMPLATES:
-            raise TeacherError(f"unknown templates '{templates}'; choose one of {', '.join(TEMPLATES)}")
-        prompts = [t.format(c) for c in class_names for t in TEMPLATES[templates]]
+    def encode_text(self, class_names: list[str], templates: str | tuple[str, ...] = "single") -> torch.Tensor:
+        """(C, D): per class, normalise each template's embedding, average, normalise again. `templates`: a prompt
+        set by name, or templates with one {} each (a folder's classes.yaml)."""
+        templates = template_list(templates)
+        prompts = [t.format(c) for c in class_names for t in templates]
         with self._autocast():
             emb = self.model.encode_text(self.tokenizer(prompts).to(self.device)).float()
-        emb = F.normalize(emb, dim=-1).view(len(class_names), len(TEMPLATES[templates]), -1)  # (C, T, D)
+        emb = F.normalize(emb, dim=-1).view(len(class_names), len(templates), -1)  # (C, T, D)
         return F.normalize(emb.mean(1), dim=-1)
 
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from c2s_pipeline.config import WorldConfig
-from c2s_pipeline.teacher.clip import SINGLE_TEMPLATE
+from c2s_pipeline.data.prompts import SINGLE_TEMPLATE
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from c2s_pipeline.data.base import IGNORE_INDEX
 from c2s_pipeline.data.registry import build_dataset
 from c2s_pipeline.data.transforms import clip_normalise
 from c2s_pipeline.files import replacing, write_text
-from c2s_pipeline.teacher.clip import SINGLE_TEMPLATE
+from c2s_pipeline.data.prompts import SINGLE_TEMPLATE
 from c2s_pipeline.teacher.registry import register_model_configs
 from c2s_pipeline.world.generator import caption_rows
 from c2s_pipeline.world.schedule import warmup_cosine_lr
