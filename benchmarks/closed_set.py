@@ -17,7 +17,8 @@ import torch
 
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.eval.inference import predict_logits, slide_stride
-from c2s_pipeline.eval.metrics import ConfusionMatrix, summarize
+from c2s_pipeline.eval.loop import confusion_matrix
+from c2s_pipeline.eval.metrics import summarize
 from c2s_pipeline.student.checkpoint import load_student
 from c2s_pipeline.student.data import image_to_tensor
 
@@ -30,15 +31,13 @@ def closed_set(run_dir: Path, cache_dir: Path) -> tuple[float, float]:
     seen = torch.from_numpy(dataset.spec.seen_mask())
     seen_ids = seen.nonzero()[:, 0]                          # seen-row index -> class id
     scale, size = p.student.logit_scale, p.data.image_size
-    cm = ConfusionMatrix(dataset.spec.num_classes)
-    with torch.inference_mode():
-        for i in range(len(dataset)):
-            sample = dataset[i]
-            logits = predict_logits(lambda x: student.predict_logits(x, text[seen], scale),
-                                    image_to_tensor(sample.image, p.student.normalisation)[None], mode=p.eval.mode,
-                                    crop=size, stride=slide_stride(p.eval.stride, size), flip=p.eval.flip)
-            pred = logits[0].argmax(0)          # raw logits: no calibration, so no saturated ties
-            cm.update(seen_ids[pred], torch.from_numpy(sample.label).long())
+
+    def predict(sample, _):
+        logits = predict_logits(lambda x: student.predict_logits(x, text[seen], scale),
+                                image_to_tensor(sample.image, p.student.normalisation)[None], mode=p.eval.mode,
+                                crop=size, stride=slide_stride(p.eval.stride, size), flip=p.eval.flip)
+        return seen_ids[logits[0].argmax(0)]    # raw logits: no calibration, so no saturated ties
+    cm = confusion_matrix(dataset, predict, desc=f"closed-set {run_dir.name}")
     scores = summarize(cm.iou().cpu(), seen.numpy(), cm.pixel_accuracy())
     return scores["sIoU"], scores["pixel_acc"]
 

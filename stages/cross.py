@@ -14,18 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
 from c2s_pipeline.data.prompts import as_json
 from c2s_pipeline.data.registry import build_dataset, dataset_class, dataset_from_params
-from c2s_pipeline.eval.inference import dense_text_logits
-from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, summarize
+from c2s_pipeline.eval.loop import confusion_matrix, dense_map_predictor, student_predictor
+from c2s_pipeline.eval.metrics import per_class_rows, summarize
 from c2s_pipeline.eval.report import write_per_class_csv
 from c2s_pipeline.files import write_json
 from c2s_pipeline.student.checkpoint import load_run, safe_load
 from stages.common import resolve_device
-from stages.evaluate import EvaluationError, confusion
+from stages.evaluate import EvaluationError
 from stages.predict import write_vocab
 
 log = logging.getLogger(__name__)
@@ -100,8 +99,8 @@ def run(params: Params, run_dir: str | Path, out_json: str | Path, *, dataset: s
     seen_names = {n for n, s in zip(run.provenance["class_names"], reader.class_seen()) if s}
     trained = np.array([n in seen_names for n in names])
     logits_fn = lambda x: student.predict_logits(x, emb, run.params.student.logit_scale)  # noqa: E731
-    cm = confusion(logits_fn, target, run.params, params.eval, np.zeros(len(names), bool), 0.0, device,
-                   f"evaluate {Path(run_dir).name} on {dataset}")
+    predict = student_predictor(logits_fn, run.params, params.eval, np.zeros(len(names), bool), 0.0, device)
+    cm = confusion_matrix(target, predict, device=device, desc=f"evaluate {Path(run_dir).name} on {dataset}")
     return _write(f"{Path(run_dir).name} on {dataset}", cm.iou(), names, trained, cm.pixel_accuracy(), out_json)
 
 
@@ -122,12 +121,8 @@ def run_teacher(params: Params, out_json: str | Path, *, dataset: str, root: str
     text = vocab_for(params, names, prompts, clip.weights_digest, vocab=vocab, cache_dir=cache_dir)
     seen_names = {own.class_names[i] for i in np.nonzero(own.seen_mask())[0]}
     trained = np.array([n in seen_names for n in names])
-    cm = ConfusionMatrix(len(names))
-    with torch.inference_mode():
-        for i in tqdm(range(len(target)), desc=f"evaluate the teacher's dense map on {dataset}", unit="img"):
-            sample = target[i]
-            x = clip.preprocess(sample.image[None], params.data.image_size)
-            tokens = clip.encode_images(x).dense_tokens[0].cpu()                       # (h, w, D)
-            pred = dense_text_logits(tokens, text, sample.label.shape)[0].argmax(0)  # (H, W)
-            cm.update(pred, torch.from_numpy(sample.label).long())
+    tokens = lambda sample, _: clip.encode_images(  # noqa: E731  (h, w, D)
+        clip.preprocess(sample.image[None], params.data.image_size)).dense_tokens[0].cpu()
+    cm = confusion_matrix(target, dense_map_predictor(tokens, text, np.zeros(len(names), bool), 0.0),
+                          desc=f"evaluate the teacher's dense map on {dataset}")
     return _write(f"the teacher's dense map on {dataset}", cm.iou(), names, trained, cm.pixel_accuracy(), out_json)

@@ -6,15 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, EvalConfig, Params
+from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
 from c2s_pipeline.data.registry import dataset_from_params
-from c2s_pipeline.eval.inference import apply_seen_bias, dense_text_logits, segment, slide_stride
+from c2s_pipeline.eval.loop import confusion_matrix, dense_map_predictor, student_predictor
 from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, split_confusion, summarize
 from c2s_pipeline.eval.report import write_per_class_csv
 from c2s_pipeline.eval.speed import count_flops, count_params, measure_fps
-from c2s_pipeline.student.data import image_to_tensor
 from c2s_pipeline.cache.identity import open_store
 from c2s_pipeline.files import write_json
 from c2s_pipeline.student.checkpoint import load_run
@@ -59,22 +57,6 @@ def _finish(name: str, cm: ConfusionMatrix, dataset, extra: dict, out_json: Path
     return write_json(out_json, payload)
 
 
-def confusion(logits_fn, dataset, run_params: Params, e: EvalConfig, seen_mask: np.ndarray, bias: float, device,
-              desc: str) -> ConfusionMatrix:
-    """The confusion matrix of a student's logits_fn over every image of dataset (at full label resolution),
-    under the eval settings e, `bias` subtracted from the classes of seen_mask after calibration."""
-    size, seen = run_params.data.image_size, torch.from_numpy(seen_mask)
-    cm = ConfusionMatrix(dataset.spec.num_classes, device=device)
-    with torch.inference_mode():
-        for i in tqdm(range(len(dataset)), desc=desc, unit="img"):
-            sample = dataset[i]
-            x = image_to_tensor(sample.image, run_params.student.normalisation)[None].to(device)  # (1, 3, H, W)
-            pred = segment(logits_fn, x, seen, bias, e.calibration, mode=e.mode, crop=size,
-                           stride=slide_stride(e.stride, size), flip=e.flip)
-            cm.update(pred, torch.from_numpy(sample.label).long().to(device))
-    return cm
-
-
 def run(params: Params, run_dir: str | Path, out_json: str | Path, *, split: str | None = None,
         cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None) -> Path:
     """Evaluate the student in `run_dir` on the full-label split; writes metrics JSON + per-class CSV. The run's
@@ -87,8 +69,8 @@ def run(params: Params, run_dir: str | Path, out_json: str | Path, *, split: str
     text = torch.from_numpy(reader.text_embeddings()).float().to(device)
     size = run.params.data.image_size
     logits_fn = lambda x: student.predict_logits(x, text, run.params.student.logit_scale)  # noqa: E731
-    cm = confusion(logits_fn, dataset, run.params, e, dataset.spec.seen_mask(), e.seen_bias, device,
-                   f"evaluate {Path(run_dir).name}")
+    predict = student_predictor(logits_fn, run.params, e, dataset.spec.seen_mask(), e.seen_bias, device)
+    cm = confusion_matrix(dataset, predict, device=device, desc=f"evaluate {Path(run_dir).name}")
     example = torch.zeros(1, 3, size, size, device=device)
     with torch.inference_mode():
         fps = measure_fps(logits_fn, example, e.fps_warmup, e.fps_iters, device)
@@ -102,13 +84,8 @@ def run_clip_baseline(params: Params, out_json: str | Path, *, split: str | None
     dataset = _val_dataset(params, split)
     reader = open_store(params, split or params.data.val_split, cache_dir=cache_dir, seen_only=False)
     text = torch.from_numpy(reader.text_embeddings()).float()               # (C, D)
-    seen = torch.from_numpy(dataset.spec.seen_mask())
-    cm = ConfusionMatrix(dataset.spec.num_classes)
-    for i in tqdm(range(len(dataset)), desc="evaluate clip dense", unit="img"):
-        label = torch.from_numpy(dataset[i].label).long()
-        tokens = torch.from_numpy(reader.dense_tokens(i).astype(np.float32))  # (h, w, D)
-        logits = dense_text_logits(tokens, text, label.shape)
-        pred = apply_seen_bias(logits, seen, params.eval.seen_bias)[0].argmax(0)
-        cm.update(pred, label)
+    stored = lambda _, i: torch.from_numpy(reader.dense_tokens(i).astype(np.float32))  # noqa: E731  (h, w, D)
+    predict = dense_map_predictor(stored, text, dataset.spec.seen_mask(), params.eval.seen_bias)
+    cm = confusion_matrix(dataset, predict, desc="evaluate clip dense")
     return _finish("clip_dense", cm, dataset, {}, Path(out_json))
 

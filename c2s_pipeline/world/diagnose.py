@@ -16,8 +16,8 @@ from tqdm import tqdm
 from c2s_pipeline.cache.schema import LATENT
 from c2s_pipeline.data.base import IGNORE_INDEX
 from c2s_pipeline.data.transforms import resize_pair
-from c2s_pipeline.eval.inference import apply_seen_bias, dense_text_logits
-from c2s_pipeline.eval.metrics import ConfusionMatrix, summarize
+from c2s_pipeline.eval.loop import confusion_matrix, dense_map_predictor
+from c2s_pipeline.eval.metrics import summarize
 from c2s_pipeline.teacher.clip import DENSE_MODES, FrozenCLIP
 
 log = logging.getLogger(__name__)
@@ -135,12 +135,10 @@ def dense_modes_miou(clip: FrozenCLIP, dataset, text: torch.Tensor, image_size: 
     try:
         for mode in [m for m in DENSE_MODES if m != "standard"]:
             clip.dense_mode = mode
-            cm = ConfusionMatrix(dataset.spec.num_classes)
-            for i in tqdm(range(len(dataset)), desc=f"diagnose dense {mode}", unit="img", leave=False):
-                sample = dataset[i]
-                tokens = clip.encode_images(clip.preprocess(sample.image[None], image_size)).dense_tokens[0]
-                logits = dense_text_logits(tokens.cpu(), text, sample.label.shape)
-                cm.update(apply_seen_bias(logits, seen, seen_bias)[0].argmax(0), torch.from_numpy(sample.label))
+            tokens = lambda sample, _: clip.encode_images(  # noqa: E731
+                clip.preprocess(sample.image[None], image_size)).dense_tokens[0].cpu()
+            cm = confusion_matrix(dataset, dense_map_predictor(tokens, text, dataset.spec.seen_mask(), seen_bias),
+                                  desc=f"diagnose dense {mode}")
             results[mode] = summarize(cm.iou(), seen, cm.pixel_accuracy())
     finally:
         clip.dense_mode = original
