@@ -22,7 +22,8 @@ from c2s_pipeline.eval.loop import confusion_matrix, dense_map_predictor, studen
 from c2s_pipeline.eval.metrics import per_class_rows, summarize
 from c2s_pipeline.eval.report import write_per_class_csv
 from c2s_pipeline.files import write_json
-from c2s_pipeline.student.checkpoint import load_run, safe_load
+from c2s_pipeline.student.checkpoint import load_run
+from c2s_pipeline.student.torch_files import safe_load
 from stages.common import resolve_device
 from stages.evaluate import EvaluationError
 from stages.predict import write_vocab

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from c2s_pipeline.cache.identity import open_store
+from c2s_pipeline.teacher.identity import open_store
 from c2s_pipeline.cache.store import CacheError
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
 from c2s_pipeline.data.registry import dataset_from_params

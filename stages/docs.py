@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 from pathlib import Path
@@ -24,10 +25,11 @@ PAGE = Path("docs/results.md")
 README = Path("README.md")
 DESIGN = Path("docs/DESIGN.md")
 DVC_YAML = Path("dvc.yaml")
+PARAMS = Path("params.yaml")
 PAPER_SETTINGS = Path("docs/paper-settings.md")
 PAPER_FILES = {"VOC": "params-voc.yaml", "Context": "params-context.yaml", "COCO-Stuff": "params-cocostuff.yaml"}
 # Every file the generated parts are made from or written into.
-INPUTS = (RECORD, PAGE, README, DESIGN, DVC_YAML, PAPER_SETTINGS, *map(Path, PAPER_FILES.values()))
+INPUTS = (RECORD, PAGE, README, DESIGN, DVC_YAML, PARAMS, PAPER_SETTINGS, *map(Path, PAPER_FILES.values()))
 
 # The rows of the demo's table: metrics/<name>.json of the dvc.yaml stages evaluate@c2s, evaluate@seen_only and
 # evaluate_clip_dense, in this order, with the label the docs give them.
@@ -216,6 +218,12 @@ def _out_paths(stage: dict) -> list[str]:
     return paths
 
 
+def resolve_params(dvc_yaml: str, params_yaml: str) -> str:
+    """dvc.yaml with its ${section.key} references to params.yaml replaced by their values, as DVC reads it."""
+    values = flatten(yaml.safe_load(params_yaml))
+    return re.sub(r"\$\{([a-z_]+\.[a-z_.]+)\}", lambda m: str(values.get(m.group(1), m.group(0))), dvc_yaml)
+
+
 def dvc_stages(dvc_yaml: str) -> dict[str, dict]:
     """dvc.yaml's stages with `foreach` expanded as DVC names them (`evaluate@c2s`)."""
     expanded = {}
@@ -291,14 +299,15 @@ def paper_settings_table(repo: Path) -> str:
 
 def expected_files(repo: Path, record: dict) -> dict[Path, str]:
     """Every file the docs command writes, as it should read."""
-    diagram = pipeline_diagram((repo / DVC_YAML).read_text())
+    dvc_yaml = resolve_params((repo / DVC_YAML).read_text(), (repo / PARAMS).read_text())
+    diagram = pipeline_diagram(dvc_yaml)
     readme = (repo / README).read_text()
     readme = replace_between_markers(readme, "results:demo", demo_excerpt(record))
     readme = replace_between_markers(readme, "results:demo-time", demo_time(record))
     readme = replace_between_markers(readme, "results:test-time", test_time(record))
     readme = replace_between_markers(readme, "pipeline", diagram)
     design = replace_between_markers((repo / DESIGN).read_text(), "pipeline",
-                                     diagram + "\n\n" + stage_table((repo / DVC_YAML).read_text()))
+                                     diagram + "\n\n" + stage_table(dvc_yaml))
     settings = replace_between_markers((repo / PAPER_SETTINGS).read_text(), "paper-settings",
                                        paper_settings_table(repo))
     return {PAGE: results_page(record), README: readme, DESIGN: design, PAPER_SETTINGS: settings}

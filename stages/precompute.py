@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from c2s_pipeline import __version__
 from c2s_pipeline.cache.backends import is_url
-from c2s_pipeline.cache.identity import locate_store, stores_dense_tokens, uses_view_bank
+from c2s_pipeline.teacher.identity import locate_store, stores_dense_tokens, uses_view_bank
 from c2s_pipeline.cache.schema import CacheShape
 from c2s_pipeline.cache.store import CacheWriter, StoreIdentity, is_complete, publish_complete, store_lock
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params, TeacherConfig, to_dict

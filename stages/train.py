@@ -17,7 +17,7 @@ from c2s_pipeline.student.model import Student, is_weights_file
 from c2s_pipeline.student.task import C2STask
 from c2s_pipeline import __version__
 from c2s_pipeline.cache.fingerprint import file_sha256
-from c2s_pipeline.cache.identity import open_store
+from c2s_pipeline.teacher.identity import open_store
 from stages.common import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)

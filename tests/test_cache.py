@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from c2s_pipeline.cache import schema as S
-from c2s_pipeline.cache.fingerprint import fingerprint_inputs, model_config_digest, teacher_fingerprint
+from c2s_pipeline.cache.fingerprint import fingerprint_inputs, teacher_fingerprint
+from c2s_pipeline.teacher.registry import model_config_digest
 from c2s_pipeline.cache.inspect import list_stores, verify_store
 from c2s_pipeline.cache.schema import CacheShape, TeacherRecord
 from c2s_pipeline.cache.store import CacheError, CacheReader, CacheWriter, StoreIdentity, UnseenAccessError

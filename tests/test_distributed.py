@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.student.checkpoint import LOG_FILE
 from stages import precompute, train
-from c2s_pipeline.cache.identity import locate_store
+from c2s_pipeline.teacher.identity import locate_store
 from tests.test_precompute import assert_same_store
 
 pytestmark = pytest.mark.slow   # 2-process gloo runs

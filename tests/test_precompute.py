@@ -21,7 +21,7 @@ from c2s_pipeline.cache.backends import partial_path
 from c2s_pipeline.cache.store import CacheError, CacheReader, CacheWriter
 from stages import precompute
 from c2s_pipeline.cache import fingerprint
-from c2s_pipeline.cache.identity import locate_store, open_store
+from c2s_pipeline.teacher.identity import locate_store, open_store
 from c2s_pipeline.teacher.registry import MODEL_CONFIG_DIR
 
 REPO = Path(__file__).resolve().parents[1]

@@ -217,7 +217,7 @@ def test_training_reads_only_seen_labels_and_seen_text(cached, tmp_path, monkeyp
 def test_training_data_must_pass_the_seen_only_gate(cached):
     params, cache_dir = cached
     from c2s_pipeline.data.registry import build_dataset
-    from c2s_pipeline.cache.identity import locate_store
+    from c2s_pipeline.teacher.identity import locate_store
 
     reader = cache_store.CacheReader(locate_store(params, "train", cache_dir)[0])
     full = build_dataset("world", params.data.root, "train", seen_only=False)
@@ -267,7 +267,7 @@ def test_a_training_item_is_one_stored_view_with_that_views_global_cls(cached):
     from c2s_pipeline.data.registry import dataset_from_params
     from c2s_pipeline.data.transforms import resize_pair, view_crop_flip
     from c2s_pipeline.student.data import image_to_tensor
-    from c2s_pipeline.cache.identity import locate_store
+    from c2s_pipeline.teacher.identity import locate_store
 
     params, cache_dir = cached
     reader = CacheReader(locate_store(params, "train", cache_dir)[0], seen_only=True)

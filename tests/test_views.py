@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from c2s_pipeline.cache.identity import locate_store
+from c2s_pipeline.teacher.identity import locate_store
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.data.base import IGNORE_INDEX, to_seen_only
 from c2s_pipeline.data.registry import dataset_from_params

@@ -10,11 +10,15 @@ import json
 from pathlib import Path
 
 from c2s_pipeline.cache.schema import SCHEMA_VERSION
-from c2s_pipeline.teacher.registry import MODEL_CONFIG_DIR
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def json_digest(obj) -> str:
+    """16 hex chars of sha256 over the canonical JSON of obj."""
+    return _sha256(json.dumps(obj, sort_keys=True).encode())[:16]
 
 
 def teacher_fingerprint(inputs: dict) -> str:
@@ -50,16 +54,6 @@ def data_digest(paths, mode: str = "stat") -> str:
     return sha.hexdigest()[:16]
 
 
-def weights_digest(model_name: str, pretrained: str | None) -> str:
-    """Identity of the teacher weights without loading them: a checkpoint's sha256, or model:tag."""
-    if not pretrained:
-        return "random-init"
-    path = Path(pretrained)
-    if not path.is_file():
-        return f"{model_name}:{pretrained}"
-    return file_sha256(path)
-
-
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes, read in 1 MiB blocks (checkpoints may be GBs)."""
     sha = hashlib.sha256()
@@ -67,17 +61,6 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             sha.update(block)
     return sha.hexdigest()
-
-
-def model_config_digest(model_name: str) -> str | None:
-    """Identity of the teacher's architecture when this project defines it: 16 hex chars over the canonical JSON
-    of its own config (`c2s-*`, which can change with this code while their weight names stay the same,
-    as a change of pooling does). None for open_clip's configs, fixed by its pinned version: their stores keep
-    their addresses."""
-    path = MODEL_CONFIG_DIR / f"{model_name}.json"
-    if not path.is_file():
-        return None
-    return _sha256(json.dumps(json.loads(path.read_text()), sort_keys=True).encode())[:16]
 
 
 def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], data: str, clip_model: str,

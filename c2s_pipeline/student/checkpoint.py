@@ -1,12 +1,10 @@
-"""The run folder's files and the one loader of files a user may get from elsewhere (student.pt, checkpoint.pt,
-vocab.pt): it never runs code. Also what a checkpoint may be resumed under, and the student loaded for inference.
+"""The run folder's files (student.pt, checkpoint.pt, config.json, log.jsonl), what a checkpoint may be resumed
+under, and the student loaded for inference; every torch file is read by student.torch_files.safe_load.
 """
 from __future__ import annotations
 
 import logging
-import pickle
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +14,8 @@ from c2s_pipeline.cache.backends import ZarrBackend, is_url
 from c2s_pipeline.cache.store import CacheReader, StoreIdentity, store_path
 from c2s_pipeline.config import (DEFAULT_CACHE_DIR, ConfigError, Params, changes, first_few, flatten,
                                  params_from_dict, to_dict)
-from c2s_pipeline.student.model import Student, StudentError
+from c2s_pipeline.student.model import Student
+from c2s_pipeline.student.torch_files import CheckpointError, safe_load
 
 log = logging.getLogger(__name__)
 
@@ -26,40 +25,6 @@ LOG_FILE = "log.jsonl"
 LOSS_CSV = "loss.csv"   # the log again, for `dvc plots` (which reads no JSON lines)
 LOCK_FILE = ".lock"          # held by the process training into the folder (student.loop.train)
 CONFIG_FILE = "config.json"
-
-
-class CheckpointError(ValueError):
-    """A student, checkpoint or vocabulary file that is missing, refused, unreadable or not resumable; what to do."""
-
-
-def safe_load(path: str | Path, what: str, fix: str, *, keys: tuple[str, ...] = ()) -> dict:
-    """torch.load with weights_only=True, onto the CPU; every failure becomes one CheckpointError line.
-
-    Full unpickling would run whatever a crafted file asks for, so only tensors and plain values load.
-    `what` names the kind of file ("student"), `fix` says what to do instead, and `keys` are entries every
-    c2s file of that kind has (so another torch file is named as such, not met later as a KeyError).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} not found; {fix}")
-    try:
-        with warnings.catch_warnings():
-            # torch warns about the pickle protocol of a file it may be about to refuse; the user gets one line.
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # torch's restricted unpickler refused it: a crafted pickle, or one too damaged to tell apart.
-        log.debug("refused %s", path, exc_info=True)
-        raise CheckpointError(f"{path} is not a safe c2s {what} file: it asks for more than tensors and plain "
-                              f"values (code could run), so it was not loaded; {fix}") from None
-    except Exception as err:  # noqa: BLE001 - damage surfaces as RuntimeError, EOFError, KeyError, zip errors...
-        log.debug("cannot read %s", path, exc_info=True)
-        raise CheckpointError(f"{path} is not a valid c2s {what} file: it is corrupt or truncated "
-                              f"({err.__class__.__name__}); {fix}") from None
-    missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
-    if missing:
-        raise CheckpointError(f"{path} is not a c2s {what} file (no {', '.join(missing)}); {fix}")
-    return obj
 
 
 @dataclass(frozen=True)
@@ -134,19 +99,6 @@ def load_vocab(path: str | Path) -> tuple[list[str], torch.Tensor]:
     v = safe_load(path, "vocabulary", f"rebuild it with `c2s vocab \"cat,dog,...\" -o {path}`",
                   keys=("class_names", "text_embeddings"))
     return list(v["class_names"]), v["text_embeddings"].float()
-
-
-def load_encoder_weights(encoder: torch.nn.Module, path: str | Path, name: str) -> None:
-    """Load a state_dict file into the student's smp encoder `name`, safely; a file of another encoder is one
-    StudentError line."""
-    fix = (f"pass a state_dict file of smp's {name} encoder (`c2s world pretrain-encoder` writes one for "
-           f"student.encoder), or --encoder-weights imagenet or none (from scratch)")
-    state = safe_load(path, "encoder weights", fix)
-    try:
-        encoder.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as err:
-        first = str(err).strip().splitlines()[-1].strip()[:120]
-        raise StudentError(f"{path} does not fit the {name} encoder ({first}); {fix}") from None
 
 
 FINGERPRINT = re.compile(r"[0-9a-f]{8,64}")

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from c2s_pipeline.config import STUDENT_HEADS
+from c2s_pipeline.student.torch_files import safe_load
 
 
 class StudentError(ValueError):
@@ -85,8 +86,6 @@ class Student(nn.Module):
             raise StudentError(f"smp has no {err}; architectures: {archs}; "
                                "encoders: smp.encoders.get_encoder_names()") from None
         if weights_file:
-            from c2s_pipeline.student.checkpoint import load_encoder_weights  # that module imports this one
-
             load_encoder_weights(self.net.encoder, encoder_weights, encoder)
         self.net.segmentation_head[1] = nn.Identity()  # keep D channels at the decoder's own stride
         self.embed_dim, self.head_type = embed_dim, head
@@ -176,3 +175,16 @@ def _folded_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
         gram_h = hidden if orthonormal else F.conv2d(hidden, (weight.T @ weight)[:, :, None, None])  # (B, K, h, w)
         sq_norm = (hidden * gram_h).sum(1) + linear[:, -1]
         return scale * linear[:, :-1] / sq_norm.clamp_min(0).sqrt().clamp_min(1e-12)[:, None]
+
+
+def load_encoder_weights(encoder: torch.nn.Module, path: str | Path, name: str) -> None:
+    """Load a state_dict file into the student's smp encoder `name`, safely; a file of another encoder is one
+    StudentError line."""
+    fix = (f"pass a state_dict file of smp's {name} encoder (`c2s world pretrain-encoder` writes one for "
+           f"student.encoder), or --encoder-weights imagenet or none (from scratch)")
+    state = safe_load(path, "encoder weights", fix)
+    try:
+        encoder.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = str(err).strip().splitlines()[-1].strip()[:120]
+        raise StudentError(f"{path} does not fit the {name} encoder ({first}); {fix}") from None

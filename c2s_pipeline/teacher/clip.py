@@ -16,10 +16,9 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from c2s_pipeline.cache.fingerprint import weights_digest
 from c2s_pipeline.config import changes, first_few, flatten
 from c2s_pipeline.data.prompts import template_list
-from c2s_pipeline.teacher.registry import register_model_configs
+from c2s_pipeline.teacher.registry import register_model_configs, weights_digest
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from c2s_pipeline.cache.fingerprint import (data_digest, fingerprint_inputs, model_config_digest, teacher_fingerprint,
-                                            weights_digest)
+from c2s_pipeline.cache.fingerprint import data_digest, fingerprint_inputs, teacher_fingerprint
 from c2s_pipeline.cache.store import CacheReader, StoreIdentity, store_path
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
 from c2s_pipeline.data.prompts import as_json
 from c2s_pipeline.data.registry import dataset_from_params
+from c2s_pipeline.teacher.registry import model_config_digest, weights_digest
 
 
 def stores_dense_tokens(params: Params, split: str) -> bool:
