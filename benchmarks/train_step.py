@@ -29,7 +29,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from benchmarks.timing import interleaved_median_seconds
-from c2s_pipeline.cache.identity import open_store
+from c2s_pipeline.teacher.identity import open_store
 from c2s_pipeline.config import Params, load_params
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.data.transforms import resize_pair
