@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -38,9 +39,20 @@ def one_of(default: str, *others: str):
     return field(default=default, metadata={"choices": (default, *others)})
 
 
+# A device as torch names it: whether this machine has it is checked when a command runs (stages.common).
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+
+
+def device_field():
+    """A device field: auto (CUDA when present), cpu, cuda, cuda:N or mps."""
+    return field(default="auto", metadata={"pattern": DEVICE_PATTERN, "words": "auto, cpu, cuda, cuda:N or mps"})
+
+
 def _check_range(key: str, value: Any, meta: dict) -> None:
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+    if meta.get("pattern") and not (isinstance(value, str) and re.fullmatch(meta["pattern"], value)):
+        raise ConfigError(f"{key}: {value!r} is not a device; use {meta['words']}")
     if meta.get("nonempty") and not value:
         raise ConfigError(f"{key}: the list is empty; it needs at least one value")
     low, above, high, below = meta.get("low"), meta.get("above"), meta.get("high"), meta.get("below")
@@ -57,7 +69,8 @@ def _check_range(key: str, value: Any, meta: dict) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "world"          # voc | context | cocostuff | ade20k | world | folder (your own data)
+    # data.registry.DATASETS reads each (tests/test_data.py keeps the two lists equal); folder: your own data
+    dataset: str = one_of("world", "voc", "context", "cocostuff", "ade20k", "folder")
     root: str = "data/world"        # dataset root in its standard on-disk layout
     train_split: str = "train"
     val_split: str = "val"
@@ -93,7 +106,7 @@ class TeacherConfig:
     cat_max_ratio: float = bounded(0.75, above=0, high=1)         # 1 = any window
     batch_size: int = bounded(16, low=1)
     max_regions: int = bounded(16, low=1, high=255)  # fixed per-image region slots in the cache
-    device: str = "auto"                # auto | cpu | cuda | cuda:N
+    device: str = device_field()
     store_format: str = one_of("zarr", "h5")
     workers: int = bounded(2, low=0)  # image decode workers
 
@@ -171,7 +184,7 @@ class TrainConfig:
     log_every: int = bounded(20, low=1)
     num_workers: int = bounded(2, low=0)
     seed: int = bounded(0, low=0)
-    device: str = "auto"
+    device: str = device_field()
     amp: bool = True                    # autocast on CUDA only; CPU always runs fp32
 
 
@@ -186,7 +199,7 @@ class EvalConfig:
     calibration: str = one_of("softmax", "sigmoid")
     fps_iters: int = bounded(50, low=1)
     fps_warmup: int = bounded(10, low=0)
-    device: str = "auto"
+    device: str = device_field()
 
 
 @dataclass(frozen=True)

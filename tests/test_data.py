@@ -1,13 +1,16 @@
 """Dataset readers on tiny fixtures in each real layout: counts, mapping, the seen-only gate, errors."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError, as_in_main_process
-from c2s_pipeline.data.registry import build_dataset, dataset_spec, describe_datasets
+from c2s_pipeline.config import DataConfig
+from c2s_pipeline.data.registry import DATASETS, build_dataset, dataset_spec, describe_datasets
 from c2s_pipeline.data.transforms import resize_pair, view_crop_flip, view_windows
 from tests.layouts import make_cocostuff, make_context, make_voc, make_world_meta
 
@@ -165,6 +168,11 @@ def test_bad_input_gives_one_line_error(voc_root, breakage, pattern):
 def test_unknown_dataset_lists_choices():
     with pytest.raises(DatasetError, match="choose one of voc, context, cocostuff, world"):
         build_dataset("ade", ".", "val")
+
+
+def test_params_name_every_dataset_the_registry_reads():
+    choices = next(f for f in dataclasses.fields(DataConfig) if f.name == "dataset").metadata["choices"]
+    assert sorted(choices) == sorted(DATASETS)
 
 
 class _MissingFile(torch.utils.data.Dataset):

@@ -334,6 +334,9 @@ def test_precompute_with_nothing_to_do_writes_nothing(stored, project_params, mo
     ("teacher", "dense_mode", "dino", "teacher.dense_mode: 'dino' is not one of maskclip, clearclip, sclip, "
                                       "standard"),
     ("eval", "mode", "tiles", "eval.mode: 'tiles' is not one of whole, slide"),
+    ("train", "device", "gpu0", "train.device: 'gpu0' is not a device; use auto, cpu, cuda, cuda:N or mps"),
+    ("teacher", "device", "cuda:x", "teacher.device: 'cuda:x' is not a device; use auto, cpu, cuda, cuda:N or mps"),
+    ("data", "dataset", "ade", "data.dataset: 'ade' is not one of world, voc, context, cocostuff, ade20k, folder"),
     ("train", None, 5, "train: expected a mapping of keys, got 5"),
     ("train", None, [], "train: expected a mapping of keys, got []"),     # empty, but not a mapping either
 ])
