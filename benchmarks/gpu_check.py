@@ -119,7 +119,10 @@ def main() -> int:
     n_train = 6 if args.tiny else args.images
     device = torch.cuda.get_device_name(0) if cuda else "CPU (no CUDA: the tiny variant)"
     print(f"gpu-check on {device}, torch {torch.__version__}, work folder {work}", flush=True)
-    from stages import evaluate, export, precompute, train
+    from c2s_pipeline.engines.evaluate import evaluate_run
+    from c2s_pipeline.engines.export import export_run
+    from c2s_pipeline.engines.precompute import build_store
+    from c2s_pipeline.engines.train import train_student
 
     check = Check()
 
@@ -136,7 +139,7 @@ def main() -> int:
         for split, views in ((params.data.train_split, f"{params.teacher.view_count} bank views each"),
                              (params.data.val_split, "dense tokens kept")):
             start = time.perf_counter()
-            precompute.run(params, split=split, cache_dir=cache)
+            build_store(params, split=split, cache_dir=cache)
             n = len(dataset_from_params(params, split))
             rates.append(f"{split} {n} images at {n / (time.perf_counter() - start):.2f} images/s ({views})")
         return None, f"{params.teacher.clip_model} at {params.data.image_size} px: " + "; ".join(rates)
@@ -144,7 +147,7 @@ def main() -> int:
     def do_train():
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        train.run(params, run_dir, cache_dir=cache, resume=False)
+        train_student(params, run_dir, cache_dir=cache, resume=False)
         log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
         bad = [row["iter"] for row in log if not all(math.isfinite(row[k]) for k in row if k.endswith("loss"))]
         if bad:
@@ -160,14 +163,14 @@ def main() -> int:
                       f"last loss {log[-1]['loss']:.3f}{peak}")
 
     def do_evaluate():
-        out = json.loads(evaluate.run(params, run_dir, work / "metrics.json", cache_dir=cache).read_text())
+        out = json.loads(evaluate_run(params, run_dir, work / "metrics.json", cache_dir=cache).read_text())
         if not all(math.isfinite(out[k]) for k in ("sIoU", "uIoU", "hIoU", "fps")):
             raise FloatingPointError(f"non-finite metrics {out}")
         return None, (f"{out['eval']['mode']} evaluation, sIoU {out['sIoU']:.2f} uIoU {out['uIoU']:.2f} "
                       f"hIoU {out['hIoU']:.2f}, {out['fps']:.1f} FPS")
 
     def do_export():
-        path = export.run(run_dir, work / "student.onnx", cache_dir=cache)
+        path = export_run(run_dir, work / "student.onnx", cache_dir=cache)
         return None, f"{path} ({path.stat().st_size / 2**20:.1f} MiB)"
 
     def do_torchrun():

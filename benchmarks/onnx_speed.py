@@ -19,7 +19,7 @@ import torch
 from benchmarks.timing import interleaved_median_seconds
 from c2s_pipeline.student.export import DeployedStudent, export_onnx
 from c2s_pipeline.student.model import Student
-from stages.common import keep_large_blocks_in_process
+from c2s_pipeline.runtime import keep_large_blocks_in_process
 
 
 def main() -> None:

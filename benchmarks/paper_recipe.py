@@ -16,8 +16,10 @@ import json
 from pathlib import Path
 
 from c2s_pipeline.config import load_params, override
-from stages import evaluate, precompute, train
-from stages.train import baseline_params
+from c2s_pipeline.engines.evaluate import evaluate_run
+from c2s_pipeline.engines.precompute import build_store
+from c2s_pipeline.engines.train import train_student
+from c2s_pipeline.engines.train import baseline_params
 
 PAPER_LOSS = {"focal_weight": 100.0, "dice_weight": 1.0, "ce_weight": 1.0, "ce_reduction": "pooled"}
 LOGITS = {"cosine": {"seen_logits": "cosine", "logit_scale": 50.0}, "dot": {"seen_logits": "dot", "logit_scale": 1.0}}
@@ -41,15 +43,15 @@ def main() -> None:
     work = seed_dir / "paper_recipe"
     cache = work / "data_cache"
     for split in (base.data.train_split, base.data.val_split):
-        precompute.run(base, split=split, cache_dir=cache)
+        build_store(base, split=split, cache_dir=cache)
     rows = []
     for arm, logits in ARMS[:args.arms]:
         p = override(base, student=LOGITS[logits])
         p = baseline_params(p) if arm == "seen-only" else p
-        run_dir = train.run(p, work / "runs" / f"{arm}-{logits}", cache_dir=cache)
+        run_dir = train_student(p, work / "runs" / f"{arm}-{logits}", cache_dir=cache)
         for calibration in ("softmax", "sigmoid"):
             q = override(p, eval={"calibration": calibration})
-            out = evaluate.run(q, run_dir, work / "metrics" / f"{arm}-{logits}-{calibration}.json",
+            out = evaluate_run(q, run_dir, work / "metrics" / f"{arm}-{logits}-{calibration}.json",
                                    cache_dir=cache)
             m = json.loads(Path(out).read_text())
             rows.append(f"| {arm} | {logits} | {calibration} | " + " | ".join(f"{m[c]:.2f}" for c in COLUMNS) + " |")

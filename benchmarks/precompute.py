@@ -4,8 +4,8 @@
     python -m benchmarks.precompute --params benchmarks/params-vitb16-world.yaml --images 32
     python -m benchmarks.precompute --params benchmarks/params-vitb16-world.yaml --images 8 --dense-tokens all
 
-Runs `stages.precompute.run` into a fresh cache, then, on the same images and with the same number of
-region crops per image as were stored, only the CLIP forwards (global + dense pass, the corner views of
+Runs `c2s_pipeline.engines.precompute.build_store` into a fresh cache, then, on the same images and with the
+same number of region crops per image as were stored, only the CLIP forwards (global + dense pass, the corner views of
 `teacher.view_crops`, one region-crop pass).
 Target: overhead (precompute / forwards - 1) under 30%. Also prints the store's bytes per image on disk
 (what `c2s cache ls` shows), with or without the dense tokens (--dense-tokens).
@@ -26,8 +26,8 @@ from c2s_pipeline.config import load_params
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.data.transforms import resize_pair, view_windows
 from c2s_pipeline.teacher.clip import load_clip
-from stages import precompute
-from stages.common import keep_large_blocks_in_process
+from c2s_pipeline.engines.precompute import build_store
+from c2s_pipeline.runtime import keep_large_blocks_in_process
 
 
 def bare_forwards(params, indices, region_counts) -> float:
@@ -63,7 +63,7 @@ def main() -> None:
                                                                          dense_tokens=args.dense_tokens))
     with tempfile.TemporaryDirectory() as cache_dir:
         start = time.perf_counter()
-        path = precompute.run(params, split=params.data.train_split, cache_dir=cache_dir,
+        path = build_store(params, split=params.data.train_split, cache_dir=cache_dir,
                               limit=args.images or None)
         whole = time.perf_counter() - start
         reader = CacheReader(path, require_complete=False)

@@ -39,9 +39,9 @@ from c2s_pipeline.student.task import C2STask
 from c2s_pipeline.teacher.batch import teach_batch
 from c2s_pipeline.teacher.clip import load_clip
 from c2s_pipeline.world.generator import generate_world
-from stages import precompute
-from stages.common import keep_large_blocks_in_process
-from stages.train import baseline_params
+from c2s_pipeline.engines.precompute import build_store
+from c2s_pipeline.runtime import keep_large_blocks_in_process
+from c2s_pipeline.engines.train import baseline_params
 
 
 def bench_params(args, world: Path) -> Params:
@@ -127,7 +127,7 @@ def main() -> None:
         world, cache = Path(tmp) / "world", Path(tmp) / "cache"
         params = bench_params(args, world)
         generate_world(world, params.world)
-        precompute.run(params, split=params.data.train_split, cache_dir=cache)
+        build_store(params, split=params.data.train_split, cache_dir=cache)
         reader = open_store(params, params.data.train_split, cache_dir=cache, seen_only=True)
         dataset = dataset_from_params(params, params.data.train_split, seen_only=True)
         distill = DistillDataset(reader, dataset, args.size, params.train)

@@ -19,7 +19,12 @@ from pathlib import Path
 
 from c2s_pipeline.config import Params, load_params, override
 from c2s_pipeline.student.model import is_weights_file
-from stages import evaluate, precompute, student_init, train, world
+from c2s_pipeline.engines.evaluate import evaluate_run
+from c2s_pipeline.engines.precompute import build_store
+from c2s_pipeline.engines.train import train_student
+from c2s_pipeline.world.encoder import run_pretrain_encoder
+from c2s_pipeline.world.generator import run_generate
+from c2s_pipeline.world.pretrain import run_pretrain
 
 SPLITS = {
     "default": None,   # world.unseen of params.yaml
@@ -41,13 +46,13 @@ def run_pair(params: Params, work: Path, arms: dict[str, dict]) -> dict[str, dic
     """Precompute train/val for params, train and evaluate every arm; {arm: metrics}."""
     cache = work / "data_cache"
     for split in (params.data.train_split, params.data.val_split):
-        precompute.run(params, split=split, cache_dir=cache)
+        build_store(params, split=split, cache_dir=cache)
     results = {}
     for name, switches in arms.items():
         slug = name.replace(" ", "").replace("+", "plus_").replace("(", "").replace(")", "")
         p = dataclasses.replace(params, loss=dataclasses.replace(params.loss, **switches))
-        run_dir = train.run(p, work / "runs" / slug, cache_dir=cache)
-        out = evaluate.run(p, run_dir, work / "metrics" / f"{slug}.json", cache_dir=cache)
+        run_dir = train_student(p, work / "runs" / slug, cache_dir=cache)
+        out = evaluate_run(p, run_dir, work / "metrics" / f"{slug}.json", cache_dir=cache)
         results[name] = json.loads(Path(out).read_text())
     return results
 
@@ -101,13 +106,13 @@ def main() -> None:
         params = override(base, world={"seed": seed}, data={"root": str(seed_dir / "world")},
                           teacher={"pretrained": str(seed_dir / "teacher" / "clip.pt")})
         if not (seed_dir / "world" / "world.json").is_file():
-            world.run_generate(params, seed_dir / "world")
+            run_generate(params, seed_dir / "world")
         if not (seed_dir / "teacher" / "clip.pt").is_file():
-            world.run_pretrain(params, seed_dir / "world", seed_dir / "teacher" / "clip.pt")
+            run_pretrain(params, seed_dir / "world", seed_dir / "teacher" / "clip.pt")
         if is_weights_file(params.student.encoder_weights):      # params.yaml's: each world its own encoder
             encoder = seed_dir / "student_init" / "encoder.pt"
             if not encoder.is_file():
-                student_init.run(params, seed_dir / "world", encoder)
+                run_pretrain_encoder(params, seed_dir / "world", encoder)
             params = override(params, student={"encoder_weights": str(encoder)})
         for split in args.splits:
             p = params if SPLITS[split] is None else override(params, world={"unseen": list(SPLITS[split])})

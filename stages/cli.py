@@ -254,7 +254,7 @@ def vocab(class_names: Optional[str] = typer.Argument(None, help='Comma-separate
           clip: Optional[str] = typer.Option(None), pretrained: Optional[str] = typer.Option(None),
           params: str = ParamsOpt):
     """Text embeddings of a new vocabulary (CLIP's text tower, as `serve` uses it for new names)."""
-    from stages import predict as stage
+    from c2s_pipeline.eval.open_vocab import write_vocab
 
     p = _params(params, teacher={"clip_model": clip, "pretrained": pretrained})
     if (class_names is None) == (dataset is None) or (dataset is not None and root is None):
@@ -264,7 +264,7 @@ def vocab(class_names: Optional[str] = typer.Argument(None, help='Comma-separate
 
         typer.echo(str(cross.write_target_vocab(p, output, dataset=dataset, root=root)))
         return
-    typer.echo(str(stage.write_vocab(p, class_names.split(","), output)))
+    typer.echo(str(write_vocab(p, class_names.split(","), output)))
 
 
 @app.command()

@@ -9,29 +9,14 @@ import numpy as np
 import torch
 
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
-from c2s_pipeline.data.prompts import as_json
 from c2s_pipeline.eval.open_vocab import (PredictError, class_map, clean_names, label_pixels, prepare,
-                                         read_image, text_encoder, with_background)
+                                         read_image, with_background)
 from c2s_pipeline.eval.report import overlay_png
 from c2s_pipeline.student.checkpoint import load_student, load_vocab
 from c2s_pipeline.student.export import IMAGE, METADATA_KEY, SCORES, TEXT
 from stages.common import resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def write_vocab(params: Params, class_names: list[str], out: str | Path) -> Path:
-    """Text embeddings of new class names, saved for `predict --vocab` and `export --vocab`."""
-    names = [c.strip() for c in class_names if c.strip()]
-    if not names:
-        raise PredictError("no class names given; pass e.g. \"cat,dog,grass\"")
-    clip, templates = text_encoder(params)
-    text = clip.encode_text(names, templates=templates).cpu().float()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"class_names": names, "text_embeddings": text, "clip_model": params.teacher.clip_model,
-                "weights_digest": clip.weights_digest, "templates": as_json(templates)}, out)
-    return out
 
 
 def _vocabulary(names: list[str], emb: torch.Tensor, vocab: str | Path | None,

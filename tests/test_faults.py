@@ -299,7 +299,8 @@ def test_half_created_store_is_recreated(project_params, tmp_path, fmt):
 def test_precompute_with_nothing_to_do_writes_nothing(stored, project_params, monkeypatch):
     store = only_store(stored / "data_cache")
     before = tree_digest(stored / "data_cache")
-    monkeypatch.setattr(precompute, "load_clip", lambda *a, **k: pytest.fail("CLIP loaded for a complete store"))
+    monkeypatch.setattr("c2s_pipeline.engines.precompute.load_clip",
+                        lambda *a, **k: pytest.fail("CLIP loaded for a complete store"))
     assert precompute.run(project_params, split="train", cache_dir=stored / "data_cache") == store
     assert tree_digest(stored / "data_cache") == before       # store, pointer, lock: nothing written
 

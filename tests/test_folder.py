@@ -229,24 +229,25 @@ def test_a_vocab_file_serves_cross_evaluation_and_one_of_other_names_or_prompts_
         trained_run, project_params, tiny_world, tmp_path, monkeypatch):
     """`c2s vocab --dataset` writes what cross-dataset evaluation would embed: with it, the scores are those of the
     kept embeddings and nothing is embedded; a file of other names, or of another prompt set, is one line."""
-    from stages import cross, predict
-    from stages.evaluate import EvaluationError
+    from c2s_pipeline.engines import cross
+    from c2s_pipeline.engines.evaluate import EvaluationError
+    from c2s_pipeline.eval.open_vocab import write_vocab
 
     cache = trained_run.parent / "cache"
     target = world_as_folder(tiny_world, tmp_path / "target")
-    kept = json.loads(cross.run(project_params, trained_run, tmp_path / "kept.json", dataset="folder", root=target,
-                                cache_dir=cache).read_text())
+    kept = json.loads(cross.evaluate_run_on(project_params, trained_run, tmp_path / "kept.json", dataset="folder",
+                                            root=target, cache_dir=cache).read_text())
     vocab = cross.write_target_vocab(project_params, tmp_path / "v.pt", dataset="folder", root=target)
     monkeypatch.setattr(cross, "write_vocab", lambda *a, **k: pytest.fail("embedded again"))
-    given = json.loads(cross.run(project_params, trained_run, tmp_path / "given.json", dataset="folder",
-                                 root=target, cache_dir=cache, vocab=vocab).read_text())
+    given = json.loads(cross.evaluate_run_on(project_params, trained_run, tmp_path / "given.json", dataset="folder",
+                                             root=target, cache_dir=cache, vocab=vocab).read_text())
     assert given == kept and given["classes"] == 20
     names = json.loads((tiny_world / "world.json").read_text())["class_names"]
     for bad, message in ((names[:3], "other class names"), (names, "another teacher or prompt set")):
         teacher = dataclasses.replace(project_params.teacher, templates="ensemble")
-        predict.write_vocab(dataclasses.replace(project_params, teacher=teacher), bad, tmp_path / "bad.pt")
+        write_vocab(dataclasses.replace(project_params, teacher=teacher), bad, tmp_path / "bad.pt")
         with pytest.raises(EvaluationError, match=message):
-            cross.run(project_params, trained_run, tmp_path / "x.json", dataset="folder", root=target,
+            cross.evaluate_run_on(project_params, trained_run, tmp_path / "x.json", dataset="folder", root=target,
                       cache_dir=cache, vocab=tmp_path / "bad.pt")
 
 

@@ -1,6 +1,6 @@
-"""The library reads one way: config and files -> data -> cache -> teacher | student -> eval -> world (the
-world is a plug-in above the core, which never imports it). No module imports one of a higher layer or a sibling
-of its own layer, and no import circle exists, function-level imports included."""
+"""The library reads one way: config, files and runtime -> data -> cache -> teacher | student -> eval
+-> engines -> world (the world is a plug-in above the core, which never imports it). No module imports one of
+a higher layer or a sibling of its own layer, and no import circle exists, function-level imports included."""
 from __future__ import annotations
 
 import ast
@@ -8,9 +8,9 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = {"c2s_pipeline": 0, "c2s_pipeline.config": 0, "c2s_pipeline.files": 0, "c2s_pipeline.data": 1,
-          "c2s_pipeline.cache": 2, "c2s_pipeline.teacher": 3, "c2s_pipeline.student": 3, "c2s_pipeline.eval": 4,
-          "c2s_pipeline.world": 5}
+LAYERS = {"c2s_pipeline": 0, "c2s_pipeline.config": 0, "c2s_pipeline.files": 0, "c2s_pipeline.runtime": 0,
+          "c2s_pipeline.data": 1, "c2s_pipeline.cache": 2, "c2s_pipeline.teacher": 3, "c2s_pipeline.student": 3,
+          "c2s_pipeline.eval": 4, "c2s_pipeline.engines": 5, "c2s_pipeline.world": 6}
 
 
 def modules() -> dict[str, Path]:

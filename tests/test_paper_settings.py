@@ -175,7 +175,8 @@ def test_a_runs_normalisation_is_used_by_evaluate_predict_and_export(trained_run
     class_map(student, text, run.params, project_params.eval, np.zeros((40, 50, 3), np.uint8))
     assert used and set(used) == {"imagenet"}
     built = []
-    monkeypatch.setattr(export, "export_onnx", lambda model, out, *a, **k: built.append(model) or Path(out))
+    monkeypatch.setattr("c2s_pipeline.engines.export.export_onnx",
+                        lambda model, out, *a, **k: built.append(model) or Path(out))
     export.run(run_dir, tmp_path / "s.onnx", cache_dir=cache)
     torch.testing.assert_close(built[0].mean.flatten(), torch.tensor(IMAGENET_MEAN) * 255)
 

@@ -20,7 +20,7 @@ from c2s_pipeline.cache.inspect import list_stores, verify_store
 from c2s_pipeline.cache.backends import partial_path
 from c2s_pipeline.cache.store import CacheError, CacheReader, CacheWriter
 from stages import precompute
-from c2s_pipeline.cache import fingerprint
+from c2s_pipeline.teacher import registry
 from c2s_pipeline.teacher.identity import locate_store, open_store
 from c2s_pipeline.teacher.registry import MODEL_CONFIG_DIR
 
@@ -115,7 +115,7 @@ def test_an_edited_model_config_addresses_a_new_store_and_the_old_one_is_refused
     shutil.copytree(MODEL_CONFIG_DIR, configs)
     cfg = json.loads((configs / "c2s-tiny-vit.json").read_text())
     (configs / "c2s-tiny-vit.json").write_text(json.dumps(cfg, indent=4))           # layout only: same store
-    monkeypatch.setattr(fingerprint, "MODEL_CONFIG_DIR", configs)
+    monkeypatch.setattr(registry, "MODEL_CONFIG_DIR", configs)
     assert locate_store(tiny_params, "val", tmp_path)[0] == path
     cfg["vision_cfg"]["pool_type"] = "avg"
     (configs / "c2s-tiny-vit.json").write_text(json.dumps(cfg))

@@ -16,6 +16,7 @@ from PIL import Image
 from c2s_pipeline.config import to_dict
 from c2s_pipeline.eval.open_vocab import PredictError
 from benchmarks.page_screenshot import CHROMEDRIVER, CHROMIUM, chromium, serve
+from c2s_pipeline.eval.open_vocab import write_vocab
 from stages import predict
 from stages.serve import SHARE_HEADERS, Segmenter, class_shares, parse_vocabulary
 
@@ -49,7 +50,7 @@ def test_new_names_are_embedded_once_by_the_teachers_text_tower(trained_run, pro
     names, emb = segmenter.vocabulary(vocab)
     assert names == [known[0], "purple ring", "orange moon"] and emb.shape == (3, emb.shape[1])
     assert segmenter.clip_loads == 1
-    ref = torch.load(predict.write_vocab(segmenter.run.params, names[1:], tmp_path / "v.pt"), weights_only=True)
+    ref = torch.load(write_vocab(segmenter.run.params, names[1:], tmp_path / "v.pt"), weights_only=True)
     assert torch.allclose(emb[1:], ref["text_embeddings"], atol=1e-5)
 
     calls = []
@@ -248,7 +249,7 @@ def test_page_draws_the_overlay_of_c2s_predict(page, trained_run, project_params
     assert (_fetch(_src(driver, "c2s-input")) == pixels.repeat(k, 0).repeat(k, 1)).all()
     shown = _fetch(src)
 
-    vocab = predict.write_vocab(run.params, names, tmp_path / "vocab.pt")
+    vocab = write_vocab(run.params, names, tmp_path / "vocab.pt")
     out = predict.run(run.params, [str(image)], trained_run, tmp_path / "predicted", vocab=vocab,
                       cache_dir=trained_run.parent / "cache")
     expected = np.asarray(Image.open(out / "scene_overlay.png").convert("RGB"))
@@ -287,7 +288,7 @@ def test_the_background_option_leaves_the_pixels_c2s_predict_leaves(page, traine
     shown = _fetch(src)[:64 * k:k, :80 * k:k]
 
     params = override(run.params, predict={"unlabelled": "background"})
-    vocab = predict.write_vocab(run.params, [*names, "background"], tmp_path / "vocab.pt")
+    vocab = write_vocab(run.params, [*names, "background"], tmp_path / "vocab.pt")
     out = predict.run(params, [str(image)], trained_run, tmp_path / "predicted", vocab=vocab,
                       cache_dir=trained_run.parent / "cache")
     expected = np.asarray(Image.open(out / "scene_overlay.png").convert("RGB"))[:64, :80]

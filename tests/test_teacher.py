@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from c2s_pipeline.data.base import DatasetError
 from c2s_pipeline.teacher.clip import FrozenCLIP, TeacherError, last_block, load_clip
 from c2s_pipeline.teacher.mining import region_crops
 from c2s_pipeline.teacher.registry import MODEL_CONFIG_DIR
@@ -160,7 +161,7 @@ def test_text_embeddings_single_and_ensemble(tiny):
     assert single.shape == ensemble.shape == (2, 32)
     torch.testing.assert_close(ensemble.norm(dim=-1), torch.ones(2))
     assert not torch.allclose(single, ensemble)
-    with pytest.raises(TeacherError, match="choose one of single, ensemble"):
+    with pytest.raises(DatasetError, match="choose one of single, ensemble"):
         tiny.encode_text(["x"], "fancy")
 
 

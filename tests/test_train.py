@@ -303,8 +303,8 @@ def test_training_starts_from_the_encoder_weights_file(cached, tmp_path, monkeyp
     source = Student(params.student.arch, params.student.encoder, None, embed_dim=32).net.encoder.state_dict()
     torch.save(source, tmp_path / "encoder.pt")
     started = []
-    real_task = train.C2STask
-    monkeypatch.setattr(train, "C2STask", lambda student, *a, **k: started.append(
+    real_task = C2STask
+    monkeypatch.setattr("c2s_pipeline.engines.train.C2STask", lambda student, *a, **k: started.append(
         {k: v.clone() for k, v in student.net.encoder.state_dict().items()}) or real_task(student, *a, **k))
     weights = str(tmp_path / "encoder.pt")
     params = dataclasses.replace(params, train=dataclasses.replace(params.train, iterations=1),

@@ -3,6 +3,7 @@ text tower for names the student was not trained with."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,6 +11,7 @@ from PIL import Image
 
 from c2s_pipeline.config import EvalConfig, Params, PredictConfig
 from c2s_pipeline.data.images import ImageError, decode
+from c2s_pipeline.data.prompts import as_json
 from c2s_pipeline.data.registry import dataset_spec
 from c2s_pipeline.eval.inference import predict_logits, slide_stride
 from c2s_pipeline.student.data import image_to_tensor
@@ -143,3 +145,17 @@ def read_image(path, name: str | None = None) -> np.ndarray:
         return np.asarray(decode(path, "RGB", name))
     except ImageError as err:
         raise PredictError(str(err)) from None
+
+
+def write_vocab(params: Params, class_names: list[str], out: str | Path) -> Path:
+    """Text embeddings of new class names, saved for `predict --vocab` and `export --vocab`."""
+    names = [c.strip() for c in class_names if c.strip()]
+    if not names:
+        raise PredictError("no class names given; pass e.g. \"cat,dog,grass\"")
+    clip, templates = text_encoder(params)
+    text = clip.encode_text(names, templates=templates).cpu().float()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"class_names": names, "text_embeddings": text, "clip_model": params.teacher.clip_model,
+                "weights_digest": clip.weights_digest, "templates": as_json(templates)}, out)
+    return out

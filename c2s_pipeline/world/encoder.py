@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from c2s_pipeline.config import EncoderPretrainConfig
+from c2s_pipeline.config import EncoderPretrainConfig, Params
+from c2s_pipeline.runtime import resolve_device, seed_everything
 from c2s_pipeline.files import replacing, write_text
 from c2s_pipeline.data.transforms import clip_normalise
 from c2s_pipeline.world.generator import CLASS_NAMES, caption_rows
@@ -83,3 +84,13 @@ def pretrain_encoder(world_dir: str | Path, out_path: str | Path, encoder_name: 
     write_text(out_path.with_suffix(".json"), json.dumps(metrics, indent=2))
     log.info("student encoder pretraining: %s", metrics)
     return metrics
+
+
+def run_pretrain_encoder(params: Params, world_dir: str | Path, out_path: str | Path) -> Path:
+    """Train `student.encoder` as a classifier of the caption photos; writes its state_dict."""
+    seed_everything(params.encoder_pretrain.seed)
+    device = resolve_device(params.train.device)
+    metrics = pretrain_encoder(Path(world_dir), Path(out_path), params.student.encoder, params.encoder_pretrain,
+                               device=str(device))
+    log.info("student encoder written to %s: %s", out_path, metrics)
+    return Path(out_path)

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from c2s_pipeline.config import WorldConfig
+from c2s_pipeline.config import Params, WorldConfig
 from c2s_pipeline.data.prompts import SINGLE_TEMPLATE
 
 log = logging.getLogger(__name__)
@@ -239,3 +239,17 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig) -> dict:
     (root / "world.json").write_text(json.dumps(meta, indent=1))
     log.info("world: %d train, %d val, %d captions", cfg.n_train, cfg.n_val, cfg.n_caption)
     return meta
+
+
+class WorldError(ValueError):
+    """A world that cannot be generated as asked; what to do."""
+
+
+def run_generate(params: Params, out_dir: str | Path, style: str = "a") -> Path:
+    """Write the generated world in the VOC layout under `out_dir`: world A (the embedded default) or world B
+    (its cross-dataset target)."""
+    if style not in WORLD_STYLES:
+        raise WorldError(f"unknown world style {style!r}; choose one of {', '.join(WORLD_STYLES)}")
+    summary = (generate_world if style == "a" else generate_world_b)(Path(out_dir), params.world)
+    log.info("world written to %s: %s", out_dir, {k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
+    return Path(out_dir)

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from c2s_pipeline.config import ConfigError, PretrainConfig
+from c2s_pipeline.config import ConfigError, Params, PretrainConfig
+from c2s_pipeline.runtime import resolve_device, seed_everything
 from c2s_pipeline.data.base import IGNORE_INDEX
 from c2s_pipeline.data.registry import build_dataset
 from c2s_pipeline.data.transforms import clip_normalise
@@ -217,3 +218,13 @@ def pretrain_teacher(world_dir: str | Path, out_path: str | Path, cfg: PretrainC
     write_text(out_path.with_suffix(".json"), json.dumps(metrics, indent=2))
     log.info("teacher pretraining: %s", metrics)
     return metrics
+
+
+def run_pretrain(params: Params, world_dir: str | Path, out_path: str | Path) -> Path:
+    """Pretrain the world's CLIP with open_clip; writes an ordinary open_clip checkpoint."""
+    seed_everything(params.pretrain.seed)
+    device = resolve_device(params.teacher.device)
+    metrics = pretrain_teacher(Path(world_dir), Path(out_path), params.pretrain,
+                               model_name=params.teacher.clip_model, device=str(device))
+    log.info("teacher written to %s: %s", out_path, metrics)
+    return Path(out_path)
