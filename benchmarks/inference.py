@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.timing import interleaved_median_seconds
+from c2s_pipeline.runtime import keep_large_blocks_in_process
 from c2s_pipeline.student.model import Student, StudentError, class_logits
 from c2s_pipeline.teacher.clip import load_clip
-from c2s_pipeline.runtime import keep_large_blocks_in_process
 
 
 def main() -> None:

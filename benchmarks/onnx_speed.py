@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from benchmarks.timing import interleaved_median_seconds
+from c2s_pipeline.runtime import keep_large_blocks_in_process
 from c2s_pipeline.student.export import DeployedStudent, export_onnx
 from c2s_pipeline.student.model import Student
-from c2s_pipeline.runtime import keep_large_blocks_in_process
 
 
 def main() -> None:
@@ -52,9 +52,9 @@ def main() -> None:
                 image = np.random.default_rng(0).uniform(0, 255, (1, 3, size, size)).astype(np.float32)
                 feed = {"image": image} if mode == "folded" else {"image": image, "text": text.numpy()}
                 x, t = torch.from_numpy(image), (None if mode == "folded" else text)
-                with torch.inference_mode():
-                    seconds = interleaved_median_seconds({"torch": lambda: model(x, t),
-                                                          "onnxruntime": lambda: session.run(None, feed)},
+                with torch.inference_mode():   # each lambda is timed before the loop moves on
+                    seconds = interleaved_median_seconds({"torch": lambda: model(x, t),  # noqa: B023
+                                                          "onnxruntime": lambda: session.run(None, feed)},  # noqa: B023
                                                          args.iters, warmup=args.warmup)
                 fps = {k: 1.0 / v for k, v in seconds.items()}
                 print(f"  {size:4d}px {mode:6s}  torch {fps['torch']:7.2f} FPS  onnxruntime {fps['onnxruntime']:7.2f} "

@@ -18,8 +18,7 @@ from pathlib import Path
 from c2s_pipeline.config import load_params, override
 from c2s_pipeline.engines.evaluate import evaluate_run
 from c2s_pipeline.engines.precompute import build_store
-from c2s_pipeline.engines.train import train_student
-from c2s_pipeline.engines.train import baseline_params
+from c2s_pipeline.engines.train import baseline_params, train_student
 
 PAPER_LOSS = {"focal_weight": 100.0, "dice_weight": 1.0, "ce_weight": 1.0, "ce_reduction": "pooled"}
 LOGITS = {"cosine": {"seen_logits": "cosine", "logit_scale": 50.0}, "dot": {"seen_logits": "dot", "logit_scale": 1.0}}

@@ -25,9 +25,9 @@ from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import load_params
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.data.transforms import resize_pair, view_windows
-from c2s_pipeline.teacher.clip import load_clip
 from c2s_pipeline.engines.precompute import build_store
 from c2s_pipeline.runtime import keep_large_blocks_in_process
+from c2s_pipeline.teacher.clip import load_clip
 
 
 def bare_forwards(params, indices, region_counts) -> float:

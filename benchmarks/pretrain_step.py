@@ -17,8 +17,8 @@ import torch
 
 from benchmarks.timing import interleaved_median_seconds
 from c2s_pipeline.config import PretrainConfig
-from c2s_pipeline.data.transforms import clip_normalise
 from c2s_pipeline.data.prompts import SINGLE_TEMPLATE
+from c2s_pipeline.data.transforms import clip_normalise
 from c2s_pipeline.teacher.registry import register_model_configs
 from c2s_pipeline.world.generator import CLASS_NAMES
 from c2s_pipeline.world.pretrain import _augment, make_optimizer, train_clip

@@ -29,19 +29,19 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from benchmarks.timing import interleaved_median_seconds
-from c2s_pipeline.teacher.identity import open_store
 from c2s_pipeline.config import Params, load_params
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.data.transforms import resize_pair
+from c2s_pipeline.engines.precompute import build_store
+from c2s_pipeline.engines.train import baseline_params
+from c2s_pipeline.runtime import keep_large_blocks_in_process
 from c2s_pipeline.student.data import DistillDataset, make_loader
 from c2s_pipeline.student.model import Student
 from c2s_pipeline.student.task import C2STask
 from c2s_pipeline.teacher.batch import teach_batch
 from c2s_pipeline.teacher.clip import load_clip
+from c2s_pipeline.teacher.identity import open_store
 from c2s_pipeline.world.generator import generate_world
-from c2s_pipeline.engines.precompute import build_store
-from c2s_pipeline.runtime import keep_large_blocks_in_process
-from c2s_pipeline.engines.train import baseline_params
 
 
 def bench_params(args, world: Path) -> Params:

@@ -18,10 +18,10 @@ import statistics
 from pathlib import Path
 
 from c2s_pipeline.config import Params, load_params, override
-from c2s_pipeline.student.model import is_weights_file
 from c2s_pipeline.engines.evaluate import evaluate_run
 from c2s_pipeline.engines.precompute import build_store
 from c2s_pipeline.engines.train import train_student
+from c2s_pipeline.student.model import is_weights_file
 from c2s_pipeline.world.encoder import run_pretrain_encoder
 from c2s_pipeline.world.generator import run_generate
 from c2s_pipeline.world.pretrain import run_pretrain

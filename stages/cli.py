@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -82,7 +81,7 @@ def datasets(ctx: typer.Context):
 @datasets_app.command("check")
 @friendly
 def datasets_check(root: str = typer.Argument(..., help="A folder in the custom layout (data.dataset: folder)."),
-                   split: List[str] = typer.Option(["train", "val"], help="Splits to check (repeat)."),
+                   split: list[str] = typer.Option(["train", "val"], help="Splits to check (repeat)."),
                    params: str = ParamsOpt):
     """Validate your own dataset folder before any compute: every problem with its file and what to do, then
     images and pixels per class (exit 1 when there are problems)."""
@@ -106,13 +105,13 @@ def datasets_check(root: str = typer.Argument(..., help="A folder in the custom 
 
 @app.command()
 @friendly
-def precompute(dataset: Optional[str] = typer.Option(None, help="voc | context | cocostuff | world"),
-               root: Optional[str] = typer.Option(None, help="Dataset root in its standard layout."),
-               split: Optional[str] = typer.Option(None, help="Split (default: params data.train_split)."),
-               clip: Optional[str] = typer.Option(None, help="open_clip model name, e.g. ViT-B-16."),
-               pretrained: Optional[str] = typer.Option(None, help="open_clip tag (openai) or checkpoint path."),
-               device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
-               store_format: Optional[str] = typer.Option(None, "--format", help="zarr | h5"),
+def precompute(dataset: str | None = typer.Option(None, help="voc | context | cocostuff | world"),
+               root: str | None = typer.Option(None, help="Dataset root in its standard layout."),
+               split: str | None = typer.Option(None, help="Split (default: params data.train_split)."),
+               clip: str | None = typer.Option(None, help="open_clip model name, e.g. ViT-B-16."),
+               pretrained: str | None = typer.Option(None, help="open_clip tag (openai) or checkpoint path."),
+               device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+               store_format: str | None = typer.Option(None, "--format", help="zarr | h5"),
                distributed: bool = typer.Option(False, help="Shard images over a torchrun world."),
                cache_dir: str = CacheDirOpt, params: str = ParamsOpt):
     """Run the frozen CLIP teacher once per image into data_cache/ (resumes a killed run)."""
@@ -132,13 +131,13 @@ def precompute(dataset: Optional[str] = typer.Option(None, help="voc | context |
 @app.command()
 @friendly
 def train(run: str = typer.Option("models/c2s", help="Run folder (models/<run>)."),
-          cache: Optional[str] = typer.Option(None, help="Teacher store; default: the one of these params."),
-          arch: Optional[str] = typer.Option(None, help="smp architecture, e.g. segformer, unet, fpn."),
-          encoder: Optional[str] = typer.Option(None, help="smp encoder, e.g. mit_b0, resnet50."),
-          encoder_weights: Optional[str] = typer.Option(
+          cache: str | None = typer.Option(None, help="Teacher store; default: the one of these params."),
+          arch: str | None = typer.Option(None, help="smp architecture, e.g. segformer, unet, fpn."),
+          encoder: str | None = typer.Option(None, help="smp encoder, e.g. mit_b0, resnet50."),
+          encoder_weights: str | None = typer.Option(
               None, help="imagenet (smp's, needs them locally), a local encoder state_dict file, or none (scratch)."),
-          iterations: Optional[int] = typer.Option(None), batch_size: Optional[int] = typer.Option(None),
-          device: Optional[str] = typer.Option(None), seed: Optional[int] = typer.Option(None),
+          iterations: int | None = typer.Option(None), batch_size: int | None = typer.Option(None),
+          device: str | None = typer.Option(None), seed: int | None = typer.Option(None),
           baseline: bool = typer.Option(False, help="Plain supervised seen-only student (all C2S terms off)."),
           resume: bool = typer.Option(True, help="Continue from models/<run>/checkpoint.pt if present."),
           distributed: bool = typer.Option(False, help="DistributedDataParallel over a torchrun world."),
@@ -161,17 +160,17 @@ def train(run: str = typer.Option("models/c2s", help="Run folder (models/<run>).
 
 @app.command()
 @friendly
-def evaluate(run: Optional[str] = typer.Option(None, help="Run folder with student.pt."),
+def evaluate(run: str | None = typer.Option(None, help="Run folder with student.pt."),
              clip_baseline: bool = typer.Option(False, help="Evaluate CLIP's own dense map instead."),
-             out: Optional[str] = typer.Option(None, help="Metrics JSON (default metrics/<run>.json)."),
-             split: Optional[str] = typer.Option(None), mode: Optional[str] = typer.Option(None, help="whole | slide"),
-             flip: Optional[bool] = typer.Option(None), device: Optional[str] = typer.Option(None),
-             dataset: Optional[str] = typer.Option(None, help="Score against another dataset's whole vocabulary "
+             out: str | None = typer.Option(None, help="Metrics JSON (default metrics/<run>.json)."),
+             split: str | None = typer.Option(None), mode: str | None = typer.Option(None, help="whole | slide"),
+             flip: bool | None = typer.Option(None), device: str | None = typer.Option(None),
+             dataset: str | None = typer.Option(None, help="Score against another dataset's whole vocabulary "
                                                              "(cross-dataset; with --root), e.g. ade20k."),
-             root: Optional[str] = typer.Option(None, help="That dataset's root, in its layout."),
-             vocab: Optional[str] = typer.Option(None, help="With --dataset: its names' embeddings (`c2s vocab "
+             root: str | None = typer.Option(None, help="That dataset's root, in its layout."),
+             vocab: str | None = typer.Option(None, help="With --dataset: its names' embeddings (`c2s vocab "
                                                             "--dataset`), so CLIP is not loaded to embed them."),
-             cache_dir: str = CacheDirOpt, store: Optional[str] = StoreOpt, params: str = ParamsOpt):
+             cache_dir: str = CacheDirOpt, store: str | None = StoreOpt, params: str = ParamsOpt):
     """sIoU / uIoU / hIoU, per-class IoU and FPS on the full-label split; or, with --dataset, mIoU against another
     dataset's vocabulary (its names embedded once by the run's teacher and kept in --cache-dir, or --vocab)."""
     from stages import evaluate as stage
@@ -204,18 +203,18 @@ def evaluate(run: Optional[str] = typer.Option(None, help="Run folder with stude
 
 @app.command()
 @friendly
-def predict(images: List[str] = typer.Argument(..., help="Image files."),
-            run: Optional[str] = typer.Option(None, help="Run folder with student.pt."),
-            onnx: Optional[str] = typer.Option(None, help="An exported model (`c2s export`) instead of --run."),
-            classes: Optional[str] = typer.Option(None, help="Comma-separated class names to predict."),
-            vocab: Optional[str] = typer.Option(None, help="Text embeddings from `c2s vocab`."),
+def predict(images: list[str] = typer.Argument(..., help="Image files."),
+            run: str | None = typer.Option(None, help="Run folder with student.pt."),
+            onnx: str | None = typer.Option(None, help="An exported model (`c2s export`) instead of --run."),
+            classes: str | None = typer.Option(None, help="Comma-separated class names to predict."),
+            vocab: str | None = typer.Option(None, help="Text embeddings from `c2s vocab`."),
             out: str = typer.Option("predictions", help="Output folder for overlay PNGs."),
-            unlabelled: Optional[str] = typer.Option(None, help="Pixels no name fits: none | threshold | "
+            unlabelled: str | None = typer.Option(None, help="Pixels no name fits: none | threshold | "
                                                                 "background (default: predict.unlabelled)."),
-            threshold: Optional[float] = typer.Option(None, help="Best class probability below which a pixel is "
+            threshold: float | None = typer.Option(None, help="Best class probability below which a pixel is "
                                                                  "unlabelled (with --unlabelled threshold)."),
-            opacity: Optional[float] = typer.Option(None, help="Of the class colours over the image, 0..1."),
-            cache_dir: str = CacheDirOpt, store: Optional[str] = StoreOpt, params: str = ParamsOpt):
+            opacity: float | None = typer.Option(None, help="Of the class colours over the image, 0..1."),
+            cache_dir: str = CacheDirOpt, store: str | None = StoreOpt, params: str = ParamsOpt):
     """Overlay PNGs with a legend, from the student (or its ONNX export) and saved text embeddings only."""
     from stages import predict as stage
 
@@ -236,8 +235,8 @@ def predict(images: List[str] = typer.Argument(..., help="Image files."),
 @friendly
 def export(run: str = typer.Option(..., help="Run folder with student.pt."),
            out: str = typer.Option("model.onnx", help="ONNX file to write."),
-           vocab: Optional[str] = typer.Option(None, help="Fold this vocabulary (`c2s vocab`) into the graph."),
-           cache_dir: str = CacheDirOpt, store: Optional[str] = StoreOpt):
+           vocab: str | None = typer.Option(None, help="Fold this vocabulary (`c2s vocab`) into the graph."),
+           cache_dir: str = CacheDirOpt, store: str | None = StoreOpt):
     """The student as one ONNX graph: image (and text embeddings, unless --vocab folds them in) -> scores."""
     from stages import export as stage
 
@@ -246,12 +245,12 @@ def export(run: str = typer.Option(..., help="Run folder with student.pt."),
 
 @app.command()
 @friendly
-def vocab(class_names: Optional[str] = typer.Argument(None, help='Comma-separated names, e.g. "cat,dog,grass".'),
+def vocab(class_names: str | None = typer.Argument(None, help='Comma-separated names, e.g. "cat,dog,grass".'),
           output: str = typer.Option("vocab.pt", "-o", "--output"),
-          dataset: Optional[str] = typer.Option(None, help="Embed this dataset's class names (with --root) instead, "
+          dataset: str | None = typer.Option(None, help="Embed this dataset's class names (with --root) instead, "
                                                            "for `c2s evaluate --dataset ... --vocab`."),
-          root: Optional[str] = typer.Option(None, help="That dataset's root, in its layout."),
-          clip: Optional[str] = typer.Option(None), pretrained: Optional[str] = typer.Option(None),
+          root: str | None = typer.Option(None, help="That dataset's root, in its layout."),
+          clip: str | None = typer.Option(None), pretrained: str | None = typer.Option(None),
           params: str = ParamsOpt):
     """Text embeddings of a new vocabulary (CLIP's text tower, as `serve` uses it for new names)."""
     from c2s_pipeline.eval.open_vocab import write_vocab
@@ -272,7 +271,7 @@ def vocab(class_names: Optional[str] = typer.Argument(None, help='Comma-separate
 def serve(run: str = typer.Option("models/c2s", help="Run folder with student.pt."),
           host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for other machines)."),
           port: int = typer.Option(7860), examples: int = typer.Option(3, help="Validation images offered."),
-          cache_dir: str = CacheDirOpt, store: Optional[str] = StoreOpt, params: str = ParamsOpt):
+          cache_dir: str = CacheDirOpt, store: str | None = StoreOpt, params: str = ParamsOpt):
     """A local page: upload an image, type class names, see the student's overlay (needs c2s[serve]). Beyond
     loopback, set C2S_SERVE_PASSWORD to require a password."""
     from stages import serve as stage
@@ -282,9 +281,9 @@ def serve(run: str = typer.Option("models/c2s", help="Run folder with student.pt
 
 @app.command()
 @friendly
-def report(metrics: List[str] = typer.Argument(..., help="Metrics JSON files from `c2s evaluate`."),
+def report(metrics: list[str] = typer.Argument(..., help="Metrics JSON files from `c2s evaluate`."),
            out: str = typer.Option("metrics", help="Folder for report.md and the bar chart."),
-           cross: List[str] = typer.Option([], help="A metrics JSON of `c2s evaluate --dataset` (repeatable): "
+           cross: list[str] = typer.Option([], help="A metrics JSON of `c2s evaluate --dataset` (repeatable): "
                                                     "a second table.")):
     """Markdown table + per-class bar chart of several evaluated runs."""
     from stages import report as stage
@@ -294,9 +293,9 @@ def report(metrics: List[str] = typer.Argument(..., help="Metrics JSON files fro
 
 @app.command()
 @friendly
-def docs(metrics: Optional[str] = typer.Option(None, help="A finished demo's metrics folder: the record is "
+def docs(metrics: str | None = typer.Option(None, help="A finished demo's metrics folder: the record is "
                                                            "rewritten from it first."),
-         wall_clock: List[str] = typer.Option([], help="MM:SS of `time make demo`, with --metrics (repeatable)."),
+         wall_clock: list[str] = typer.Option([], help="MM:SS of `time make demo`, with --metrics (repeatable)."),
          check: bool = typer.Option(False, help="Write nothing; exit 1 naming each generated file that differs."),
          repo: str = typer.Option(".", help="Repository root."), params: str = ParamsOpt):
     """Generate docs/results.md, the README's demo table and the pipeline drawings (from dvc.yaml)."""
@@ -367,7 +366,7 @@ def world_pretrain_encoder(world: str = typer.Option("data/world"),
 @world_app.command("diagnose")
 @friendly
 def world_diagnose(out: str = typer.Option("metrics/world_diagnostics.json", help="JSON; the plot goes beside it."),
-                   run: List[str] = typer.Option([], help="NAME=RUN_DIR of a student to include (repeatable)."),
+                   run: list[str] = typer.Option([], help="NAME=RUN_DIR of a student to include (repeatable)."),
                    metrics_dir: str = typer.Option("metrics", help="Where `c2s evaluate` wrote NAME.json."),
                    cache_dir: str = CacheDirOpt, params: str = ParamsOpt):
     """Is the teacher able to teach? Prompt cosines, crop top-1, dense mIoU per mode, mining precision/recall."""

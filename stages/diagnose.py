@@ -4,12 +4,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from c2s_pipeline.teacher.identity import open_store
 from c2s_pipeline.cache.store import CacheError
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.files import write_json
 from c2s_pipeline.teacher.clip import load_clip
+from c2s_pipeline.teacher.identity import open_store
 from c2s_pipeline.world import diagnose as D
 from stages.common import resolve_device
 

@@ -17,8 +17,14 @@ from pathlib import Path
 import yaml
 
 from c2s_pipeline.config import flatten
-from c2s_pipeline.eval.report import (CROSS_COLUMNS, RESULT_COLUMNS, per_class_table, read_per_class_csv,
-                                      replace_between_markers, results_table)
+from c2s_pipeline.eval.report import (
+    CROSS_COLUMNS,
+    RESULT_COLUMNS,
+    per_class_table,
+    read_per_class_csv,
+    replace_between_markers,
+    results_table,
+)
 
 RECORD = Path("docs/results/demo-metrics.json")
 PAGE = Path("docs/results.md")

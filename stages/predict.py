@@ -9,8 +9,15 @@ import numpy as np
 import torch
 
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
-from c2s_pipeline.eval.open_vocab import (PredictError, class_map, clean_names, label_pixels, prepare,
-                                         read_image, with_background)
+from c2s_pipeline.eval.open_vocab import (
+    PredictError,
+    class_map,
+    clean_names,
+    label_pixels,
+    prepare,
+    read_image,
+    with_background,
+)
 from c2s_pipeline.eval.report import overlay_png
 from c2s_pipeline.student.checkpoint import load_student, load_vocab
 from c2s_pipeline.student.export import IMAGE, METADATA_KEY, SCORES, TEXT

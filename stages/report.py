@@ -5,8 +5,13 @@ import json
 import logging
 from pathlib import Path
 
-from c2s_pipeline.eval.report import (CROSS_COLUMNS, metrics_table, per_class_bar_chart, read_per_class_csv,
-                                      results_table)
+from c2s_pipeline.eval.report import (
+    CROSS_COLUMNS,
+    metrics_table,
+    per_class_bar_chart,
+    read_per_class_csv,
+    results_table,
+)
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,18 @@ from PIL import Image
 
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
 from c2s_pipeline.data.registry import dataset_from_params
-from c2s_pipeline.eval.open_vocab import (UNLABELLED, PredictError, class_map, clean_names, prepare, read_image,
-                                         resize_nearest, text_encoder, with_background, within)
+from c2s_pipeline.eval.open_vocab import (
+    UNLABELLED,
+    PredictError,
+    class_map,
+    clean_names,
+    prepare,
+    read_image,
+    resize_nearest,
+    text_encoder,
+    with_background,
+    within,
+)
 from c2s_pipeline.eval.report import overlay_image
 from c2s_pipeline.student.checkpoint import load_student
 from stages.common import resolve_device
@@ -121,7 +131,7 @@ class Segmenter:
         log.info("embedded %d new class names: %s", len(names), ", ".join(names))
         return emb.to(self.device)
 
-    def segment(self, image_path: str | None, vocabulary: str | None, unlabelled: str | None = None) -> "Segmented":
+    def segment(self, image_path: str | None, vocabulary: str | None, unlabelled: str | None = None) -> Segmented:
         """The class map of one uploaded image over the typed names; pixels no name fits are left unlabelled as
         `unlabelled` (none | threshold | background; default: the params' predict.unlabelled) says, exactly as
         `c2s predict` leaves them."""

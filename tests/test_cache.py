@@ -11,11 +11,11 @@ import pytest
 
 from c2s_pipeline.cache import schema as S
 from c2s_pipeline.cache.fingerprint import fingerprint_inputs, teacher_fingerprint
-from c2s_pipeline.teacher.registry import model_config_digest
 from c2s_pipeline.cache.inspect import list_stores, verify_store
 from c2s_pipeline.cache.schema import CacheShape, TeacherRecord
 from c2s_pipeline.cache.store import CacheError, CacheReader, CacheWriter, StoreIdentity, UnseenAccessError
 from c2s_pipeline.config import MiningConfig
+from c2s_pipeline.teacher.registry import model_config_digest
 
 SHAPE = CacheShape(num_images=4, embed_dim=8, grid=(4, 4), mask_size=16, max_regions=5, num_classes=6, num_views=2)
 SEEN = np.array([1, 1, 0, 1, 0, 1], bool)

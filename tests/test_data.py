@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError, as_in_main_process
 from c2s_pipeline.config import DataConfig
+from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError, as_in_main_process
 from c2s_pipeline.data.registry import DATASETS, build_dataset, dataset_spec, describe_datasets
 from c2s_pipeline.data.transforms import resize_pair, view_crop_flip, view_windows
 from tests.layouts import make_cocostuff, make_context, make_voc, make_world_meta

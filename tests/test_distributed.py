@@ -14,8 +14,8 @@ import torch.multiprocessing as mp
 
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.student.checkpoint import LOG_FILE
-from stages import precompute, train
 from c2s_pipeline.teacher.identity import locate_store
+from stages import precompute, train
 from tests.test_precompute import assert_same_store
 
 pytestmark = pytest.mark.slow   # 2-process gloo runs
@@ -67,7 +67,7 @@ def test_two_rank_precompute_equals_one_process(tiny_params, tmp_path):
 def test_killed_rank_then_rerun_completes_the_store(tiny_params, tmp_path):
     params = one_at_a_time(tiny_params)
     reference = precompute.run(params, split="train", cache_dir=tmp_path / "one")
-    with pytest.raises(Exception):                            # rank 1 dies, rank 0 times out at the barrier
+    with pytest.raises(Exception):  # noqa: B017  rank 1 dies, rank 0 times out at the barrier: any error
         mp.spawn(_precompute_rank, args=(2, str(tmp_path / "init"), params, str(tmp_path / "two"), 2), nprocs=2)
     path, _ = locate_store(params, "train", tmp_path / "two")
     partial = CacheReader(path, require_complete=False)

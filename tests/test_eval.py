@@ -11,8 +11,15 @@ from PIL import Image
 
 from c2s_pipeline.eval.inference import apply_seen_bias, predict_logits, segment
 from c2s_pipeline.eval.metrics import ConfusionMatrix, harmonic, per_class_rows, split_confusion, summarize
-from c2s_pipeline.eval.report import (legend_entries, metrics_table, overlay_png, palette, per_class_bar_chart,
-                                      read_per_class_csv, write_per_class_csv)
+from c2s_pipeline.eval.report import (
+    legend_entries,
+    metrics_table,
+    overlay_png,
+    palette,
+    per_class_bar_chart,
+    read_per_class_csv,
+    write_per_class_csv,
+)
 from c2s_pipeline.eval.speed import count_flops, measure_fps
 from c2s_pipeline.student.model import class_logits
 

@@ -64,7 +64,7 @@ def test_onnxruntime_scores_equal_the_torch_students(exported):
                 assert np.abs(got - want).max() < 1e-3, (name, h, w, n)
                 # and the class map `c2s predict` computes from the same image
                 for b in range(2):
-                    pred = segment(lambda t: student.predict_logits(t, text[:n], scale),
+                    pred = segment(lambda t: student.predict_logits(t, text[:n], scale),  # noqa: B023
                                    image_to_tensor(batch[b])[None], torch.zeros(n, dtype=torch.bool), 0.0,
                                    mode="whole", crop=size).numpy()
                     assert (got[b].argmax(0) == pred).mean() >= 0.999, (name, h, w, n)

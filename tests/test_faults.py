@@ -26,10 +26,18 @@ from PIL import Image
 
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import ConfigError, Params, load_params, to_dict
-from c2s_pipeline.student.checkpoint import CheckpointError, RunRecord, run_store, safe_load
-from c2s_pipeline.student.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE
-from stages import precompute, train
+from c2s_pipeline.student.checkpoint import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    LOG_FILE,
+    STUDENT_FILE,
+    CheckpointError,
+    RunRecord,
+    run_store,
+    safe_load,
+)
 from c2s_pipeline.teacher.identity import locate_store
+from stages import precompute, train
 
 pytestmark = pytest.mark.slow   # the CLI in subprocesses, stores and trainings: `make test-fast` skips them
 

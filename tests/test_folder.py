@@ -88,8 +88,8 @@ def test_a_classes_yaml_with_its_own_templates(tiny_params, tiny_teacher, tmp_pa
     import torch
     import torch.nn.functional as F
 
-    from c2s_pipeline.teacher.identity import locate_store
     from c2s_pipeline.teacher.clip import load_clip
+    from c2s_pipeline.teacher.identity import locate_store
 
     own = ["an aerial photo of {}.", "a drawing of a {} seen from above."]
     roots = {}

@@ -6,9 +6,17 @@ import math
 import torch
 import torch.nn.functional as F
 
-from c2s_pipeline.student.losses import (attention_pool, dice_loss, global_distill_loss, group_cross_entropy,
-                                         info_nce, local_distill_loss, nel_loss, region_prototypes,
-                                         sigmoid_focal_loss)
+from c2s_pipeline.student.losses import (
+    attention_pool,
+    dice_loss,
+    global_distill_loss,
+    group_cross_entropy,
+    info_nce,
+    local_distill_loss,
+    nel_loss,
+    region_prototypes,
+    sigmoid_focal_loss,
+)
 
 
 def test_info_nce_hand_computed():

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import yaml
 
-from c2s_pipeline.cache.schema import LATENT, NO_REGION
-from c2s_pipeline.cache.inspect import list_stores, verify_store
 from c2s_pipeline.cache.backends import partial_path
+from c2s_pipeline.cache.inspect import list_stores, verify_store
+from c2s_pipeline.cache.schema import LATENT, NO_REGION
 from c2s_pipeline.cache.store import CacheError, CacheReader, CacheWriter
-from stages import precompute
 from c2s_pipeline.teacher import registry
 from c2s_pipeline.teacher.identity import locate_store, open_store
 from c2s_pipeline.teacher.registry import MODEL_CONFIG_DIR
+from stages import precompute
 
 REPO = Path(__file__).resolve().parents[1]
 ARRAYS = ("global_cls", "dense_tokens", "pseudo_mask", "region_class", "local_cls", "region_count")

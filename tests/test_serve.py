@@ -13,10 +13,9 @@ import torch
 import yaml
 from PIL import Image
 
-from c2s_pipeline.config import to_dict
-from c2s_pipeline.eval.open_vocab import PredictError
 from benchmarks.page_screenshot import CHROMEDRIVER, CHROMIUM, chromium, serve
-from c2s_pipeline.eval.open_vocab import write_vocab
+from c2s_pipeline.config import to_dict
+from c2s_pipeline.eval.open_vocab import PredictError, write_vocab
 from stages import predict
 from stages.serve import SHARE_HEADERS, Segmenter, class_shares, parse_vocabulary
 

@@ -110,7 +110,7 @@ def fixed_batch(d=16, s=64, r=6, seed=0):
             "label": label}
 
 
-def make_task(cfg=LossConfig(), d=16):
+def make_task(cfg=LossConfig(), d=16):  # noqa: B008  (a frozen dataclass)
     torch.manual_seed(0)
     return C2STask(Student("unet", "resnet18", None, d), torch.randn(4, d), cfg, 50.0)
 

@@ -18,9 +18,17 @@ import torch
 
 from c2s_pipeline.cache import store as cache_store
 from c2s_pipeline.data import reader as data_reader
+from c2s_pipeline.student.checkpoint import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    LOG_FILE,
+    STUDENT_FILE,
+    CheckpointError,
+    RunRecord,
+    check_resumable,
+    load_student,
+)
 from c2s_pipeline.student.data import DistillDataset
-from c2s_pipeline.student.checkpoint import (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, STUDENT_FILE, CheckpointError,
-                                             RunRecord, check_resumable, load_student)
 from c2s_pipeline.student.loop import lr_factor
 from c2s_pipeline.student.model import Student
 from c2s_pipeline.student.task import C2STask

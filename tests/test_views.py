@@ -8,13 +8,18 @@ import pytest
 import torch
 from PIL import Image
 
-from c2s_pipeline.teacher.identity import locate_store
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.data.base import IGNORE_INDEX, to_seen_only
 from c2s_pipeline.data.registry import dataset_from_params
-from c2s_pipeline.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, draw_bank_views, keep_ratio_size,
-                                          photometric_distortion)
+from c2s_pipeline.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    draw_bank_views,
+    keep_ratio_size,
+    photometric_distortion,
+)
 from c2s_pipeline.student.data import DistillDataset
+from c2s_pipeline.teacher.identity import locate_store
 from stages import precompute
 from tests.layouts import make_voc
 

@@ -13,13 +13,12 @@ from PIL import Image
 
 from c2s_pipeline.config import EncoderPretrainConfig, PretrainConfig, WorldConfig
 from c2s_pipeline.data.registry import build_dataset
-from c2s_pipeline.world.generator import (CLASS_NAMES, COLOURS, SHAPES, WORLD_B_CLASSES, generate_world,
-                                          generate_world_b)
+from c2s_pipeline.student.model import Student
 from c2s_pipeline.teacher.registry import register_model_configs
+from c2s_pipeline.world.encoder import load_caption_photos, photo_batch, pretrain_encoder
+from c2s_pipeline.world.generator import CLASS_NAMES, COLOURS, SHAPES, WORLD_B_CLASSES, generate_world, generate_world_b
 from c2s_pipeline.world.pretrain import pretrain_teacher
 from c2s_pipeline.world.schedule import warmup_cosine_lr
-from c2s_pipeline.student.model import Student
-from c2s_pipeline.world.encoder import load_caption_photos, photo_batch, pretrain_encoder
 
 SMALL = WorldConfig(seed=3, n_train=8, n_val=4, n_caption=16, image_size=128)
 

@@ -40,7 +40,7 @@ class ZarrBackend:
             return False
 
     @classmethod
-    def create(cls, path, shape: CacheShape, manifest: dict) -> "ZarrBackend":
+    def create(cls, path, shape: CacheShape, manifest: dict) -> ZarrBackend:
         group = zarr.create_group(store=str(path), zarr_format=3, overwrite=True)  # over a half-created one
         for name, (dims, dtype, fill) in shape.arrays().items():
             chunks = (1, *dims[1:]) if name in PER_IMAGE else dims
@@ -49,7 +49,7 @@ class ZarrBackend:
         return cls(group)
 
     @classmethod
-    def open(cls, path, writable: bool) -> "ZarrBackend":
+    def open(cls, path, writable: bool) -> ZarrBackend:
         return cls(zarr.open_group(str(path), mode="r+" if writable else "r"))
 
     def manifest(self) -> dict | None:
@@ -100,7 +100,7 @@ class H5Backend:
         return cls.located(path).exists()
 
     @classmethod
-    def create(cls, path, shape: CacheShape, manifest: dict) -> "H5Backend":
+    def create(cls, path, shape: CacheShape, manifest: dict) -> H5Backend:
         """A fresh `<path>.partial` (over a damaged or half-created one; a file at `<path>` without a manifest,
         which only an older c2s leaves, is removed first)."""
         path = Path(path)
@@ -115,7 +115,7 @@ class H5Backend:
         return cls.open(path, writable=True)
 
     @classmethod
-    def open(cls, path, writable: bool) -> "H5Backend":
+    def open(cls, path, writable: bool) -> H5Backend:
         return cls(h5py.File(cls.located(path), "r+" if writable else "r"), Path(path))
 
     def is_partial(self) -> bool:

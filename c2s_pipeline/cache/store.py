@@ -127,7 +127,7 @@ class CacheWriter:
 
     @classmethod
     def open(cls, path, shape: CacheShape, manifest: dict, fmt: str | None = None,
-             create: bool = True) -> "CacheWriter":
+             create: bool = True) -> CacheWriter:
         """Create the store, or reopen it when schema and fingerprint (settings and data digest) match (resume).
 
         create=False only reopens (non-zero ranks after rank 0 created it behind a barrier). A mismatched

@@ -19,8 +19,15 @@ import yaml
 
 from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError, DatasetSpec
 from c2s_pipeline.data.prompts import template_list
-from c2s_pipeline.data.reader import (SegmentationDataset, label_ids, lookup_table, map_label, read_image,
-                                     read_label, require_dir)
+from c2s_pipeline.data.reader import (
+    SegmentationDataset,
+    label_ids,
+    lookup_table,
+    map_label,
+    read_image,
+    read_label,
+    require_dir,
+)
 
 FOLDER_LAYOUT = ("<root>/{classes.yaml | classes.txt, img_dir/{train,val}/<id>.jpg|.png, "
                  "ann_dir/{train,val}/<id>.png} (mmseg's custom layout)")

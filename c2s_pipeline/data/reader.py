@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from c2s_pipeline.data.images import ImageError, decode
 from c2s_pipeline.data.base import IGNORE_INDEX, DatasetError, DatasetSpec, Sample, to_seen_only
+from c2s_pipeline.data.images import ImageError, decode
 
 logger = logging.getLogger(__name__)
 

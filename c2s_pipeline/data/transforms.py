@@ -158,7 +158,7 @@ def draw_bank_views(label: np.ndarray, image_id: str, *, count: int, crop: int, 
         rh, rw = keep_ratio_size(h, w, int(scale[0] * r), int(scale[1] * r))   # MMSeg truncates the scale
         resized = _resize_mask(label, rh, rw) if cat_max_ratio < 1 else None
         ch, cw = min(crop, rh), min(crop, rw)
-        window = lambda: (int(rng.integers(max(rh - crop, 0) + 1)), int(rng.integers(max(rw - crop, 0) + 1)))  # noqa: E731
+        window = lambda: (int(rng.integers(max(rh - crop, 0) + 1)), int(rng.integers(max(rw - crop, 0) + 1)))  # noqa: E731, B023
         top, left = window()
         for _ in range(10 if resized is not None else 0):
             ids, counts = np.unique(resized[top:top + ch, left:left + cw], return_counts=True)

@@ -18,15 +18,15 @@ import torch
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
 from c2s_pipeline.data.prompts import as_json
 from c2s_pipeline.data.registry import build_dataset, dataset_class, dataset_from_params
+from c2s_pipeline.engines.evaluate import EvaluationError
 from c2s_pipeline.eval.loop import confusion_matrix, dense_map_predictor, student_predictor
 from c2s_pipeline.eval.metrics import per_class_rows, summarize
+from c2s_pipeline.eval.open_vocab import write_vocab
 from c2s_pipeline.eval.report import write_per_class_csv
 from c2s_pipeline.files import write_json
+from c2s_pipeline.runtime import resolve_device
 from c2s_pipeline.student.checkpoint import load_run
 from c2s_pipeline.student.torch_files import safe_load
-from c2s_pipeline.runtime import resolve_device
-from c2s_pipeline.engines.evaluate import EvaluationError
-from c2s_pipeline.eval.open_vocab import write_vocab
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from c2s_pipeline.eval.loop import confusion_matrix, dense_map_predictor, studen
 from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, split_confusion, summarize
 from c2s_pipeline.eval.report import write_per_class_csv
 from c2s_pipeline.eval.speed import count_flops, count_params, measure_fps
-from c2s_pipeline.teacher.identity import open_store
 from c2s_pipeline.files import write_json
-from c2s_pipeline.student.checkpoint import load_run
 from c2s_pipeline.runtime import resolve_device
+from c2s_pipeline.student.checkpoint import load_run
+from c2s_pipeline.teacher.identity import open_store
 
 log = logging.getLogger(__name__)
 

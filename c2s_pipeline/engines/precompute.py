@@ -14,7 +14,6 @@ from tqdm import tqdm
 
 from c2s_pipeline import __version__
 from c2s_pipeline.cache.backends import is_url
-from c2s_pipeline.teacher.identity import locate_store, stores_dense_tokens, uses_view_bank
 from c2s_pipeline.cache.schema import CacheShape
 from c2s_pipeline.cache.store import CacheWriter, StoreIdentity, is_complete, publish_complete, store_lock
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params, TeacherConfig, to_dict
@@ -22,9 +21,10 @@ from c2s_pipeline.data.base import as_in_main_process
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.data.transforms import bank_view, draw_bank_views, pad_to, resize_pair, view_windows
 from c2s_pipeline.files import write_text
+from c2s_pipeline.runtime import resolve_device
 from c2s_pipeline.teacher.batch import teach_batch
 from c2s_pipeline.teacher.clip import load_clip
-from c2s_pipeline.runtime import resolve_device
+from c2s_pipeline.teacher.identity import locate_store, stores_dense_tokens, uses_view_bank
 
 log = logging.getLogger(__name__)
 

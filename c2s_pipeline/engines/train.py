@@ -8,17 +8,17 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from c2s_pipeline import __version__
+from c2s_pipeline.cache.fingerprint import file_sha256
 from c2s_pipeline.config import DEFAULT_CACHE_DIR, ConfigError, Params
 from c2s_pipeline.data.registry import dataset_from_params
-from c2s_pipeline.student.data import DistillDataset, make_loader
+from c2s_pipeline.runtime import resolve_device, seed_everything
 from c2s_pipeline.student.checkpoint import RunRecord
+from c2s_pipeline.student.data import DistillDataset, make_loader
 from c2s_pipeline.student.loop import train
 from c2s_pipeline.student.model import Student, is_weights_file
 from c2s_pipeline.student.task import C2STask
-from c2s_pipeline import __version__
-from c2s_pipeline.cache.fingerprint import file_sha256
 from c2s_pipeline.teacher.identity import open_store
-from c2s_pipeline.runtime import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 

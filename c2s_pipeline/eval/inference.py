@@ -1,7 +1,7 @@
 """Dense prediction of a student: whole-image or sliding-window logits, flip, seen-bias calibration."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -6,7 +6,7 @@ the closed-set benchmark, the world's diagnostics) is this loop with one of them
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

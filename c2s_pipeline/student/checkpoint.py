@@ -12,8 +12,16 @@ import torch
 
 from c2s_pipeline.cache.backends import ZarrBackend, is_url
 from c2s_pipeline.cache.store import CacheReader, StoreIdentity, store_path
-from c2s_pipeline.config import (DEFAULT_CACHE_DIR, ConfigError, Params, changes, first_few, flatten,
-                                 params_from_dict, to_dict)
+from c2s_pipeline.config import (
+    DEFAULT_CACHE_DIR,
+    ConfigError,
+    Params,
+    changes,
+    first_few,
+    flatten,
+    params_from_dict,
+    to_dict,
+)
 from c2s_pipeline.student.model import Student
 from c2s_pipeline.student.torch_files import CheckpointError, safe_load
 
@@ -39,7 +47,7 @@ class RunRecord:
         return {"params": to_dict(self.params), "provenance": dict(self.provenance)}
 
     @classmethod
-    def from_dict(cls, saved: dict, path: str | Path = "run") -> "RunRecord":
+    def from_dict(cls, saved: dict, path: str | Path = "run") -> RunRecord:
         """The typed record; files from before the split (params and provenance in one dict) read too."""
         if not isinstance(saved, dict) or not isinstance(saved.get("params", {}), dict):
             raise CheckpointError(f"{path} has no readable run record (params and provenance); retrain it")

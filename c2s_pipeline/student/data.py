@@ -9,8 +9,14 @@ from c2s_pipeline.cache.schema import NO_REGION
 from c2s_pipeline.cache.store import CacheError
 from c2s_pipeline.config import TrainConfig
 from c2s_pipeline.data.base import IGNORE_INDEX
-from c2s_pipeline.data.transforms import (bank_view, normalise, pad_to, photometric_distortion, resize_pair,
-                                          view_crop_flip)
+from c2s_pipeline.data.transforms import (
+    bank_view,
+    normalise,
+    pad_to,
+    photometric_distortion,
+    resize_pair,
+    view_crop_flip,
+)
 
 
 def image_to_tensor(image: np.ndarray, normalisation: str = "clip") -> torch.Tensor:

@@ -6,8 +6,8 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -17,8 +17,18 @@ from tqdm import tqdm
 from c2s_pipeline.config import TrainConfig
 from c2s_pipeline.data.base import as_in_main_process
 from c2s_pipeline.files import exclusive_lock, replacing, write_text
-from c2s_pipeline.student.checkpoint import (CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, LOG_FILE, LOSS_CSV, STUDENT_FILE,
-                                             CheckpointError, RunRecord, check_resumable, safe_load)
+from c2s_pipeline.student.checkpoint import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    LOCK_FILE,
+    LOG_FILE,
+    LOSS_CSV,
+    STUDENT_FILE,
+    CheckpointError,
+    RunRecord,
+    check_resumable,
+    safe_load,
+)
 from c2s_pipeline.student.task import LOSS_KEYS, C2STask
 
 log = logging.getLogger(__name__)

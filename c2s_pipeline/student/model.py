@@ -111,7 +111,7 @@ class Student(nn.Module):
             self._frozen_head = (free.detach().clone(), conv.weight.detach())
         return self._frozen_head[1]
 
-    def with_fixed_head(self) -> "Student":
+    def with_fixed_head(self) -> Student:
         """This student, or for an isometric head a copy whose head is a plain conv holding the orthonormal
         weight (ONNX has no QR).
 

@@ -19,8 +19,13 @@ from c2s_pipeline.cache.schema import LATENT
 from c2s_pipeline.config import ConfigError, LossConfig
 from c2s_pipeline.data.base import IGNORE_INDEX
 from c2s_pipeline.student.latent import LatentEmbeddingGenerator
-from c2s_pipeline.student.losses import (global_distill_loss, group_cross_entropy, local_distill_loss, nel_loss,
-                                         region_prototypes)
+from c2s_pipeline.student.losses import (
+    global_distill_loss,
+    group_cross_entropy,
+    local_distill_loss,
+    nel_loss,
+    region_prototypes,
+)
 from c2s_pipeline.student.model import Student, class_logits, scaled_cosine
 
 LOSS_KEYS = ("loss", "global_loss", "local_loss", "nel_loss", "ce_loss")

@@ -84,7 +84,7 @@ def check_recorded_config(model_name: str, checkpoint: Path) -> None:
 
 
 def load_clip(model_name: str, pretrained: str | None, *, image_size: int,
-              device: str | torch.device = "cpu", dense_mode: str = "maskclip") -> "FrozenCLIP":
+              device: str | torch.device = "cpu", dense_mode: str = "maskclip") -> FrozenCLIP:
     """Build the frozen teacher from an open_clip tag or a local checkpoint."""
     if dense_mode not in DENSE_MODES:
         raise TeacherError(f"unknown dense_mode '{dense_mode}'; choose one of {', '.join(DENSE_MODES)}")

@@ -20,9 +20,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from c2s_pipeline.config import EncoderPretrainConfig, Params
-from c2s_pipeline.runtime import resolve_device, seed_everything
-from c2s_pipeline.files import replacing, write_text
 from c2s_pipeline.data.transforms import clip_normalise
+from c2s_pipeline.files import replacing, write_text
+from c2s_pipeline.runtime import resolve_device, seed_everything
 from c2s_pipeline.world.generator import CLASS_NAMES, caption_rows
 from c2s_pipeline.world.schedule import warmup_cosine_lr
 

@@ -19,12 +19,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from c2s_pipeline.config import ConfigError, Params, PretrainConfig
-from c2s_pipeline.runtime import resolve_device, seed_everything
 from c2s_pipeline.data.base import IGNORE_INDEX
+from c2s_pipeline.data.prompts import SINGLE_TEMPLATE
 from c2s_pipeline.data.registry import build_dataset
 from c2s_pipeline.data.transforms import clip_normalise
 from c2s_pipeline.files import replacing, write_text
-from c2s_pipeline.data.prompts import SINGLE_TEMPLATE
+from c2s_pipeline.runtime import resolve_device, seed_everything
 from c2s_pipeline.teacher.registry import register_model_configs
 from c2s_pipeline.world.generator import caption_rows
 from c2s_pipeline.world.schedule import warmup_cosine_lr
