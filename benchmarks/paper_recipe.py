@@ -38,7 +38,7 @@ def main() -> None:
     seed_dir = Path(args.work) / f"seed{args.seed}"
     base = override(load_params(args.params), world={"seed": args.seed}, data={"root": str(seed_dir / "world")},
                     teacher={"pretrained": str(seed_dir / "teacher" / "clip.pt")},
-                    student={"encoder_weights": str(seed_dir / "student_init" / "encoder.pt")}, loss=PAPER_LOSS)
+                    student={"encoder_weights": str(seed_dir / "encoder" / "encoder.pt")}, loss=PAPER_LOSS)
     work = seed_dir / "paper_recipe"
     cache = work / "data_cache"
     for split in (base.data.train_split, base.data.val_split):

@@ -16,16 +16,16 @@ import open_clip
 import torch
 
 from benchmarks.timing import interleaved_median_seconds
-from c2s_pipeline.config import PretrainConfig
+from c2s_pipeline.config import TeacherPretrainConfig
 from c2s_pipeline.data.prompts import SINGLE_TEMPLATE
 from c2s_pipeline.data.transforms import clip_normalise
 from c2s_pipeline.teacher.registry import register_model_configs
 from c2s_pipeline.world.generator import CLASS_NAMES
-from c2s_pipeline.world.pretrain import _augment, make_optimizer, train_clip
 from c2s_pipeline.world.schedule import warmup_cosine_lr
+from c2s_pipeline.world.teacher_pretrain import _augment, make_optimizer, train_clip
 
 
-def every_row(model, images, tokens, batches, cfg: PretrainConfig, gen, device) -> None:
+def every_row(model, images, tokens, batches, cfg: TeacherPretrainConfig, gen, device) -> None:
     """The loop before CaptionTokenRows: AdamW over the whole token table."""
     opt, loss_fn = make_optimizer(model, cfg), open_clip.ClipLoss()
     for step, idx in enumerate(batches):
@@ -48,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
 
     register_model_configs()
-    cfg = PretrainConfig()
+    cfg = TeacherPretrainConfig()
     tokens = open_clip.get_tokenizer(args.model)([SINGLE_TEMPLATE[0].format(c) for c in CLASS_NAMES])
     size = open_clip.get_model_config(args.model)["vision_cfg"]["image_size"]
     images = torch.randint(0, 256, (len(tokens), 3, size, size), dtype=torch.uint8)

@@ -22,9 +22,9 @@ from c2s_pipeline.engines.evaluate import evaluate_run
 from c2s_pipeline.engines.precompute import build_store
 from c2s_pipeline.engines.train import train_student
 from c2s_pipeline.student.model import is_weights_file
-from c2s_pipeline.world.encoder import run_pretrain_encoder
+from c2s_pipeline.world.encoder_pretrain import run_pretrain_encoder
 from c2s_pipeline.world.generator import run_generate
-from c2s_pipeline.world.pretrain import run_pretrain
+from c2s_pipeline.world.teacher_pretrain import run_pretrain
 
 SPLITS = {
     "default": None,   # world.unseen of params.yaml
@@ -110,7 +110,7 @@ def main() -> None:
         if not (seed_dir / "teacher" / "clip.pt").is_file():
             run_pretrain(params, seed_dir / "world", seed_dir / "teacher" / "clip.pt")
         if is_weights_file(params.student.encoder_weights):      # params.yaml's: each world its own encoder
-            encoder = seed_dir / "student_init" / "encoder.pt"
+            encoder = seed_dir / "encoder" / "encoder.pt"
             if not encoder.is_file():
                 run_pretrain_encoder(params, seed_dir / "world", encoder)
             params = override(params, student={"encoder_weights": str(encoder)})

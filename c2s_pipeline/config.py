@@ -130,7 +130,7 @@ STUDENT_HEADS = ("linear", "isometric")
 class StudentConfig:
     arch: str = "fpn"                   # any smp architecture name
     encoder: str = "resnet18"
-    encoder_weights: str | None = "models/student_init/encoder.pt"  # a local state_dict, "imagenet" (smp), None
+    encoder_weights: str | None = "models/encoder/encoder.pt"  # a local state_dict, "imagenet" (smp), None
     # tau in logits = tau * cos(F, A): the seen-class logits of training (the paper's alpha), evaluation and
     # prediction; saved with the student.
     logit_scale: float = bounded(50.0, above=0)
@@ -229,7 +229,7 @@ class WorldConfig:
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class TeacherPretrainConfig:
     epochs: int = bounded(16, low=1)
     batch_size: int = bounded(20, low=1)   # at most the world's distinct captions (20): a batch never repeats one
     lr: float = bounded(1e-3, above=0)
@@ -259,7 +259,7 @@ class Params:
     eval: EvalConfig = field(default_factory=EvalConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    teacher_pretrain: TeacherPretrainConfig = field(default_factory=TeacherPretrainConfig)
     encoder_pretrain: EncoderPretrainConfig = field(default_factory=EncoderPretrainConfig)
 
 

@@ -356,11 +356,11 @@ def world_pretrain(world: str = typer.Option("data/world"), out: str = typer.Opt
 @world_app.command("pretrain-encoder")
 @friendly
 def world_pretrain_encoder(world: str = typer.Option("data/world"),
-                           out: str = typer.Option("models/student_init/encoder.pt"), params: str = ParamsOpt):
+                           out: str = typer.Option("models/encoder/encoder.pt"), params: str = ParamsOpt):
     """Train the student's encoder to name the caption photos: the world's stand-in for ImageNet weights."""
-    from stages import student_init
+    from stages import encoder_pretrain
 
-    typer.echo(str(student_init.run(_params(params), world, out)))
+    typer.echo(str(encoder_pretrain.run(_params(params), world, out)))
 
 
 @world_app.command("diagnose")

@@ -108,11 +108,12 @@ def _cross_lines(record: dict) -> list[str]:
     return ["World A's students and teacher scored against world B's vocabulary (`c2s world generate --style b`: "
             "another kind of ground, smaller objects, two to six per scene, and half the classes: the red and "
             f"blue ones). Of its {first['classes']:.0f} classes, {first['trained_names']:.0f} are named like a "
-            "class world A's students were trained on and the rest are not (three of world A's unseen classes "
-            "among them); the teacher is scored over the same partition. Made by the dvc.yaml stages "
-            "`generate_world_b`, `vocab_world_b`, `evaluate_world_b@c2s`, `evaluate_world_b@seen_only` and "
-            "`evaluate_clip_dense_world_b` in the same `make demo` (by hand: `c2s evaluate --run models/c2s "
-            "--dataset world --root data/world_b`); `metrics/<run>-on-world_b.json`.", "",
+            f"class world A's students were trained on and the other {first['classes'] - first['trained_names']:.0f} "
+            "are not (world A's unseen classes that world B shows); the teacher is scored over the same partition. "
+            "Made by the dvc.yaml stages `generate_world_b`, `vocab_world_b`, `evaluate_world_b@c2s`, "
+            "`evaluate_world_b@seen_only` and `evaluate_clip_dense_world_b` in the same `make demo` (by hand: "
+            "`c2s evaluate --run models/c2s --dataset world --root data/world_b`); `metrics/<run>-on-world_b.json`.",
+            "",
             results_table(rows, CROSS_COLUMNS), "",
             "mIoU: over all of world B's classes; `mIoU_trained_names` / `mIoU_new_names`: over those named like "
             "a class the students trained on, and over the rest. Other seeds: `make sweep` then `python -m "
@@ -147,8 +148,8 @@ def gap_line(record: dict) -> str:
 def demo_excerpt(record: dict) -> str:
     """The README's part of the results page: the demo's table and its one-line reading."""
     return "\n".join([results_table(record["models"]), "",
-                      f"C2S - seen-only (sIoU / uIoU / hIoU): **{gap_line(record)}**. `make demo` took "
-                      f"{demo_time(record)} on {record['provenance']['cpu']}; provenance and per-class IoU: "
+                      f"C2S - seen-only (sIoU / uIoU / hIoU): **{gap_line(record)}**. `make demo`'s wall clock: "
+                      f"{demo_time(record)}, on {record['provenance']['cpu']}; provenance and per-class IoU: "
                       "[docs/results.md](docs/results.md)."])
 
 

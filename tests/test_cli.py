@@ -86,7 +86,7 @@ def test_unknown_params_key_is_named(project):
     assert result.exit_code == 2 and "unknown key(s) train.learning_rate" in result.output
 
 
-@pytest.mark.parametrize("flag, expected", [([], "models/student_init/encoder.pt"),
+@pytest.mark.parametrize("flag, expected", [([], "models/encoder/encoder.pt"),
                                             (["--encoder-weights", "none"], None),
                                             (["--encoder-weights", "imagenet"], "imagenet")])
 def test_train_encoder_weights_flag_sets_none_a_name_or_keeps_the_params_file(monkeypatch, flag, expected):

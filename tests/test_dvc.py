@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "data": {"image_size": 64},
     "world": {"n_train": 8, "n_val": 4, "n_caption": 32, "image_size": 64},
-    "pretrain": {"epochs": 1, "batch_size": 8, "warmup_steps": 1},
+    "teacher_pretrain": {"epochs": 1, "batch_size": 8, "warmup_steps": 1},
     "encoder_pretrain": {"steps": 2, "batch_size": 2},
     "teacher": {"batch_size": 4, "workers": 0, "device": "cpu"},
     "train": {"iterations": 3, "batch_size": 2, "num_workers": 0, "warmup_iters": 1, "checkpoint_every": 3,
@@ -55,7 +55,7 @@ def test_repro_reuses_the_teacher_cache(tmp_path):
     sh(root, "dvc", "config", "core.analytics", "false")
 
     first = sh(root, "dvc", "repro")
-    for stage in ("generate", "pretrain_teacher", "pretrain_student_encoder", "precompute", "train_c2s",
+    for stage in ("generate", "pretrain_teacher", "pretrain_encoder", "precompute", "train_c2s",
                   "train_seen_only", "generate_world_b", "vocab_world_b", "evaluate_world_b@c2s",
                   "evaluate_clip_dense_world_b", "report"):
         assert f"Running stage '{stage}'" in first

@@ -11,7 +11,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("c2s_pipeline", "stages")
 COMMANDS = {"world generate": "stages.world", "world pretrain-teacher": "stages.world",
-            "world pretrain-encoder": "stages.student_init",
+            "world pretrain-encoder": "stages.encoder_pretrain",
             "world diagnose": "stages.diagnose", "precompute": "stages.precompute", "train": "stages.train",
             "evaluate": "stages.evaluate", "report": "stages.report", "vocab": "stages.cross"}
 
@@ -85,4 +85,4 @@ def test_the_import_graph_is_followed():
     files = closure("stages.train")
     assert Path("c2s_pipeline/student/task.py") in files and Path("c2s_pipeline/config.py") in files
     assert Path("c2s_pipeline/__init__.py") in files
-    assert Path("c2s_pipeline/world/pretrain.py") not in files   # training never needs the world's CLIP
+    assert Path("c2s_pipeline/world/teacher_pretrain.py") not in files   # training never needs the world's CLIP

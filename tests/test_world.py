@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from c2s_pipeline.config import EncoderPretrainConfig, PretrainConfig, WorldConfig
+from c2s_pipeline.config import EncoderPretrainConfig, TeacherPretrainConfig, WorldConfig
 from c2s_pipeline.data.registry import build_dataset
 from c2s_pipeline.student.model import Student
 from c2s_pipeline.teacher.registry import register_model_configs
-from c2s_pipeline.world.encoder import load_caption_photos, photo_batch, pretrain_encoder
+from c2s_pipeline.world.encoder_pretrain import load_caption_photos, photo_batch, pretrain_encoder
 from c2s_pipeline.world.generator import CLASS_NAMES, COLOURS, SHAPES, WORLD_B_CLASSES, generate_world, generate_world_b
-from c2s_pipeline.world.pretrain import pretrain_teacher
 from c2s_pipeline.world.schedule import warmup_cosine_lr
+from c2s_pipeline.world.teacher_pretrain import pretrain_teacher
 
 SMALL = WorldConfig(seed=3, n_train=8, n_val=4, n_caption=16, image_size=128)
 
@@ -107,7 +107,7 @@ def test_same_seed_same_world_other_seed_other_world(tmp_path):
 
 
 def test_pretraining_lowers_the_loss_and_writes_an_open_clip_checkpoint(tiny_world, tmp_path):
-    cfg = PretrainConfig(epochs=6, batch_size=8, lr=2e-3, weight_decay=0.0, warmup_steps=1, seed=0)
+    cfg = TeacherPretrainConfig(epochs=6, batch_size=8, lr=2e-3, weight_decay=0.0, warmup_steps=1, seed=0)
     out = tmp_path / "clip.pt"
     metrics = pretrain_teacher(tiny_world, out, cfg, model_name="c2s-tiny-vit")
     assert metrics["loss_after"] < metrics["loss_before"]
@@ -120,9 +120,9 @@ def test_pretraining_lowers_the_loss_and_writes_an_open_clip_checkpoint(tiny_wor
 
 
 def test_pretraining_optimizer_takes_the_same_steps_as_torchs_default_adamw():
-    from c2s_pipeline.world.pretrain import make_optimizer
+    from c2s_pipeline.world.teacher_pretrain import make_optimizer
 
-    cfg = PretrainConfig(lr=1e-2, weight_decay=0.1)
+    cfg = TeacherPretrainConfig(lr=1e-2, weight_decay=0.1)
     states = []
     for build in (lambda m: make_optimizer(m, cfg),
                   lambda m: torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)):
@@ -144,7 +144,7 @@ def test_pretraining_optimizer_takes_the_same_steps_as_torchs_default_adamw():
 
 
 def test_caption_batches_never_repeat_a_caption_and_drop_only_leftovers():
-    from c2s_pipeline.world.pretrain import distinct_caption_batches
+    from c2s_pipeline.world.teacher_pretrain import distinct_caption_batches
 
     captions = ["a"] * 6 + ["b"] * 3 + [f"c{i}" for i in range(7)]
     batches = distinct_caption_batches(captions, 4, torch.Generator().manual_seed(0))
@@ -234,7 +234,7 @@ def test_pattern_scales_with_its_object(monkeypatch):
 
 
 def test_pretraining_crops_zoom_in_and_full_side_keeps_every_pixel(monkeypatch):
-    from c2s_pipeline.world import pretrain
+    from c2s_pipeline.world import teacher_pretrain as pretrain
 
     yy, xx = np.mgrid[0:64, 0:64]
     board = torch.from_numpy(((yy // 8 + xx // 8) % 2 * 255).astype(np.uint8)).expand(4, 3, 64, 64)
@@ -255,17 +255,17 @@ def test_pretraining_crops_zoom_in_and_full_side_keeps_every_pixel(monkeypatch):
 def test_pretraining_batches_larger_than_the_distinct_captions_are_refused(tiny_world, tmp_path):
     from c2s_pipeline.config import ConfigError
 
-    cfg = PretrainConfig(epochs=1, batch_size=21, warmup_steps=1)   # the world has at most 20 distinct captions
-    with pytest.raises(ConfigError, match="pretrain.batch_size 21 is more than the .* distinct captions"):
+    cfg = TeacherPretrainConfig(epochs=1, batch_size=21, warmup_steps=1)   # the world has at most 20 distinct captions
+    with pytest.raises(ConfigError, match="teacher_pretrain.batch_size 21 is more than the .* distinct captions"):
         pretrain_teacher(tiny_world, tmp_path / "clip.pt", cfg, model_name="c2s-tiny-vit")
     assert not (tmp_path / "clip.pt").exists()
 
 
 def test_training_only_the_captions_token_rows_gives_the_same_teacher_bit_for_bit(monkeypatch):
     from benchmarks.pretrain_step import every_row
-    from c2s_pipeline.world import pretrain
+    from c2s_pipeline.world import teacher_pretrain as pretrain
 
-    cfg = PretrainConfig(lr=1e-2, weight_decay=0.1, warmup_steps=1)
+    cfg = TeacherPretrainConfig(lr=1e-2, weight_decay=0.1, warmup_steps=1)
     tokens = open_clip.get_tokenizer("c2s-tiny-vit")([f"a photo of a {c}." for c in CLASS_NAMES[:6]])
     images = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     batches = [torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([5, 0, 2])]
@@ -296,7 +296,7 @@ def test_training_only_the_captions_token_rows_gives_the_same_teacher_bit_for_bi
 
 
 def test_caption_token_rows_keep_the_end_token_last_and_restore_the_table():
-    from c2s_pipeline.world.pretrain import CaptionTokenRows
+    from c2s_pipeline.world.teacher_pretrain import CaptionTokenRows
 
     register_model_configs()
     model = open_clip.create_model("c2s-tiny-vit", pretrained=None)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from c2s_pipeline.config import ConfigError, Params, PretrainConfig
+from c2s_pipeline.config import ConfigError, Params, TeacherPretrainConfig
 from c2s_pipeline.data.base import IGNORE_INDEX
 from c2s_pipeline.data.prompts import SINGLE_TEMPLATE
 from c2s_pipeline.data.registry import build_dataset
@@ -119,7 +119,7 @@ def zero_shot_accuracy(model, tokenizer, world_dir: Path, size: int, device) -> 
     return {f"zero_shot_top1_{k}": float(np.mean(v)) * 100 if v else float("nan") for k, v in hits.items()}
 
 
-def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: TeacherPretrainConfig) -> torch.optim.AdamW:
     """AdamW with the batched (foreach) kernels: on CPU torch defaults to a per-tensor loop, which gives the
     same numbers (tests/test_world.py) more slowly. One parameter group: `train_clip` repeats its decay."""
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
@@ -157,7 +157,7 @@ class CaptionTokenRows:
 
 
 def train_clip(model, images: torch.Tensor, tokens: torch.Tensor, batches: list[torch.Tensor],
-               cfg: PretrainConfig, gen: torch.Generator, device, bar: tqdm | None = None) -> None:
+               cfg: TeacherPretrainConfig, gen: torch.Generator, device, bar: tqdm | None = None) -> None:
     """AdamW with ClipLoss: images (N, 3, S, S) uint8 and caption tokens (N, L), one step per index batch,
     augmented by `gen`. Only the caption token rows train (CaptionTokenRows); the full table is back on
     return, also after an error."""
@@ -184,7 +184,7 @@ def train_clip(model, images: torch.Tensor, tokens: torch.Tensor, batches: list[
         rows.restore()
 
 
-def pretrain_teacher(world_dir: str | Path, out_path: str | Path, cfg: PretrainConfig,
+def pretrain_teacher(world_dir: str | Path, out_path: str | Path, cfg: TeacherPretrainConfig,
                      model_name: str = "c2s-world-vit", device: str = "cpu") -> dict:
     """Train CLIP from scratch on the world's captions; writes an ordinary open_clip state_dict."""
     world_dir, out_path = Path(world_dir), Path(out_path)
@@ -200,8 +200,8 @@ def pretrain_teacher(world_dir: str | Path, out_path: str | Path, cfg: PretrainC
     batches = [b for _ in range(cfg.epochs) for b in distinct_caption_batches(captions, cfg.batch_size, gen)]
     total = len(batches)
     if not total:
-        raise ConfigError(f"pretrain.batch_size {cfg.batch_size} is more than the {len(set(captions))} distinct "
-                          "captions of this world, and a batch never repeats a caption; lower it")
+        raise ConfigError(f"teacher_pretrain.batch_size {cfg.batch_size} is more than the {len(set(captions))} "
+                          "distinct captions of this world, and a batch never repeats a caption; lower it")
     probe = torch.arange(min(256, len(captions)))
     loss_before = contrastive_loss(model, loss_fn, images[probe].to(device), tokens[probe].to(device))
     start = time.perf_counter()
@@ -222,9 +222,9 @@ def pretrain_teacher(world_dir: str | Path, out_path: str | Path, cfg: PretrainC
 
 def run_pretrain(params: Params, world_dir: str | Path, out_path: str | Path) -> Path:
     """Pretrain the world's CLIP with open_clip; writes an ordinary open_clip checkpoint."""
-    seed_everything(params.pretrain.seed)
+    seed_everything(params.teacher_pretrain.seed)
     device = resolve_device(params.teacher.device)
-    metrics = pretrain_teacher(Path(world_dir), Path(out_path), params.pretrain,
+    metrics = pretrain_teacher(Path(world_dir), Path(out_path), params.teacher_pretrain,
                                model_name=params.teacher.clip_model, device=str(device))
     log.info("teacher written to %s: %s", out_path, metrics)
     return Path(out_path)
