@@ -57,6 +57,7 @@ test-fast: install-test
 
 lint: install-test
 	ruff check .
+	mypy
 
 # The paper path (params-voc.yaml, ViT-B/16, 512 px, Segformer-B0 at batch 16) on one CUDA GPU in ~5-8 min, with
 # what it measured; without CUDA the same steps at toy sizes (< 60 s, CI). Options: python -m benchmarks.gpu_check -h

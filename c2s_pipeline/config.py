@@ -10,6 +10,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def device_field():
     return field(default="auto", metadata={"pattern": DEVICE_PATTERN, "words": "auto, cpu, cuda, cuda:N or mps"})
 
 
-def _check_range(key: str, value: Any, meta: dict) -> None:
+def _check_range(key: str, value: Any, meta: Mapping[str, Any]) -> None:
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
     if meta.get("pattern") and not (isinstance(value, str) and re.fullmatch(meta["pattern"], value)):

@@ -69,7 +69,8 @@ def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], data: str, c
                        view_crops: tuple[float, ...], dense_tokens: bool, view_bank: dict | None = None) -> dict:
     """Everything the teacher's outputs depend on, as a JSON-able dict (view_bank: the bank's recipe, for a
     store of teacher.views bank)."""
-    mining_dict = dataclasses.asdict(mining) if dataclasses.is_dataclass(mining) else dict(mining)
+    is_record = dataclasses.is_dataclass(mining) and not isinstance(mining, type)
+    mining_dict = dataclasses.asdict(mining) if is_record else dict(mining)
     inputs = {
         "schema_version": SCHEMA_VERSION,
         "dataset": dataset, "split": split, "num_images": len(ids), "file_list": file_list_digest(ids),

@@ -58,12 +58,14 @@ def verify_store(path) -> dict:
             continue
         checks = {
             "global_cls shape": rec.global_cls.shape == (s.num_views, s.embed_dim),
-            "dense_tokens shape": not s.dense_tokens or rec.dense_tokens.shape == (*s.grid, s.embed_dim),
+            "dense_tokens shape": not s.dense_tokens or (rec.dense_tokens is not None
+                                                         and rec.dense_tokens.shape == (*s.grid, s.embed_dim)),
             "pseudo_mask shape": rec.pseudo_mask.shape == (s.mask_size, s.mask_size),
             "region_count <= max_regions": 0 <= rec.region_count <= s.max_regions,
             "pseudo_mask ids < region_count": bool(np.all((rec.pseudo_mask < rec.region_count)
                                                           | (rec.pseudo_mask == NO_REGION))),
-            "view_boxes fit": not s.view_boxes or _boxes_fit(rec.view_boxes, s.mask_size),
+            "view_boxes fit": not s.view_boxes or (rec.view_boxes is not None
+                                                   and _boxes_fit(rec.view_boxes, s.mask_size)),
             "global_cls of unit norm": _unit(rec.global_cls),
             "local_cls of unit norm": _unit(rec.local_cls[:rec.region_count]),
             "finite values": all(np.isfinite(a.astype(np.float32)).all()

@@ -80,7 +80,7 @@ class TeacherRecord:
     """Everything precompute stores for one image (numpy, storage dtypes)."""
 
     global_cls: np.ndarray    # (V, D)
-    dense_tokens: np.ndarray  # (h, w, D)
+    dense_tokens: np.ndarray | None  # (h, w, D); None where the store keeps none (teacher.dense_tokens)
     pseudo_mask: np.ndarray   # (S, S) uint8 region slot ids, NO_REGION elsewhere
     region_class: np.ndarray  # (R,) int16
     local_cls: np.ndarray     # (R, D)

@@ -35,7 +35,7 @@ class StoreIdentity:
     and labels); inputs may be None when not known (then a mismatch cannot say what differs).
     """
 
-    fingerprint: str
+    fingerprint: str | None   # None: a manifest that records none (refused by check_identity)
     inputs: dict | None = None
 
 
@@ -259,9 +259,10 @@ class CacheReader:
         if not backend_for(self.format).exists(path):
             raise CacheError(f"teacher store {path} not found; run `c2s precompute` for this dataset/split")
         self._backend, self._pid = None, None
-        self.manifest = _manifest_of(backend_for(self.format), path)
-        if self.manifest is None:
+        manifest = _manifest_of(backend_for(self.format), path)
+        if manifest is None:
             raise CacheError(f"store {path} is half-created (no manifest); run `c2s precompute` again to create it")
+        self.manifest: dict = manifest
         check_identity(path, self.manifest, expect or StoreIdentity(self.manifest.get("fingerprint")))
         self.fingerprint = self.manifest["fingerprint"]
         self.shape = _shape_of(self.manifest)
@@ -321,7 +322,9 @@ class CacheReader:
 
     def dense_tokens(self, i: int) -> np.ndarray:
         """(h, w, D) float16 teacher tokens of image i (the CLIP dense baseline)."""
-        return self.read(i, dense=True).dense_tokens
+        tokens = self.read(i, dense=True).dense_tokens
+        assert tokens is not None   # read(dense=True) refuses a store without them
+        return tokens
 
     def class_seen(self) -> np.ndarray:
         return self._seen.copy()

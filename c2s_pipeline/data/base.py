@@ -69,7 +69,7 @@ class DatasetSpec:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def prompt_set(self, setting: str) -> str:
+    def prompt_set(self, setting: str) -> str | tuple[str, ...]:
         """teacher.templates resolved: "auto" is this dataset's own set, anything else is taken as given."""
         return self.templates if setting == "auto" else setting
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -35,7 +36,7 @@ CLASSES_FILES = ("classes.yaml", "classes.txt")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def folder_meta(root: str | Path) -> dict:
+def folder_meta(root: str | Path) -> dict[str, Any]:
     """{"classes", "templates", "reduce_zero_label", "ignore_index"} from the root's classes file."""
     root = Path(root)
     found = [root / f for f in CLASSES_FILES if (root / f).is_file()]
@@ -43,6 +44,7 @@ def folder_meta(root: str | Path) -> dict:
         raise DatasetError(f"no classes file in {root}; write classes.txt (one class name per line, in id "
                            f"order) or classes.yaml; expected layout: {FOLDER_LAYOUT}")
     path = found[0]
+    meta: dict[str, Any]
     try:
         if path.suffix == ".txt":
             meta = {"classes": [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()
@@ -62,7 +64,8 @@ def folder_meta(root: str | Path) -> dict:
                                                                                                IGNORE_INDEX)}
     try:
         if not isinstance(meta["templates"], str):
-            meta["templates"] = template_list(meta["templates"] if isinstance(meta["templates"], list) else [None])
+            given = meta["templates"]   # a list of sentences, or something template_list refuses
+            meta["templates"] = template_list(given if isinstance(given, list) else [repr(given)])
         else:
             template_list(meta["templates"])
     except DatasetError as err:
@@ -139,7 +142,8 @@ def check_folder(root: str | Path, splits: tuple[str, ...] = ("train", "val"),
     meta = folder_meta(root)
     spec = folder_spec(root, unseen, meta)
     lut, valid_range = folder_lut(meta)
-    problems, report = [], {}
+    problems: list[str] = []
+    report: dict[str, dict] = {}
     for split in splits:
         image_dir, label_dir = root / "img_dir" / split, root / "ann_dir" / split
         missing = [d for d in (image_dir, label_dir) if not d.is_dir()]

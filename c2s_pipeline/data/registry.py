@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from c2s_pipeline.config import Params
 from c2s_pipeline.data.ade20k import ADE20KDataset, ade20k_spec
@@ -44,7 +45,7 @@ def build_dataset(name: str, root: str | Path, split: str, *, seen_only: bool = 
         world_unseen: unseen class names, used by "world" only (None = its default split).
         unseen: unseen class names, used by "folder" and "ade20k" only (`data.unseen`).
     """
-    cls = dataset_class(name)
+    cls: Any = dataset_class(name)   # each reader's own constructor
     if cls in (FolderDataset, ADE20KDataset):
         return cls(root, split, seen_only=seen_only, unseen=unseen)
     if cls is ContextDataset:
@@ -90,7 +91,7 @@ def describe_datasets(world_root: str | Path | None = None, context_unseen_split
     """
     rows = []
     for name, cls in DATASETS.items():
-        row = {"dataset": name}
+        row: dict[str, Any] = {"dataset": name}
         try:
             spec = dataset_spec(name, world_root, context_unseen_split)
         except DatasetError as err:

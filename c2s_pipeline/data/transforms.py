@@ -35,7 +35,7 @@ def _resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """(H, W, 3) uint8 -> (height, width, 3) uint8, bilinear (PIL), always a new writable array."""
     if image.shape[:2] == (height, width):
         return image.copy()
-    return np.array(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    return np.array(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
 def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -46,11 +46,11 @@ def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     if mask.shape == (height, width):
         return mask.copy()
     if mask.dtype == np.uint8:
-        return np.array(Image.fromarray(mask).resize((width, height), Image.NEAREST))
+        return np.array(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
     as_int32 = mask.astype(np.int32)
     if not np.array_equal(as_int32, mask):
         raise ValueError(f"mask of dtype {mask.dtype} does not fit in int32; masks hold integer ids")
-    return np.array(Image.fromarray(as_int32).resize((width, height), Image.NEAREST)).astype(mask.dtype)
+    return np.array(Image.fromarray(as_int32).resize((width, height), Image.Resampling.NEAREST)).astype(mask.dtype)
 
 
 def _check_inputs(image: np.ndarray, masks: tuple[np.ndarray, ...]) -> None:
@@ -114,10 +114,10 @@ def view_crop_flip(image: np.ndarray, *masks: np.ndarray, window: tuple[int, int
         raise ValueError(f"view window {window} does not fit an image of size {image.shape[:2]}")
     cut = (slice(top, top + side), slice(left, left + side))
     image = _resize_image(np.ascontiguousarray(image[cut]), size, size)
-    masks = [_resize_mask(np.ascontiguousarray(m[cut]), size, size) for m in masks]
+    cut_masks = [_resize_mask(np.ascontiguousarray(m[cut]), size, size) for m in masks]
     if flip and rng.random() < 0.5:
-        image, masks = image[:, ::-1], [m[:, ::-1] for m in masks]
-    return (image.copy(), *(m.copy() for m in masks))
+        image, cut_masks = image[:, ::-1], [m[:, ::-1] for m in cut_masks]
+    return (image.copy(), *(m.copy() for m in cut_masks))
 
 
 # A view of the bank: the image resized to (height, width) keeping its ratio, then the window (top, left,
@@ -161,6 +161,7 @@ def draw_bank_views(label: np.ndarray, image_id: str, *, count: int, crop: int, 
         window = lambda: (int(rng.integers(max(rh - crop, 0) + 1)), int(rng.integers(max(rw - crop, 0) + 1)))  # noqa: E731, B023
         top, left = window()
         for _ in range(10 if resized is not None else 0):
+            assert resized is not None   # the loop runs only with a resized mask
             ids, counts = np.unique(resized[top:top + ch, left:left + cw], return_counts=True)
             counts = counts[ids != ignore_index]
             if len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:

@@ -50,7 +50,7 @@ def vocab_for(params: Params, names: list[str], templates: str, weights: str, *,
     saved = safe_load(vocab, "vocabulary", fix, keys=("class_names", "text_embeddings"))
     if list(saved["class_names"]) != names:
         raise EvaluationError(f"{vocab} holds other class names than the target's {len(names)}; {fix}")
-    if saved.get("weights_digest") != weights or as_json(saved.get("templates")) != as_json(templates):
+    if saved.get("weights_digest") != weights or saved.get("templates") != as_json(templates):
         raise EvaluationError(f"{vocab} was embedded by another teacher or prompt set than the run's; {fix}")
     return saved["text_embeddings"].float()
 

@@ -52,8 +52,9 @@ def train_student(params: Params, run_dir: str | Path, *, cache: str | Path | No
     task = C2STask(student, seen_text, params.loss, params.student.logit_scale)
     provenance = {"teacher_store": str(cache), "fingerprint": reader.fingerprint,
                   "class_names": list(reader.class_names), "c2s_version": __version__}
-    if is_weights_file(params.student.encoder_weights):   # a path says where, not which weights: record which
-        provenance["encoder_weights_sha256"] = file_sha256(params.student.encoder_weights)
+    weights = params.student.encoder_weights
+    if weights is not None and is_weights_file(weights):   # a path says where, not which weights: record which
+        provenance["encoder_weights_sha256"] = file_sha256(weights)
     run = RunRecord(params, provenance)
     log.info("training %s/%s on %s (%d images, %d seen classes)", params.student.arch,
              params.student.encoder, Path(str(cache)).name, len(distill), seen_text.shape[0])

@@ -31,13 +31,15 @@ def _slide(logits_fn: LogitsFn, x: torch.Tensor, crop: int, stride: int) -> torc
     xs = list(range(0, max(w - crop, 0) + 1, stride))
     ys += [h - crop] if ys[-1] + crop < h else []
     xs += [w - crop] if xs[-1] + crop < w else []
-    total, count = None, x.new_zeros(1, 1, h, w)
+    total: torch.Tensor | None = None
+    count = x.new_zeros(1, 1, h, w)
     for y in ys:
         for x0 in xs:
             out = logits_fn(x[..., y:y + crop, x0:x0 + crop])
             total = x.new_zeros(1, out.shape[1], h, w) if total is None else total
             total[..., y:y + crop, x0:x0 + crop] += out
             count[..., y:y + crop, x0:x0 + crop] += 1
+    assert total is not None   # at least one window: H, W >= crop
     return total / count
 
 

@@ -59,7 +59,7 @@ def class_scores(student, emb: torch.Tensor, run_params: Params, ev: EvalConfig,
     height, width = image.shape[:2]
     if height * width > MAX_INPUT_PIXELS:
         h, w = within(height, width, MAX_INPUT_PIXELS)
-        image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        image = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
     size = run_params.data.image_size
     x = image_to_tensor(image, run_params.student.normalisation).unsqueeze(0).to(emb.device)
     probs = lambda t: student.predict_logits(t, emb, run_params.student.logit_scale).softmax(1)  # noqa: E731

@@ -65,6 +65,7 @@ class DistillDataset(Dataset):
         if self.bank:
             image, label, pseudo = self._bank_item(sample, rec, view, rng)
         else:
+            assert self.views is not None   # a corners store's windows
             image, label = resize_pair(sample.image, sample.label, self.size)
             image, label, pseudo = view_crop_flip(image, label, rec.pseudo_mask, window=self.views[view],
                                                   size=self.size, flip=self.cfg.flip, rng=rng)

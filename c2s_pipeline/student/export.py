@@ -36,11 +36,16 @@ class DeployedStudent(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
         self.folded = text is not None
-        if self.folded:
+        if text is not None:
             self.register_buffer("text", F.normalize(text.float(), dim=-1))
+
+    mean: torch.Tensor   # buffers (register_buffer), declared for the type checker
+    std: torch.Tensor
+    text: torch.Tensor
 
     def forward(self, image: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         text = self.text if self.folded else text
+        assert text is not None, "an open-vocabulary graph takes the text embeddings as its second input"
         h, w = image.shape[-2:]
         x = (image - self.mean) / self.std
         x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
@@ -69,7 +74,9 @@ def export_onnx(model: DeployedStudent, out: str | Path, class_names: list[str],
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=8, max=8192),
             3: torch.export.Dim("width", min=8, max=8192)}
     if model.folded:
-        args, shapes, names = (image,), {"image": dims}, [IMAGE]
+        args: tuple[torch.Tensor, ...] = (image,)
+        shapes: dict = {"image": dims}
+        names = [IMAGE]
     else:
         example_text = torch.zeros(3, embed_dim)
         args, shapes, names = (image, example_text), {"image": dims, "text": {0: torch.export.Dim("classes")}}, \

@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -71,18 +72,22 @@ def parameter_groups(task: C2STask, cfg: TrainConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+def _schedule(cfg: TrainConfig, base_lr: float) -> Callable[[int], float]:
+    """One parameter group's lr factor by iteration (a plain function: LambdaLR's state then saves none)."""
+    return lambda it: lr_factor(it, cfg, base_lr)
+
+
 def build_optimizer(task: C2STask, cfg: TrainConfig):
     groups = parameter_groups(task, cfg)
     # fused: one kernel over all parameters instead of a loop of small ops per tensor (CPU and CUDA).
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, [lambda it, b=g["lr"]: lr_factor(it, cfg, b) for g in groups])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [_schedule(cfg, g["lr"]) for g in groups])
     return opt, sched
 
 
 def _rng_state() -> dict:
     """Every RNG training draws from, as tensors and plain values so checkpoints load with weights_only=True."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = cast(tuple, np.random.get_state())
     numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                    "has_gauss": int(has_gauss), "gauss": float(gauss)}
     state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}

@@ -85,7 +85,7 @@ class Student(nn.Module):
             archs = ", ".join(sorted(getattr(smp, "MODEL_ARCHITECTURES_MAPPING", {}))) or "see smp docs"
             raise StudentError(f"smp has no {err}; architectures: {archs}; "
                                "encoders: smp.encoders.get_encoder_names()") from None
-        if weights_file:
+        if weights_file and encoder_weights is not None:
             load_encoder_weights(self.net.encoder, encoder_weights, encoder)
         self.net.segmentation_head[1] = nn.Identity()  # keep D channels at the decoder's own stride
         self.embed_dim, self.head_type = embed_dim, head
@@ -125,7 +125,7 @@ class Student(nn.Module):
         plain = nn.Conv2d(conv.in_channels, conv.out_channels, 1).to(conv.bias)
         with torch.no_grad():
             plain.weight.copy_(conv.weight)
-            plain.bias.copy_(conv.bias)
+            plain.bias.copy_(conv.bias)  # type: ignore[union-attr]
         fixed.net.segmentation_head[0] = plain
         return fixed
 

@@ -32,6 +32,11 @@ LOSS_KEYS = ("loss", "global_loss", "local_loss", "nel_loss", "ce_loss")
 
 
 class C2STask(nn.Module):
+    seen_text: torch.Tensor   # buffers (register_buffer), declared for the type checker
+    bank: torch.Tensor
+    bank_count: torch.Tensor
+    bank_ptr: torch.Tensor
+
     def __init__(self, student: Student, seen_text: torch.Tensor, cfg: LossConfig, logit_scale: float):
         super().__init__()
         self.student, self.cfg, self.logit_scale = student, cfg, logit_scale

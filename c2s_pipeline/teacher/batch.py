@@ -28,6 +28,7 @@ def teach_batch(clip: FrozenCLIP, images: torch.Tensor, labels: torch.Tensor, pa
         global_cls = torch.stack([out.global_cls] + [clip.encode_crops(x[..., y:y + s, x0:x0 + s])
                                                      for y, x0, s in views[1:]], 1)  # (B, V, D)
     else:
+        assert view_boxes is not None, "bank views come with their boxes"
         b, v = bank_views.shape[:2]
         shown = clip.preprocess(bank_views.flatten(0, 1), size) * pad_mask(view_boxes.flatten(0, 1), size).to(
             x.device)                                                     # (B V, 3, S, S)
@@ -41,7 +42,7 @@ def teach_batch(clip: FrozenCLIP, images: torch.Tensor, labels: torch.Tensor, pa
     records, start = [], 0
     for b, m in enumerate(mined):
         slots = np.zeros((params.teacher.max_regions, clip.embed_dim), dtype=np.float16)
-        if m.region_count:
+        if m.region_count and local is not None:
             slots[: m.region_count] = local[start:start + m.region_count].cpu().numpy()
         start += m.region_count
         records.append(TeacherRecord(

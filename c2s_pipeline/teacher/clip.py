@@ -10,6 +10,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import open_clip
@@ -98,8 +99,9 @@ class FrozenCLIP:
 
     def __init__(self, model: torch.nn.Module, model_name: str, *, image_size: int, device: torch.device,
                  dense_mode: str, weights_digest: str):
-        self.model = model.eval().requires_grad_(False).to(device)
-        self.visual = self.model.visual
+        # open_clip's towers: their submodules are attributes torch's stubs cannot name
+        self.model: Any = cast(Any, model.eval().requires_grad_(False).to(device))
+        self.visual: Any = self.model.visual
         if getattr(self.visual, "attn_pool_contrastive", None) is not None:
             raise TeacherError(f"{model_name} pools by open_clip's two-pool (CoCa 'parallel' / 'cascade') attention, "
                                "which has no dense-token path here; use a class-token, average or single "
@@ -192,7 +194,7 @@ class FrozenCLIP:
         return t.reshape(b, h, w, -1)
 
 
-def attention_pool_values(pool: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def attention_pool_values(pool: Any, tokens: torch.Tensor) -> torch.Tensor:   # an open_clip AttentionalPooler
     """(B, N, W) -> (B, N, D): each token through an open_clip AttentionalPooler's value path and output
     projection, which is what the pool returns for a sequence of that token alone (softmax over one key)."""
     attn = pool.attn
@@ -202,7 +204,7 @@ def attention_pool_values(pool: torch.nn.Module, tokens: torch.Tensor) -> torch.
     return attn.out_proj(F.linear(pool.ln_k(tokens), weight, bias))
 
 
-def last_block(block: torch.nn.Module, x: torch.Tensor, mode: str, seq_first: bool = False) -> torch.Tensor:
+def last_block(block: Any, x: torch.Tensor, mode: str, seq_first: bool = False) -> torch.Tensor:  # open_clip's
     """The last transformer block on batch-first x (B, N, W) under a dense mode.
 
     maskclip: attention replaced by its value path, residual and MLP kept (MaskCLIP).

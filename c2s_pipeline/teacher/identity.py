@@ -57,8 +57,9 @@ def locate_store(params: Params, split: str, cache_dir: str | Path = DEFAULT_CAC
     (those of `dataset` when the caller has built it already).
     """
     inputs = teacher_inputs(params, split, dataset or dataset_from_params(params, split))
-    identity = StoreIdentity(teacher_fingerprint(inputs), inputs)
-    return Path(store_path(cache_dir, params.data.dataset, split, identity.fingerprint,
+    fingerprint = teacher_fingerprint(inputs)
+    identity = StoreIdentity(fingerprint, inputs)
+    return Path(store_path(cache_dir, params.data.dataset, split, fingerprint,
                            params.teacher.store_format)), identity
 
 

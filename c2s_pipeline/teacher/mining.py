@@ -52,8 +52,8 @@ def window_seeds(tokens: np.ndarray, free: np.ndarray, window_sizes: tuple[int, 
                     seeds.append(zeroed[y:y + size, x:x + size].sum((0, 1)) / n_free)
     if not seeds:
         return np.zeros((0, tokens.shape[-1]), np.float32)
-    seeds = np.unique(np.round(np.stack(seeds), 5), axis=0)
-    return seeds / np.maximum(np.linalg.norm(seeds, axis=1, keepdims=True), 1e-8)
+    unique = np.unique(np.round(np.stack(seeds), 5), axis=0)
+    return unique / np.maximum(np.linalg.norm(unique, axis=1, keepdims=True), 1e-8)
 
 
 def merge_clusters(centroids: np.ndarray, threshold: float) -> np.ndarray:

@@ -209,7 +209,7 @@ def generate_world_b(out_dir: str | Path, cfg: WorldConfig) -> dict:
     root = Path(out_dir)
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    stats = {"val": {}}
+    stats: dict[str, dict[str, int]] = {"val": {}}
     _write_world_b(root, cfg.n_val, np.random.default_rng([cfg.seed, 1]), cfg.image_size, stats)
     meta = {"class_names": [CLASS_NAMES[c] for c in WORLD_B_CLASSES], "seed": cfg.seed, "style": "b",
             "image_size": cfg.image_size, "n_val": cfg.n_val, "version": WORLD_VERSION, "pixels_per_class": stats}
@@ -224,7 +224,7 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig) -> dict:
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", CAPTION_DIR):
         (root / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
-    stats = {"train": {}, "val": {}}
+    stats: dict[str, dict[str, int]] = {"train": {}, "val": {}}
     _write_split(root, "train", cfg.n_train, rng, cfg.image_size, stats)
     _write_split(root, "val", cfg.n_val, rng, cfg.image_size, stats)
     with (root / CAPTIONS_FILE).open("w") as f:

@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 def _load_captions(world_dir: Path, size: int) -> tuple[torch.Tensor, list[str]]:
     """All caption images as one (N, 3, size, size) uint8 tensor, and their captions."""
     rows = caption_rows(world_dir)
-    images = [np.asarray(Image.open(world_dir / r["image"]).convert("RGB").resize((size, size), Image.BILINEAR))
+    bilinear = Image.Resampling.BILINEAR
+    images = [np.asarray(Image.open(world_dir / r["image"]).convert("RGB").resize((size, size), bilinear))
               for r in rows]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), [r["caption"] for r in rows]
 
@@ -71,7 +73,10 @@ def distinct_caption_batches(captions: list[str], batch_size: int, gen: torch.Ge
     negative (a world has few distinct captions, web data almost none). Items that do not fit a batch
     of distinct captions wait for the next batch; leftovers at the end of the epoch are dropped.
     """
-    batches, current, names, waiting = [], [], set(), []
+    batches: list[torch.Tensor] = []
+    current: list[int] = []
+    names: set[str] = set()
+    waiting: list[int] = []
     for i in torch.randperm(len(captions), generator=gen).tolist():
         for j in [*waiting, i]:
             if captions[j] not in names and len(current) < batch_size:
@@ -104,14 +109,15 @@ def zero_shot_accuracy(model, tokenizer, world_dir: Path, size: int, device) -> 
     ds = build_dataset("world", world_dir, "val")
     names = list(ds.spec.class_names)
     text = F.normalize(model.encode_text(tokenizer([SINGLE_TEMPLATE[0].format(c) for c in names]).to(device)), dim=-1)
-    hits = {"seen": [], "unseen": []}
+    hits: dict[str, list[float]] = {"seen": [], "unseen": []}
     for i in range(len(ds)):
         sample = ds[i]
         present, counts = np.unique(sample.label[sample.label != IGNORE_INDEX], return_counts=True)
         if not len(present):
             continue
         target = int(present[np.argmax(counts)])
-        image = torch.from_numpy(np.array(Image.fromarray(sample.image).resize((size, size), Image.BILINEAR)))
+        image = torch.from_numpy(np.array(Image.fromarray(sample.image).resize((size, size),
+                                                                               Image.Resampling.BILINEAR)))
         feat = F.normalize(model.encode_image(clip_normalise(image.permute(2, 0, 1)[None].to(device))), dim=-1)
         pred = int((feat @ text.T).argmax())
         hits["unseen" if target in ds.spec.unseen else "seen"].append(pred == target)
@@ -137,7 +143,7 @@ class CaptionTokenRows:
     token. `restore` writes the trained rows into the full table and puts it back.
     """
 
-    def __init__(self, model: torch.nn.Module, tokens: torch.Tensor):
+    def __init__(self, model: Any, tokens: torch.Tensor):   # an open_clip CLIP
         if getattr(model, "text_pool_type", None) != "argmax" or not hasattr(model, "token_embedding"):
             raise ValueError("training only the caption token rows needs an open_clip CLIP with argmax text "
                              "pooling (the world's c2s-* configs)")
