@@ -7,6 +7,7 @@ from dvc.yaml. `--check` says which generated part differs from what is committe
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -33,9 +34,11 @@ DESIGN = Path("docs/DESIGN.md")
 DVC_YAML = Path("dvc.yaml")
 PARAMS = Path("params.yaml")
 PAPER_SETTINGS = Path("docs/paper-settings.md")
+DEVELOPMENT = Path("docs/development.md")
 PAPER_FILES = {"VOC": "params-voc.yaml", "Context": "params-context.yaml", "COCO-Stuff": "params-cocostuff.yaml"}
 # Every file the generated parts are made from or written into.
-INPUTS = (RECORD, PAGE, README, DESIGN, DVC_YAML, PARAMS, PAPER_SETTINGS, *map(Path, PAPER_FILES.values()))
+INPUTS = (RECORD, PAGE, README, DESIGN, DVC_YAML, PARAMS, PAPER_SETTINGS, DEVELOPMENT,
+          *map(Path, PAPER_FILES.values()))
 
 # The rows of the demo's table: metrics/<name>.json of the dvc.yaml stages evaluate@c2s, evaluate@seen_only and
 # evaluate_clip_dense, in this order, with the label the docs give them.
@@ -274,6 +277,39 @@ def stage_table(dvc_yaml: str) -> str:
     return "\n".join(lines)
 
 
+CODE_PACKAGES = ("c2s_pipeline", "stages", "benchmarks")
+
+
+def _package_of(module: str) -> str:
+    """c2s_pipeline.<package> (or c2s_pipeline.<module> for a top-level module), stages, benchmarks."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "c2s_pipeline" and len(parts) > 1 else parts[0]
+
+
+CODE_ROOT = Path(__file__).resolve().parents[1]   # the checkout whose code is drawn
+
+
+def import_diagram(repo: Path = CODE_ROOT) -> str:
+    """A mermaid flowchart of which package imports which (function-level imports too), drawn from the code:
+    the layers tests/test_layers.py holds the library to."""
+    edges: set[tuple[str, str]] = set()
+    for top in CODE_PACKAGES:
+        for path in sorted((repo / top).rglob("*.py")):
+            if "_world_splits" in path.parts:
+                continue
+            source = _package_of(".".join(path.relative_to(repo).with_suffix("").parts))
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+                edges |= {(source, _package_of(n)) for n in names
+                          if n.split(".")[0] in CODE_PACKAGES and _package_of(n) not in (source, "c2s_pipeline")}
+    ids = {name: name.replace("c2s_pipeline.", "").replace(".", "_") for edge in edges for name in edge}
+    lines = ["```mermaid", "flowchart BT"]
+    lines += [f'  {ids[a]}["{a.replace("c2s_pipeline.", "")}"] --> {ids[b]}["{b.replace("c2s_pipeline.", "")}"]'
+              for a, b in sorted(edges)]
+    return "\n".join([*lines, "```"])
+
+
 def _key_comments(text: str) -> dict[str, str]:
     """section.key -> the comment on its line in a params file (the value's source)."""
     comments, section = {}, None
@@ -315,9 +351,11 @@ def expected_files(repo: Path, record: dict) -> dict[Path, str]:
     readme = replace_between_markers(readme, "pipeline", diagram)
     design = replace_between_markers((repo / DESIGN).read_text(), "pipeline",
                                      diagram + "\n\n" + stage_table(dvc_yaml))
+    development = replace_between_markers((repo / DEVELOPMENT).read_text(), "imports", import_diagram())
     settings = replace_between_markers((repo / PAPER_SETTINGS).read_text(), "paper-settings",
                                        paper_settings_table(repo))
-    return {PAGE: results_page(record), README: readme, DESIGN: design, PAPER_SETTINGS: settings}
+    return {PAGE: results_page(record), README: readme, DESIGN: design, PAPER_SETTINGS: settings,
+            DEVELOPMENT: development}
 
 
 def run(repo: str | Path = ".", metrics_dir: str | Path | None = None, check: bool = False,
