@@ -312,9 +312,15 @@ def build_section(cls: type, values: dict[str, Any] | None, section: str) -> Any
     return cls(**kwargs)
 
 
+# Sections that have another name now: a params file naming the old one is told the new.
+RENAMED_SECTIONS = {"pretrain": "teacher_pretrain"}
+
+
 def params_from_dict(raw: dict[str, Any]) -> Params:
     hints = typing.get_type_hints(Params)
     unknown = sorted(set(raw) - set(hints))
+    if renamed := [s for s in unknown if s in RENAMED_SECTIONS]:
+        raise ConfigError("; ".join(f"section {s} is now called {RENAMED_SECTIONS[s]}: rename it" for s in renamed))
     if unknown:
         raise ConfigError(f"unknown section(s) {', '.join(unknown)}; valid: {', '.join(hints)}")
     return Params(**{name: build_section(hints[name], raw.get(name), name) for name in hints})

@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from c2s_pipeline.cache import store as cache_store
+from c2s_pipeline.config import ConfigError, load_params, to_dict
 from c2s_pipeline.data import reader as data_reader
 from c2s_pipeline.student.checkpoint import (
     CHECKPOINT_FILE,
@@ -140,6 +142,20 @@ def test_a_run_record_of_the_older_flat_layout_reads_the_same(tiny_params):
     flat["loss"] = {**flat["loss"], "alpha": 50.0}                # with the training-only scale of then
     assert RunRecord.from_dict(flat) == run
     assert RunRecord.from_dict(run.to_dict()) == run
+
+
+def test_a_run_record_from_before_the_section_rename_reads_and_a_params_file_is_told(tiny_params, tmp_path):
+    """Runs trained when the teacher's pretraining section was `pretrain` still load (and resume); a params file
+    naming it gets the new name in one line."""
+    run = RunRecord(tiny_params, {"fingerprint": "f", "class_names": ["a"]})
+    saved = run.to_dict()
+    saved["params"]["pretrain"] = saved["params"].pop("teacher_pretrain")
+    assert RunRecord.from_dict(saved) == run
+    raw = to_dict(tiny_params)
+    raw["pretrain"] = raw.pop("teacher_pretrain")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="section pretrain is now called teacher_pretrain: rename it"):
+        load_params(tmp_path / "params.yaml")
 
 
 class _RowGuard:

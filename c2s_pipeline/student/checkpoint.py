@@ -14,6 +14,7 @@ from c2s_pipeline.cache.backends import ZarrBackend, is_url
 from c2s_pipeline.cache.store import CacheReader, StoreIdentity, store_path
 from c2s_pipeline.config import (
     DEFAULT_CACHE_DIR,
+    RENAMED_SECTIONS,
     ConfigError,
     Params,
     changes,
@@ -57,6 +58,9 @@ class RunRecord:
                      "provenance": {k: saved[k] for k in provenance_keys if k in saved}}
         params = {section: dict(values) if isinstance(values, dict) else values
                   for section, values in saved["params"].items()}
+        # A record written before the teacher's pretraining section was renamed calls it `pretrain`.
+        if "pretrain" in params and RENAMED_SECTIONS["pretrain"] not in params:
+            params[RENAMED_SECTIONS["pretrain"]] = params.pop("pretrain")
         # A record may carry loss.alpha, a training-only seen-logit scale equal to student.logit_scale: drop it.
         params.get("loss", {}).pop("alpha", None)
         # A record without loss.ce_reduction trained with one cross-entropy mean over the pseudo mask ("pooled");
