@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.experiments import experiments
 from c2s_pipeline.cache.store import CacheReader
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,11 +27,11 @@ TINY = {
 }
 
 
-def sh(cwd: Path, *args: str) -> str:
+def sh(cwd: Path, *args: str, stdout_only: bool = False) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
+    return result.stdout if stdout_only else result.stdout + result.stderr
 
 
 def set_param(root: Path, section: str, key: str, value) -> None:
@@ -85,3 +86,12 @@ def test_repro_reuses_the_teacher_cache(tmp_path):
     assert len(values) > 30 and all(isinstance(v, (int, float)) for v in values)   # numbers only
     plots = json.loads(sh(root, "dvc", "plots", "show", "--json"))
     assert not plots.get("errors") and "loss" in plots["data"]
+
+    # A sweep is DVC experiments: an experiment's metrics (git-ignored, in DVC's cache) reach `dvc exp show`.
+    (root / ".gitignore").write_text("data/\ndata_cache/\nmodels/\nmetrics/\n__pycache__/\n")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    sh(root, "dvc", "exp", "run", "-n", "lr2", "-S", "train.lr=0.0002")
+    runs = experiments(json.loads(sh(root, "dvc", "exp", "show", "--json", stdout_only=True)))
+    assert [r["name"] for r in runs] == ["lr2"]
+    assert {"c2s", "seen_only", "c2s-on-world_b"} <= runs[0]["metrics"].keys()
