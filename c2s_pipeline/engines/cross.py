@@ -85,8 +85,8 @@ def _write(name: str, iou: torch.Tensor, names: list[str], trained: np.ndarray, 
 
 
 def evaluate_run_on(params: Params, run_dir: str | Path, out_json: str | Path, *, dataset: str, root: str | Path,
-        split: str | None = None, cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None,
-        vocab: str | Path | None = None) -> Path:
+                    split: str | None = None, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+                    store: str | Path | None = None, vocab: str | Path | None = None) -> Path:
     """A student scored against another dataset's whole vocabulary (every class a name it may never have been
     trained on): mIoU over the target's classes, and over those named like a class it was trained on (seen)
     and the rest. Eval mode and flip of params; no seen bias (the target has no seen split)."""
