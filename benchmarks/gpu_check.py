@@ -166,7 +166,7 @@ def main() -> int:
         out = json.loads(evaluate_run(params, run_dir, work / "metrics.json", cache_dir=cache).read_text())
         if not all(math.isfinite(out[k]) for k in ("sIoU", "uIoU", "hIoU", "fps")):
             raise FloatingPointError(f"non-finite metrics {out}")
-        return None, (f"{out['eval']['mode']} evaluation, sIoU {out['sIoU']:.2f} uIoU {out['uIoU']:.2f} "
+        return None, (f"{params.eval.mode} evaluation, sIoU {out['sIoU']:.2f} uIoU {out['uIoU']:.2f} "
                       f"hIoU {out['hIoU']:.2f}, {out['fps']:.1f} FPS")
 
     def do_export():
