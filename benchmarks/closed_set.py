@@ -1,6 +1,6 @@
 """Closed-set seen quality of the runs of `benchmarks.world_splits`: how well each arm learnt the seen classes.
 
-    python -m benchmarks.closed_set --work benchmarks/_world_splits --arms seen-only c2s
+    python -m benchmarks.closed_set --work data/benchmarks/world_splits --arms seen-only c2s
 
 Each run is read with its own saved params (world, split, image size, logit scale). Only the seen-labelled val
 pixels count (the seen-only gate of training relabels the unseen ones to ignore) and the student scores the
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import WORK
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.eval.inference import predict_logits, slide_stride
 from c2s_pipeline.eval.loop import confusion_matrix
@@ -44,7 +45,7 @@ def closed_set(run_dir: Path, cache_dir: Path) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", default="benchmarks/_world_splits", help="the --work of benchmarks.world_splits")
+    ap.add_argument("--work", default=f"{WORK}/world_splits", help="the --work of benchmarks.world_splits")
     ap.add_argument("--arms", nargs="+", default=["seen-only", "c2s"], help="run folder names under runs/")
     args = ap.parse_args()
     for split_dir in sorted(Path(args.work).glob("seed*/*/runs")):

@@ -178,7 +178,8 @@ def main() -> int:
         p = override(params, train={"iterations": 1, "batch_size": 4})
         spec.write_text(yaml.safe_dump(to_dict(p)))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-               "stages.cli", "train", "--distributed", "--params", str(spec), "--run", str(work / "run-ddp"),
+               "c2s_pipeline.stages.cli", "train", "--distributed", "--params", str(spec), "--run",
+               str(work / "run-ddp"),
                "--cache-dir", str(cache), "--no-resume"]
         subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
         row = json.loads((work / "run-ddp" / "log.jsonl").read_text().splitlines()[-1])

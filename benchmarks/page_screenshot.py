@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, load_params
+from c2s_pipeline.config import load_params
 from c2s_pipeline.data.reader import read_label
 from c2s_pipeline.data.registry import dataset_from_params
 
@@ -53,7 +53,7 @@ def serve(args: list[str], cwd: Path, timeout: float = 180) -> tuple[subprocess.
     """`c2s serve ARGS` on a free loopback port, once its page answers: (process, url)."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    server = subprocess.Popen([sys.executable, "-m", "stages.cli", "serve", *args, "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "c2s_pipeline.stages.cli", "serve", *args, "--port", str(port)],
                               cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url, deadline = f"http://127.0.0.1:{port}/", time.time() + timeout
     while True:
@@ -82,7 +82,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default="models/c2s")
-    ap.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
+    ap.add_argument("--cache-dir", default="data_cache", help="folder of teacher stores")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="docs/images")
     args = ap.parse_args()

@@ -1,6 +1,6 @@
 """The paper files' loss recipe on the world: which seen logits and which calibration it supports.
 
-    python -m benchmarks.paper_recipe --work benchmarks/_world_splits --seed 0      # ~30-45 min on 2 cores
+    python -m benchmarks.paper_recipe --work data/benchmarks/world_splits --seed 0      # ~30-45 min on 2 cores
 
 Students are trained on one seed's world (its teacher and encoder as `benchmarks.world_splits` makes them) with
 the paper files' loss (focal x 100 + dice + one pooled cross-entropy) and either seen logits: the cosine
@@ -15,6 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
+from benchmarks import WORK
 from c2s_pipeline.config import load_params, override
 from c2s_pipeline.engines.evaluate import evaluate_run
 from c2s_pipeline.engines.precompute import build_store
@@ -29,7 +30,7 @@ COLUMNS = ("sIoU", "uIoU", "hIoU")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--work", default="benchmarks/_world_splits")
+    ap.add_argument("--work", default=f"{WORK}/world_splits")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="metrics/paper_recipe.md")
     ap.add_argument("--arms", type=int, default=len(ARMS), help="train the first N of C2S-cosine, C2S-dot, "

@@ -1,6 +1,6 @@
 """What MMSeg's photometric distortion does to the teacher's global CLS, on the world's teacher.
 
-    python -m benchmarks.photometric_cls --work benchmarks/_world_splits --seed 0     # ~1 min on 2 cores
+    python -m benchmarks.photometric_cls --work data/benchmarks/world_splits --seed 0     # ~1 min on 2 cores
 
 The student is shown a distorted view while it is taught the CLS of the plain view (precompute runs once, so the
 distortion cannot reach the teacher). This measures how far apart the two CLS are: the cosine between CLIP's CLS
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import WORK
 from c2s_pipeline.config import load_params, override
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.data.transforms import photometric_distortion, resize_pair, view_windows
@@ -31,7 +32,7 @@ def summary(values: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--work", default="benchmarks/_world_splits", help="where world_splits keeps the seeds' worlds")
+    ap.add_argument("--work", default=f"{WORK}/world_splits", help="where world_splits keeps the seeds' worlds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--out", default="metrics/photometric_cls.md")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, override
+from c2s_pipeline.config import override
 from c2s_pipeline.data.reader import read_label
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.eval.open_vocab import UNLABELLED, class_scores, label_pixels, text_encoder
@@ -110,7 +110,7 @@ def table(results: dict[str, dict[str, dict]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default="models/c2s")
-    ap.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
+    ap.add_argument("--cache-dir", default="data_cache", help="folder of teacher stores")
     ap.add_argument("--data-root", default=None, help="the world's folder, when not the run's data.root")
     args = ap.parse_args()
     print(table(measure(Path(args.run), Path(args.cache_dir), args.data_root)))

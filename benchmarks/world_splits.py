@@ -17,6 +17,7 @@ import json
 import statistics
 from pathlib import Path
 
+from benchmarks import WORK
 from c2s_pipeline.config import Params, load_params, override
 from c2s_pipeline.engines.evaluate import evaluate_run
 from c2s_pipeline.engines.precompute import build_store
@@ -94,7 +95,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     ap.add_argument("--ablation", action="store_true", help="all five arms of the ablation, not just two")
-    ap.add_argument("--work", default="benchmarks/_world_splits", help="worlds, teachers, stores and runs")
+    ap.add_argument("--work", default=f"{WORK}/world_splits", help="worlds, teachers, stores and runs")
     ap.add_argument("--out", default="metrics/world_splits.md")
     args = ap.parse_args()
     base = load_params(args.params)

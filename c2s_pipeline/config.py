@@ -17,8 +17,6 @@ from typing import Any
 
 import yaml
 
-DEFAULT_CACHE_DIR = "data_cache"   # where teacher stores live unless --cache-dir says otherwise
-
 
 class ConfigError(ValueError):
     """A params file or override that does not match the schema."""
@@ -35,12 +33,18 @@ def bounded(default: Any, *, low: float | None = None, above: float | None = Non
                                             "multiple": multiple, "nonempty": nonempty})
 
 
+def path_field(default: str | None, *, required: str | None = None):
+    """A file or folder (or a name standing for one, like an open_clip tag). The library names no project path:
+    params files and the CLI declare them. `required`: what a params file must set here, said when it does not."""
+    return field(default=default, metadata={"path": True, "required": required})
+
+
 def one_of(default: str, *others: str):
     """A string field that takes one of a few values; `build_section` names them when it gets another."""
     return field(default=default, metadata={"choices": (default, *others)})
 
 
-# A device as torch names it: whether this machine has it is checked when a command runs (stages.common).
+# A device as torch names it: whether this machine has it is checked when a command runs (c2s_pipeline.stages.common).
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 
 
@@ -72,7 +76,7 @@ def _check_range(key: str, value: Any, meta: Mapping[str, Any]) -> None:
 class DataConfig:
     # data.registry.DATASETS reads each (tests/test_data.py keeps the two lists equal); folder: your own data
     dataset: str = one_of("world", "voc", "context", "cocostuff", "ade20k", "folder")
-    root: str = "data/world"        # dataset root in its standard on-disk layout
+    root: str = path_field("", required="the dataset's folder, in its standard layout")
     train_split: str = "train"
     val_split: str = "val"
     image_size: int = bounded(128, low=32, multiple=32)  # side the teacher and student see (512 for VOC)
@@ -86,7 +90,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class TeacherConfig:
     clip_model: str = "c2s-world-vit"   # open_clip model name (ViT-B-16 for real data)
-    pretrained: str = "models/teacher/clip.pt"  # open_clip tag (e.g. openai) or a local checkpoint
+    # open_clip tag (e.g. openai) or a local checkpoint; "" = random weights (benchmarks only)
+    pretrained: str = path_field("", required="an open_clip tag (e.g. openai) or a local checkpoint file")
     dense_mode: str = one_of("maskclip", "clearclip", "sclip", "standard")  # standard: the unmodified tower
     # which stores keep the dense tokens (~95 % of a store; only CLIP's own dense baseline reads them):
     # eval = every split but data.train_split | all
@@ -131,7 +136,7 @@ STUDENT_HEADS = ("linear", "isometric")
 class StudentConfig:
     arch: str = "fpn"                   # any smp architecture name
     encoder: str = "resnet18"
-    encoder_weights: str | None = "models/encoder/encoder.pt"  # a local state_dict, "imagenet" (smp), None
+    encoder_weights: str | None = path_field(None)  # a local state_dict, "imagenet" (smp), None (random init)
     # tau in logits = tau * cos(F, A): the seen-class logits of training (the paper's alpha), evaluation and
     # prediction; saved with the student.
     logit_scale: float = bounded(50.0, above=0)
@@ -305,9 +310,11 @@ def build_section(cls: type, values: dict[str, Any] | None, section: str) -> Any
             f"unknown key(s) {', '.join(section + '.' + k for k in unknown)}; "
             f"valid keys of '{section}': {', '.join(sorted(known))}"
         )
+    if unset := [f for f in dataclasses.fields(cls) if f.metadata.get("required") and f.name not in values]:
+        raise ConfigError(f"{section}.{unset[0].name} is not set: give {unset[0].metadata['required']}")
     kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()}
     for f in dataclasses.fields(cls):
-        if f.name in kwargs and f.metadata:
+        if f.name in kwargs and f.metadata and not f.metadata.get("path"):
             _check_range(f"{section}.{f.name}", kwargs[f.name], f.metadata)
     return cls(**kwargs)
 

@@ -83,7 +83,7 @@ def project(project_params, tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def trained_run(project_params, tmp_path_factory) -> Path:
     """A tiny student trained with project_params (its store and run folder), for the deployment tests."""
-    from stages import precompute, train
+    from c2s_pipeline.stages import precompute, train
 
     root = tmp_path_factory.mktemp("trained")
     precompute.run(project_params, split="train", cache_dir=root / "cache")

@@ -9,7 +9,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from stages.cli import app
+from c2s_pipeline.stages.cli import app
 
 runner = CliRunner()
 
@@ -90,7 +90,7 @@ def test_unknown_params_key_is_named(project):
                                             (["--encoder-weights", "none"], None),
                                             (["--encoder-weights", "imagenet"], "imagenet")])
 def test_train_encoder_weights_flag_sets_none_a_name_or_keeps_the_params_file(monkeypatch, flag, expected):
-    from stages import train
+    from c2s_pipeline.stages import train
 
     seen = []
     monkeypatch.setattr(train, "run", lambda p, run, **k: seen.append(p.student.encoder_weights) or run)

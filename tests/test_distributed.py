@@ -13,9 +13,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from c2s_pipeline.cache.store import CacheReader
+from c2s_pipeline.stages import precompute, train
 from c2s_pipeline.student.checkpoint import LOG_FILE
 from c2s_pipeline.teacher.identity import locate_store
-from stages import precompute, train
 from tests.test_precompute import assert_same_store
 
 pytestmark = pytest.mark.slow   # 2-process gloo runs

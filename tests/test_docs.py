@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stages import docs
+from c2s_pipeline.stages import docs
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
@@ -17,7 +17,8 @@ README_MAX_LINES = 220
 
 FENCE = re.compile(r"^```(\w*)\s*$")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
-CALL = re.compile(r"(?:^|&&|;)\s*c2s\s+([^&;#]*)|-m stages\.cli\s+([^&;#]*)")   # a command, up to && ; or #
+# a command, up to && ; or #
+CALL = re.compile(r"(?:^|&&|;)\s*c2s\s+([^&;#]*)|-m c2s_pipeline\.stages\.cli\s+([^&;#]*)")
 
 
 def _blocks(text: str) -> tuple[list[str], list[tuple[str, str]]]:
@@ -58,7 +59,8 @@ def _links(path: Path) -> list[str]:
 
 
 def _cli_lines() -> list[tuple[str, str]]:
-    """(page, words) of every `c2s ...` or `-m stages.cli ...` call in a fenced code block, command words only."""
+    """(page, words) of every `c2s ...` or `-m c2s_pipeline.stages.cli ...` call in a fenced code block, command
+    words only."""
     calls = set()
     for page in PAGES:
         _, code = _blocks(page.read_text())
@@ -120,7 +122,7 @@ def test_relative_links_and_anchors_resolve(page):
 def test_every_c2s_line_in_a_code_block_names_a_command(page, command):
     from typer.testing import CliRunner
 
-    from stages.cli import app
+    from c2s_pipeline.stages.cli import app
 
     words = command.split()
     result = CliRunner().invoke(app, [*words, "--help"])

@@ -44,8 +44,7 @@ def set_param(root: Path, section: str, key: str, value) -> None:
 def test_repro_reuses_the_teacher_cache(tmp_path):
     root = tmp_path / "project"
     root.mkdir()
-    for name in ("c2s_pipeline", "stages"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "c2s_pipeline", root / "c2s_pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     for section, values in TINY.items():

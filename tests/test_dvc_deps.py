@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("c2s_pipeline", "stages")
-COMMANDS = {"world generate": "stages.world", "world pretrain-teacher": "stages.world",
-            "world pretrain-encoder": "stages.encoder_pretrain",
-            "world diagnose": "stages.diagnose", "precompute": "stages.precompute", "train": "stages.train",
-            "evaluate": "stages.evaluate", "report": "stages.report", "vocab": "stages.cross"}
+PACKAGES = ("c2s_pipeline",)
+COMMANDS = {command: f"c2s_pipeline.stages.{module}" for command, module in {
+    "world generate": "world", "world pretrain-teacher": "world", "world pretrain-encoder": "encoder_pretrain",
+    "world diagnose": "diagnose", "precompute": "precompute", "train": "train", "evaluate": "evaluate",
+    "report": "report", "vocab": "cross"}.items()}
 
 
 def module_file(name: str) -> Path | None:
@@ -61,7 +61,7 @@ def commands(cmd: str) -> set[str]:
     calls = [" ".join(words[i + 1:i + 3]) for i, w in enumerate(words[:-1]) if w == "c2s"]
     modules = {module for call in calls for key, module in COMMANDS.items() if f"{call} ".startswith(f"{key} ")}
     if "--dataset" in words and any(call.startswith("evaluate") for call in calls):
-        modules.add("stages.cross")                                  # cross-dataset evaluation
+        modules.add("c2s_pipeline.stages.cross")                     # cross-dataset evaluation
     return modules
 
 
@@ -74,7 +74,7 @@ def test_stage_deps_cover_every_module_its_command_imports(name):
     assert entries, f"stage {name}: no known c2s command in {stage['cmd']!r}"
     # The CLI module itself dispatches each command to its stage through imports inside the command
     # functions, so only its module-level imports are common to every stage.
-    cli = module_file("stages.cli")
+    cli = module_file("c2s_pipeline.stages.cli")
     needed = {cli.relative_to(REPO)}.union(*(closure(m) for m in imported(cli, top_level_only=True)),
                                           *(closure(e) for e in entries))
     missing = sorted(str(f) for f in needed if not any(f == d or d in f.parents for d in deps))
@@ -82,7 +82,7 @@ def test_stage_deps_cover_every_module_its_command_imports(name):
 
 
 def test_the_import_graph_is_followed():
-    files = closure("stages.train")
+    files = closure("c2s_pipeline.stages.train")
     assert Path("c2s_pipeline/student/task.py") in files and Path("c2s_pipeline/config.py") in files
     assert Path("c2s_pipeline/__init__.py") in files
     assert Path("c2s_pipeline/world/teacher_pretrain.py") not in files   # training never needs the world's CLIP

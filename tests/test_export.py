@@ -15,11 +15,11 @@ from PIL import Image
 from torch.nn.utils import parametrize
 
 from c2s_pipeline.eval.inference import segment
+from c2s_pipeline.stages import export
 from c2s_pipeline.student.checkpoint import load_student
 from c2s_pipeline.student.data import image_to_tensor
 from c2s_pipeline.student.export import DeployedStudent, export_onnx
 from c2s_pipeline.student.model import Student
-from stages import export
 
 ort = pytest.importorskip("onnxruntime")
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("export")]   # trains a tiny student, exports three graphs
@@ -87,7 +87,8 @@ def test_an_isometric_head_exports_as_a_plain_conv_and_scores_as_in_torch(tmp_pa
     assert torch.equal(fixed.weight, student.net.segmentation_head[0].weight.detach())
 
 
-BLOCK_OPEN_CLIP = "import sys; sys.modules['open_clip'] = None; from stages.cli import app; app(sys.argv[1:])"
+BLOCK_OPEN_CLIP = ("import sys; sys.modules['open_clip'] = None; from c2s_pipeline.stages.cli import app; "
+                   "app(sys.argv[1:])")
 
 
 def c2s_without_open_clip(cwd, *args):
@@ -122,7 +123,7 @@ def test_bad_onnx_file_is_one_line(project, tmp_path):
 
 
 def test_evaluate_needs_no_open_clip_and_scores_as_in_process(exported, project, project_params, tmp_path):
-    from stages import evaluate
+    from c2s_pipeline.stages import evaluate
 
     _, run_dir, _, _ = exported
     result = c2s_without_open_clip(project, "evaluate", "--run", str(run_dir), "--out", str(tmp_path / "cli.json"),

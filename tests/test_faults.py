@@ -26,6 +26,7 @@ from PIL import Image
 
 from c2s_pipeline.cache.store import CacheReader
 from c2s_pipeline.config import ConfigError, Params, load_params, to_dict
+from c2s_pipeline.stages import precompute, train
 from c2s_pipeline.student.checkpoint import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -37,7 +38,6 @@ from c2s_pipeline.student.checkpoint import (
     safe_load,
 )
 from c2s_pipeline.teacher.identity import locate_store
-from stages import precompute, train
 
 pytestmark = pytest.mark.slow   # the CLI in subprocesses, stores and trainings: `make test-fast` skips them
 
@@ -72,8 +72,8 @@ def craft(path: Path, marker: Path, legacy: bool = False) -> Path:
 def c2s(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """`c2s ARGS` in a fresh interpreter on this checkout's code."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "stages.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "c2s_pipeline.stages.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
@@ -457,9 +457,9 @@ def test_damaged_store_manifest_is_one_line(stored, damage):
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(stored, project_params, tmp_path,
                                                                               monkeypatch):
     """NaN in one term at iteration 3: one line naming it, no step taken, checkpoint.pt still of iteration 2."""
+    from c2s_pipeline.stages import train
     from c2s_pipeline.student.loop import NonFiniteLossError
     from c2s_pipeline.student.task import C2STask
-    from stages import train
 
     forward, calls = C2STask.forward, []
 
@@ -481,7 +481,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(sto
 
 
 def test_a_device_this_machine_lacks_is_one_line():
-    from stages.common import DeviceError, resolve_device
+    from c2s_pipeline.runtime import DeviceError, resolve_device
 
     with pytest.raises(DeviceError, match="unknown device 'gpu0'; use auto, cpu, cuda or cuda:N"):
         resolve_device("gpu0")
@@ -596,7 +596,8 @@ def test_an_image_over_the_pixel_cap_is_one_line_naming_the_limit(trained, image
     with pytest.raises(ConfigError, match=f"{images.MAX_PIXELS_ENV}='lots' is not a positive whole number"):
         images.decode(image)
     env = {images.MAX_PIXELS_ENV: "1000"}
-    result = subprocess.run([sys.executable, "-m", "stages.cli", "predict", str(image), "--run", "models/c2s"],
+    result = subprocess.run([sys.executable, "-m", "c2s_pipeline.stages.cli", "predict", str(image), "--run",
+                             "models/c2s"],
                             cwd=trained, env={**os.environ, "PYTHONPATH": str(REPO), **env}, capture_output=True,
                             text=True, timeout=300)
     assert f"{images.MAX_PIXELS_ENV}=<pixels>" in error_line(result)

@@ -16,7 +16,7 @@ from c2s_pipeline.config import to_dict
 from c2s_pipeline.data.base import DatasetError
 from c2s_pipeline.data.folder import FolderDataset, check_folder, folder_spec
 from c2s_pipeline.data.world import WorldDataset
-from stages.cli import app
+from c2s_pipeline.stages.cli import app
 
 
 def world_as_folder(world: Path, out: Path) -> Path:
@@ -185,7 +185,7 @@ def test_datasets_check_names_every_problem_with_its_file(tmp_path, case, monkey
 
 
 def test_the_pipeline_trains_and_evaluates_on_a_folder(tiny_params, tiny_world, tmp_path):
-    from stages import evaluate, precompute, train
+    from c2s_pipeline.stages import evaluate, precompute, train
 
     root = world_as_folder(tiny_world, tmp_path / "mine")
     p = dataclasses.replace(tiny_params, data=dataclasses.replace(
@@ -203,7 +203,7 @@ def test_cross_dataset_evaluation_scores_a_run_against_another_vocabulary(traine
     """The world's val split read as a folder of its own is the world again: scored against its whole vocabulary
     with no seen bias, the run's mIoU over the names it trained on and the rest are evaluate's sIoU and uIoU
     (bias 0). A second run against the same vocabulary needs no CLIP (the embeddings are kept)."""
-    from stages import cross, evaluate
+    from c2s_pipeline.stages import cross, evaluate
     from tests.test_export import c2s_without_open_clip
 
     cache = trained_run.parent / "cache"
@@ -254,7 +254,7 @@ def test_a_vocab_file_serves_cross_evaluation_and_one_of_other_names_or_prompts_
 def test_the_teachers_dense_map_on_a_vocabulary_scores_as_its_clip_baseline(project_params, tiny_world, tmp_path):
     """The world read as another run's target: the teacher's dense map over its whole vocabulary, its names split
     by params' seen classes, scores what `c2s evaluate --clip-baseline` (the stored tokens, no seen bias) does."""
-    from stages import cross, evaluate, precompute
+    from c2s_pipeline.stages import cross, evaluate, precompute
 
     p = dataclasses.replace(project_params, eval=dataclasses.replace(project_params.eval, seen_bias=0.0))
     precompute.run(p, split="val", cache_dir=tmp_path / "cache")

@@ -1,6 +1,8 @@
 """The library reads one way: config, files and runtime -> data -> cache -> teacher | student -> eval
--> engines -> world (the world is a plug-in above the core, which never imports it). No module imports one of
-a higher layer or a sibling of its own layer, and no import circle exists, function-level imports included."""
+-> engines -> world (the world is a plug-in above the core, which never imports it) -> stages (the commands).
+No module imports one of a higher layer or a sibling of its own layer, and no import circle exists,
+function-level imports included. A stage imports no other stage but the shared `stages.common` (and the CLI,
+which dispatches to them all)."""
 from __future__ import annotations
 
 import ast
@@ -10,7 +12,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = {"c2s_pipeline": 0, "c2s_pipeline.config": 0, "c2s_pipeline.files": 0, "c2s_pipeline.runtime": 0,
           "c2s_pipeline.data": 1, "c2s_pipeline.cache": 2, "c2s_pipeline.teacher": 3, "c2s_pipeline.student": 3,
-          "c2s_pipeline.eval": 4, "c2s_pipeline.engines": 5, "c2s_pipeline.world": 6}
+          "c2s_pipeline.eval": 4, "c2s_pipeline.engines": 5, "c2s_pipeline.world": 6, "c2s_pipeline.stages": 7}
+STAGES_SHARED = {"c2s_pipeline.stages", "c2s_pipeline.stages.common", "c2s_pipeline.stages.distributed"}
 
 
 def modules() -> dict[str, Path]:
@@ -63,3 +66,10 @@ def test_no_import_circle():
         if m not in state:
             visit(m, [])
     assert not circles, circles
+
+
+def test_a_stage_imports_no_other_stage():
+    wrong = sorted(f"{m} -> {t}" for m, targets in imports().items() for t in targets
+                   if package(m) == package(t) == "c2s_pipeline.stages" and m != "c2s_pipeline.stages.cli"
+                   and t not in STAGES_SHARED)
+    assert not wrong, "a stage imports another: " + "; ".join(wrong)

@@ -81,7 +81,7 @@ def test_a_paper_file_runs_end_to_end(path, tiny_teacher, tmp_path, monkeypatch)
     """precompute (bank) -> train (a few iterations) -> slide evaluation, with the file's own recipe; overridden:
     the sizes, counts and the two weights this machine cannot download (CLIP's, the encoder's)."""
     from c2s_pipeline.eval import inference
-    from stages import evaluate, precompute, train
+    from c2s_pipeline.stages import evaluate, precompute, train
 
     p = load_params(path)
     p = override(p, data={"root": str(_tiny_layout(p.data.dataset, tmp_path / "data")), "image_size": 64},
@@ -158,9 +158,9 @@ def test_a_runs_normalisation_is_used_by_evaluate_predict_and_export(trained_run
     import shutil
 
     from c2s_pipeline.eval.open_vocab import class_map
+    from c2s_pipeline.stages import evaluate, export
     from c2s_pipeline.student import data as student_data
     from c2s_pipeline.student.checkpoint import load_student
-    from stages import evaluate, export
 
     run_dir, cache = tmp_path / "run", trained_run.parent / "cache"
     shutil.copytree(trained_run, run_dir)

@@ -19,10 +19,10 @@ from c2s_pipeline.cache.backends import partial_path
 from c2s_pipeline.cache.inspect import list_stores, verify_store
 from c2s_pipeline.cache.schema import LATENT, NO_REGION
 from c2s_pipeline.cache.store import CacheError, CacheReader, CacheWriter
+from c2s_pipeline.stages import precompute
 from c2s_pipeline.teacher import registry
 from c2s_pipeline.teacher.identity import locate_store, open_store
 from c2s_pipeline.teacher.registry import MODEL_CONFIG_DIR
-from stages import precompute
 
 REPO = Path(__file__).resolve().parents[1]
 ARRAYS = ("global_cls", "dense_tokens", "pseudo_mask", "region_class", "local_cls", "region_count")
@@ -152,7 +152,7 @@ def test_h5_backend_holds_the_same_data(tiny_params, tmp_path):
 KILLABLE = """
 import sys, time, dataclasses, pickle
 from c2s_pipeline.cache.store import CacheWriter
-from stages import precompute
+from c2s_pipeline.stages import precompute
 original = CacheWriter.write_image
 def slow(self, i, rec):
     original(self, i, rec)

@@ -16,8 +16,8 @@ from PIL import Image
 from benchmarks.page_screenshot import CHROMEDRIVER, CHROMIUM, chromium, serve
 from c2s_pipeline.config import to_dict
 from c2s_pipeline.eval.open_vocab import PredictError, write_vocab
-from stages import predict
-from stages.serve import SHARE_HEADERS, Segmenter, class_shares, parse_vocabulary
+from c2s_pipeline.stages import predict
+from c2s_pipeline.stages.serve import SHARE_HEADERS, Segmenter, class_shares, parse_vocabulary
 
 # Slow (trains a student, starts a server and Chromium); one xdist worker runs them all, so the server and the
 # browser start once.
@@ -63,14 +63,14 @@ def test_a_teacher_that_cannot_load_is_a_message_naming_the_new_classes(trained_
     def missing_weights(params):
         raise FileNotFoundError(params.teacher.pretrained)
 
-    monkeypatch.setattr("stages.serve.text_encoder", missing_weights)
+    monkeypatch.setattr("c2s_pipeline.stages.serve.text_encoder", missing_weights)
     segmenter = Segmenter(project_params, trained_run, cache_dir=trained_run.parent / "cache")
     with pytest.raises(PredictError, match="cannot embed purple ring: the teacher's CLIP did not load"):
         segmenter.vocabulary("purple ring")
 
 
 def test_a_vocabulary_is_bounded_in_names_and_name_length():
-    from stages import serve
+    from c2s_pipeline.stages import serve
 
     assert len(parse_vocabulary(", ".join(f"c{i}" for i in range(serve.MAX_NAMES)))) == serve.MAX_NAMES
     with pytest.raises(PredictError, match=f"20000 class names given; .* at most {serve.MAX_NAMES}"):
@@ -81,7 +81,7 @@ def test_a_vocabulary_is_bounded_in_names_and_name_length():
 
 
 def test_the_name_cache_is_bounded_and_keeps_the_training_vocabulary(trained_run, project_params, monkeypatch):
-    from stages import serve
+    from c2s_pipeline.stages import serve
 
     monkeypatch.setattr(serve, "NAME_CACHE", 3)
     monkeypatch.setattr(serve, "ENCODE_BATCH", 2)
@@ -99,7 +99,7 @@ def test_the_name_cache_is_bounded_and_keeps_the_training_vocabulary(trained_run
 
 
 def test_beyond_loopback_the_page_warns_or_asks_for_the_password(monkeypatch, caplog):
-    from stages import serve
+    from c2s_pipeline.stages import serve
 
     monkeypatch.delenv(serve.PASSWORD_ENV, raising=False)
     for host in ("127.0.0.1", "localhost", "::1"):
@@ -228,8 +228,8 @@ def test_page_draws_the_overlay_of_c2s_predict(page, trained_run, project_params
 
     from c2s_pipeline.data.registry import dataset_from_params
     from c2s_pipeline.eval.open_vocab import class_map
+    from c2s_pipeline.stages.serve import display_scale
     from c2s_pipeline.student.checkpoint import load_student, load_vocab
-    from stages.serve import display_scale
 
     driver, url, project = page
     rng = np.random.default_rng(5)

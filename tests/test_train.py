@@ -20,6 +20,7 @@ import yaml
 from c2s_pipeline.cache import store as cache_store
 from c2s_pipeline.config import ConfigError, load_params, to_dict
 from c2s_pipeline.data import reader as data_reader
+from c2s_pipeline.stages import precompute, train
 from c2s_pipeline.student.checkpoint import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -34,7 +35,6 @@ from c2s_pipeline.student.data import DistillDataset
 from c2s_pipeline.student.loop import lr_factor
 from c2s_pipeline.student.model import Student
 from c2s_pipeline.student.task import C2STask
-from stages import precompute, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def slow(self, batch):
     time.sleep(0.3)
     return forward(self, batch)
 C2STask.forward = slow
-from stages import train
+from c2s_pipeline.stages import train
 params = pickle.load(open(sys.argv[1], "rb"))
 train.run(params, sys.argv[2], cache_dir=sys.argv[3])
 """
@@ -114,7 +114,7 @@ def test_resume_logs_each_iteration_once(cached, tmp_path, monkeypatch):
 NO_CLIP = """
 import sys, pickle
 sys.modules["open_clip"] = None          # any import of open_clip now raises ImportError
-from stages import train
+from c2s_pipeline.stages import train
 params = pickle.load(open(sys.argv[1], "rb"))
 train.run(params, sys.argv[2], cache_dir=sys.argv[3])
 assert "open_clip" not in [m for m, v in sys.modules.items() if v is not None]

@@ -18,9 +18,9 @@ from c2s_pipeline.data.transforms import (
     keep_ratio_size,
     photometric_distortion,
 )
+from c2s_pipeline.stages import precompute
 from c2s_pipeline.student.data import DistillDataset
 from c2s_pipeline.teacher.identity import locate_store
-from stages import precompute
 from tests.layouts import make_voc
 
 SIZE = 64

@@ -31,7 +31,7 @@ class UnseenAccessError(CacheError):
 class StoreIdentity:
     """What a store must have been computed under: the teacher settings and the files of its split.
 
-    fingerprint: hash of `inputs` (stages.common.teacher_inputs, which include a digest of the split's images
+    fingerprint: hash of `inputs` (teacher.identity.teacher_inputs, which include a digest of the split's images
     and labels); inputs may be None when not known (then a mismatch cannot say what differs).
     """
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
+from c2s_pipeline.config import Params
 from c2s_pipeline.data.prompts import as_json
 from c2s_pipeline.data.registry import build_dataset, dataset_class, dataset_from_params
 from c2s_pipeline.engines.evaluate import EvaluationError
@@ -85,7 +85,7 @@ def _write(name: str, iou: torch.Tensor, names: list[str], trained: np.ndarray, 
 
 
 def evaluate_run_on(params: Params, run_dir: str | Path, out_json: str | Path, *, dataset: str, root: str | Path,
-                    split: str | None = None, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+                    split: str | None = None, cache_dir: str | Path,
                     store: str | Path | None = None, vocab: str | Path | None = None) -> Path:
     """A student scored against another dataset's whole vocabulary (every class a name it may never have been
     trained on): mIoU over the target's classes, and over those named like a class it was trained on (seen)
@@ -106,7 +106,7 @@ def evaluate_run_on(params: Params, run_dir: str | Path, out_json: str | Path, *
 
 
 def evaluate_teacher_on(params: Params, out_json: str | Path, *, dataset: str, root: str | Path,
-                        split: str | None = None, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+                        split: str | None = None, cache_dir: str | Path,
                         vocab: str | Path | None = None) -> Path:
     """The teacher's own dense zero-shot map (params' CLIP, dense mode and image size, as its store holds it) on
     another dataset's vocabulary: what a student of this teacher could at best inherit there. Names are split

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
+from c2s_pipeline.config import Params
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.eval.loop import confusion_matrix, dense_map_predictor, student_predictor
 from c2s_pipeline.eval.metrics import ConfusionMatrix, per_class_rows, split_confusion, summarize
@@ -58,7 +58,7 @@ def _finish(name: str, cm: ConfusionMatrix, dataset, extra: dict, out_json: Path
 
 
 def evaluate_run(params: Params, run_dir: str | Path, out_json: str | Path, *, split: str | None = None,
-        cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None) -> Path:
+        cache_dir: str | Path, store: str | Path | None = None) -> Path:
     """Evaluate the student in `run_dir` on the full-label split; writes metrics JSON + per-class CSV. The run's
     teacher store is found by fingerprint in cache_dir, or is `store` (checkpoint.run_store)."""
     e = params.eval
@@ -79,7 +79,7 @@ def evaluate_run(params: Params, run_dir: str | Path, out_json: str | Path, *, s
 
 
 def evaluate_clip_dense(params: Params, out_json: str | Path, *, split: str | None = None,
-                      cache_dir: str | Path = DEFAULT_CACHE_DIR) -> Path:
+                      cache_dir: str | Path) -> Path:
     """CLIP's own dense zero-shot map: cached dense tokens of the split vs all text embeddings."""
     dataset = _val_dataset(params, split)
     reader = open_store(params, split or params.data.val_split, cache_dir=cache_dir, seen_only=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from c2s_pipeline.config import DEFAULT_CACHE_DIR
 from c2s_pipeline.student.checkpoint import load_student, load_vocab
 from c2s_pipeline.student.export import DeployedStudent, export_onnx
 
@@ -12,7 +11,7 @@ log = logging.getLogger(__name__)
 
 
 def export_run(run_dir: str | Path, out: str | Path, *, vocab: str | Path | None = None,
-        cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None) -> Path:
+        cache_dir: str | Path, store: str | Path | None = None) -> Path:
     """Export the student of `run_dir`; with `vocab` (from `c2s vocab`) its embeddings are folded in. The run's
     teacher store is found as checkpoint.run_store finds it."""
     student, text, run = load_student(run_dir, cache_dir=cache_dir, store=store)

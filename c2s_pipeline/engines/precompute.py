@@ -16,7 +16,7 @@ from c2s_pipeline import __version__
 from c2s_pipeline.cache.backends import is_url
 from c2s_pipeline.cache.schema import CacheShape
 from c2s_pipeline.cache.store import CacheWriter, StoreIdentity, is_complete, publish_complete, store_lock
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params, TeacherConfig, to_dict
+from c2s_pipeline.config import Params, TeacherConfig, to_dict
 from c2s_pipeline.data.base import as_in_main_process
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.data.transforms import bank_view, draw_bank_views, pad_to, resize_pair, view_windows
@@ -65,7 +65,7 @@ def shard_indices(todo: list[int], rank: int, world_size: int) -> list[int]:
     return [i for i in todo if i % world_size == rank]
 
 
-def build_store(params: Params, *, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+def build_store(params: Params, *, split: str, cache_dir: str | Path,
         rank: int = 0, world_size: int = 1, barrier=None, limit: int | None = None) -> Path:
     """Precompute the teacher store for `split`; resumes a store that a killed run left behind.
 

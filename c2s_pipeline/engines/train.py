@@ -10,7 +10,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from c2s_pipeline import __version__
 from c2s_pipeline.cache.fingerprint import file_sha256
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, ConfigError, Params
+from c2s_pipeline.config import ConfigError, Params
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.runtime import resolve_device, seed_everything
 from c2s_pipeline.student.checkpoint import RunRecord
@@ -30,7 +30,7 @@ def baseline_params(params: Params) -> Params:
 
 
 def train_student(params: Params, run_dir: str | Path, *, cache: str | Path | None = None,
-        cache_dir: str | Path = DEFAULT_CACHE_DIR, resume: bool = True, rank: int = 0, world_size: int = 1) -> Path:
+        cache_dir: str | Path, resume: bool = True, rank: int = 0, world_size: int = 1) -> Path:
     """Train a student from the teacher store of the train split; returns the run folder.
 
     Under torchrun (world_size > 1) each rank takes batch_size / world_size of every global batch and

@@ -13,7 +13,6 @@ import torch
 from c2s_pipeline.cache.backends import ZarrBackend, is_url
 from c2s_pipeline.cache.store import CacheReader, StoreIdentity, store_path
 from c2s_pipeline.config import (
-    DEFAULT_CACHE_DIR,
     RENAMED_SECTIONS,
     ConfigError,
     Params,
@@ -117,7 +116,7 @@ FINGERPRINT = re.compile(r"[0-9a-f]{8,64}")
 STORE_SUFFIXES = (".zarr", ".h5")
 
 
-def run_store(run: RunRecord, path: str | Path, *, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+def run_store(run: RunRecord, path: str | Path, *, cache_dir: str | Path,
               store: str | Path | None = None) -> CacheReader:
     """The full (all-class) reader of the teacher store a run was trained from: `store` when the user names one,
     else the store of the run's fingerprint in cache_dir. Never the location the run file records: a downloaded
@@ -142,7 +141,7 @@ def run_store(run: RunRecord, path: str | Path, *, cache_dir: str | Path = DEFAU
 
 
 def load_student(run_dir: str | Path, device: torch.device | str = "cpu", *,
-                 cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None):
+                 cache_dir: str | Path, store: str | Path | None = None):
     """(student in eval mode, all-class text embeddings of its teacher store (C, D), its RunRecord); the store is
     found as run_store finds it."""
     student, reader, run = load_run(run_dir, device, cache_dir=cache_dir, store=store)
@@ -150,7 +149,7 @@ def load_student(run_dir: str | Path, device: torch.device | str = "cpu", *,
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu", *,
-             cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None):
+             cache_dir: str | Path, store: str | Path | None = None):
     """(student in eval mode, full reader of its teacher store (run_store), its RunRecord)."""
     path = Path(run_dir) / STUDENT_FILE
     ckpt = safe_load(path, "student", f"train it with `c2s train --run {run_dir}`",

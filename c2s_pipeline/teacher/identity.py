@@ -9,7 +9,7 @@ from pathlib import Path
 
 from c2s_pipeline.cache.fingerprint import data_digest, fingerprint_inputs, teacher_fingerprint
 from c2s_pipeline.cache.store import CacheReader, StoreIdentity, store_path
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
+from c2s_pipeline.config import Params
 from c2s_pipeline.data.prompts import as_json
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.teacher.registry import model_config_digest, weights_digest
@@ -49,7 +49,7 @@ def uses_view_bank(params: Params, split: str) -> bool:
     return params.teacher.views == "bank" and split == params.data.train_split
 
 
-def locate_store(params: Params, split: str, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+def locate_store(params: Params, split: str, cache_dir: str | Path,
                  dataset=None) -> tuple[Path, StoreIdentity]:
     """(path, identity) of the store that `c2s precompute` writes for these params and split.
 
@@ -63,7 +63,7 @@ def locate_store(params: Params, split: str, cache_dir: str | Path = DEFAULT_CAC
                            params.teacher.store_format)), identity
 
 
-def open_store(params: Params, split: str, *, cache_dir: str | Path = DEFAULT_CACHE_DIR, cache=None,
+def open_store(params: Params, split: str, *, cache_dir: str | Path, cache=None,
                seen_only: bool = True) -> CacheReader:
     """The store of `split` under `params`, or the one at `cache`: either is refused unless it was computed
     under these teacher settings, this split and its zero-shot classes, from these files."""

@@ -5,18 +5,18 @@ import logging
 from pathlib import Path
 
 from c2s_pipeline.cache.store import CacheError
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
+from c2s_pipeline.config import Params
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.files import write_json
+from c2s_pipeline.runtime import resolve_device
 from c2s_pipeline.teacher.clip import load_clip
 from c2s_pipeline.teacher.identity import open_store
 from c2s_pipeline.world import diagnose as D
-from stages.common import resolve_device
 
 log = logging.getLogger(__name__)
 
 
-def run(params: Params, out_json: str | Path, *, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+def run(params: Params, out_json: str | Path, *, cache_dir: str | Path,
                  runs: dict[str, Path] | None = None, metrics: dict[str, Path] | None = None) -> Path:
     """Teacher text/image/dense diagnostics, mining quality and the students' curves -> JSON + plot."""
     d, t = params.data, params.teacher

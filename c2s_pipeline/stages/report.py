@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from c2s_pipeline.eval.report import (
@@ -19,13 +20,13 @@ REPORT_MD = "report.md"
 BAR_CHART = "per_class_iou.png"
 
 
-def cross_table(metric_files: list[str | Path]) -> str:
+def cross_table(metric_files: Sequence[str | Path]) -> str:
     """Markdown table of cross-dataset metrics files, a row named by its file (metrics/c2s-on-world_b.json)."""
     rows = [{"label": Path(f).stem, **json.loads(Path(f).read_text())} for f in metric_files]
     return results_table(rows, CROSS_COLUMNS)
 
 
-def run(metric_files: list[str | Path], out_dir: str | Path, cross: list[str | Path] = ()) -> Path:
+def run(metric_files: Sequence[str | Path], out_dir: str | Path, cross: Sequence[str | Path] = ()) -> Path:
     """Render the metrics JSON files into out_dir/report.md and out_dir/per_class_iou.png; a row is named by its
     file (metrics/c2s.json: c2s). `cross`: cross-dataset metrics files, a second table."""
     out_dir = Path(out_dir)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -10,7 +12,7 @@ import torch.distributed as dist
 log = logging.getLogger(__name__)
 
 
-def init_distributed() -> tuple[int, int, callable]:
+def init_distributed() -> tuple[int, int, Callable[[], Any] | None]:
     """Join the torchrun process group; returns (rank, world_size, barrier).
 
     Without torchrun's variables this is a one-process world, so `--distributed` is harmless.

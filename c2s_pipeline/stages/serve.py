@@ -14,12 +14,13 @@ import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
+from c2s_pipeline.config import Params
 from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.eval.open_vocab import (
     UNLABELLED,
@@ -34,8 +35,8 @@ from c2s_pipeline.eval.open_vocab import (
     within,
 )
 from c2s_pipeline.eval.report import overlay_image
+from c2s_pipeline.runtime import resolve_device
 from c2s_pipeline.student.checkpoint import load_student
-from stages.common import resolve_device
 
 log = logging.getLogger(__name__)
 SHARE_HEADERS = ["class", "share of the image (%)"]
@@ -82,7 +83,7 @@ def class_shares(pred: np.ndarray, names: list[str]) -> list[list]:
 class Segmenter:
     """The student of a run and a per-name cache of text embeddings."""
 
-    def __init__(self, params: Params, run_dir: str | Path, *, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    def __init__(self, params: Params, run_dir: str | Path, *, cache_dir: str | Path,
                  store: str | Path | None = None):
         self.device = resolve_device(params.eval.device)
         self.student, text, self.run = load_student(run_dir, self.device, cache_dir=cache_dir, store=store)
@@ -90,7 +91,7 @@ class Segmenter:
         self.class_names = list(self.run.provenance["class_names"])
         self.trained = dict(zip(self.class_names, text))
         self.cached: OrderedDict[str, torch.Tensor] = OrderedDict()   # other names, least recently used first
-        self._clip = None
+        self._clip: tuple[Any, Any] | None = None   # (CLIP, its prompt templates), loaded on the first new name
         self.clip_loads = 0
 
     def embedding(self, name: str) -> torch.Tensor | None:
@@ -145,7 +146,8 @@ class Segmenter:
         names, emb = [names[i] for i in order[:n_named]], emb[order]
         pred = class_map(self.student, emb, self.run.params, self.eval, image, n_named=n_named, threshold=threshold)
         shares = class_shares(pred, names)                  # of the full class map; the page keeps a screen's
-        return Segmented(*fit_screen(image, pred), names, shares)
+        shown, shown_pred = fit_screen(image, pred)
+        return Segmented(shown, shown_pred, names, shares)
 
 
 @dataclasses.dataclass
@@ -286,7 +288,7 @@ def password_check(host: str):
 
 
 def run(params: Params, run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 7860,
-        examples: int = 3, cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None) -> None:
+        examples: int = 3, cache_dir: str | Path, store: str | Path | None = None) -> None:
     """Serve the page until interrupted."""
     try:
         import gradio  # noqa: F401

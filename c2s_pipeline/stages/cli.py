@@ -11,8 +11,9 @@ from pathlib import Path
 
 import typer
 
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, ConfigError, Params, load_params, override
-from stages.common import keep_large_blocks_in_process, setup_logging
+from c2s_pipeline.config import ConfigError, Params, load_params, override
+from c2s_pipeline.runtime import keep_large_blocks_in_process
+from c2s_pipeline.stages.common import setup_logging
 
 app = typer.Typer(help="CLIP-to-Seg distillation: open-vocabulary segmentation from a cached CLIP teacher.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -24,7 +25,7 @@ app.add_typer(world_app, name="world")
 app.add_typer(datasets_app, name="datasets")
 
 ParamsOpt = typer.Option("params.yaml", "--params", help="Params file to read (params.yaml: the defaults).")
-CacheDirOpt = typer.Option(DEFAULT_CACHE_DIR, "--cache-dir", help="Folder of teacher stores.")
+CacheDirOpt = typer.Option("data_cache", "--cache-dir", help="Folder of teacher stores.")
 # A run's teacher store is looked up by fingerprint in --cache-dir, or named here; never read from the run file.
 StoreOpt = typer.Option(None, "--store", help="The run's teacher store (default: found by fingerprint in "
                                               "--cache-dir).")
@@ -32,7 +33,7 @@ StoreOpt = typer.Option(None, "--store", help="The run's teacher store (default:
 
 def _is_ours(err: BaseException) -> bool:
     """User-facing errors are the exception classes this project defines (one-line messages)."""
-    return type(err).__module__.split(".")[0] in ("c2s_pipeline", "stages")
+    return type(err).__module__.split(".")[0] == "c2s_pipeline"
 
 
 def friendly(fn):
@@ -115,8 +116,8 @@ def precompute(dataset: str | None = typer.Option(None, help="voc | context | co
                distributed: bool = typer.Option(False, help="Shard images over a torchrun world."),
                cache_dir: str = CacheDirOpt, params: str = ParamsOpt):
     """Run the frozen CLIP teacher once per image into data_cache/ (resumes a killed run)."""
-    from stages import precompute as stage
-    from stages.distributed import init_distributed
+    from c2s_pipeline.stages import precompute as stage
+    from c2s_pipeline.stages.distributed import init_distributed
 
     p = _params(params, data={"dataset": dataset, "root": root},
                 teacher={"clip_model": clip, "pretrained": pretrained, "device": device,
@@ -143,8 +144,8 @@ def train(run: str = typer.Option("models/c2s", help="Run folder (models/<run>).
           distributed: bool = typer.Option(False, help="DistributedDataParallel over a torchrun world."),
           cache_dir: str = CacheDirOpt, params: str = ParamsOpt):
     """Train a student from the teacher store (CLIP is never loaded)."""
-    from stages import train as stage
-    from stages.distributed import init_distributed
+    from c2s_pipeline.stages import train as stage
+    from c2s_pipeline.stages.distributed import init_distributed
 
     p = _params(params, student={"arch": arch, "encoder": encoder, "encoder_weights": encoder_weights},
                 train={"iterations": iterations, "batch_size": batch_size, "device": device, "seed": seed})
@@ -173,18 +174,18 @@ def evaluate(run: str | None = typer.Option(None, help="Run folder with student.
              cache_dir: str = CacheDirOpt, store: str | None = StoreOpt, params: str = ParamsOpt):
     """sIoU / uIoU / hIoU, per-class IoU and FPS on the full-label split; or, with --dataset, mIoU against another
     dataset's vocabulary (its names embedded once by the run's teacher and kept in --cache-dir, or --vocab)."""
-    from stages import evaluate as stage
+    from c2s_pipeline.stages import evaluate as stage
 
     p = _params(params, eval={"mode": mode, "flip": flip, "device": device})
     if dataset is not None:
-        if root is None or (run is None) == (not clip_baseline):
+        if root is None or (run is None) == (not clip_baseline):   # so below: root is set, run is when needed
             raise ConfigError("cross-dataset evaluation needs --root <the dataset's folder> and --run "
                               "models/<run> or --clip-baseline")
-        from stages import cross
+        from c2s_pipeline.stages import cross
 
-        name = "clip_dense" if clip_baseline else Path(run).name
+        name = "clip_dense" if run is None else Path(run).name
         out = out or f"metrics/{name}-on-{dataset}.json"
-        if clip_baseline:
+        if run is None:
             typer.echo(str(cross.run_teacher(p, out, dataset=dataset, root=root, split=split, cache_dir=cache_dir,
                                              vocab=vocab)))
         else:
@@ -216,7 +217,7 @@ def predict(images: list[str] = typer.Argument(..., help="Image files."),
             opacity: float | None = typer.Option(None, help="Of the class colours over the image, 0..1."),
             cache_dir: str = CacheDirOpt, store: str | None = StoreOpt, params: str = ParamsOpt):
     """Overlay PNGs with a legend, from the student (or its ONNX export) and saved text embeddings only."""
-    from stages import predict as stage
+    from c2s_pipeline.stages import predict as stage
 
     names = classes.split(",") if classes else None                  # cleaned by the stage (clean_names)
     if (run is None) == (onnx is None):
@@ -224,8 +225,8 @@ def predict(images: list[str] = typer.Argument(..., help="Image files."),
     # an exported graph deploys without a project: no params.yaml there means the defaults
     source = None if onnx is not None and params == "params.yaml" and not Path(params).is_file() else params
     p = override(load_params(source), predict={"unlabelled": unlabelled, "threshold": threshold, "opacity": opacity})
-    if onnx is not None:
-        typer.echo(str(stage.run_onnx(images, onnx, out, vocab=vocab, classes=names, params=p)))
+    if run is None:
+        typer.echo(str(stage.run_onnx(images, str(onnx), out, vocab=vocab, classes=names, params=p)))
     else:
         typer.echo(str(stage.run(p, images, run, out, vocab=vocab, classes=names, cache_dir=cache_dir,
                                  store=store)))
@@ -238,7 +239,7 @@ def export(run: str = typer.Option(..., help="Run folder with student.pt."),
            vocab: str | None = typer.Option(None, help="Fold this vocabulary (`c2s vocab`) into the graph."),
            cache_dir: str = CacheDirOpt, store: str | None = StoreOpt):
     """The student as one ONNX graph: image (and text embeddings, unless --vocab folds them in) -> scores."""
-    from stages import export as stage
+    from c2s_pipeline.stages import export as stage
 
     typer.echo(str(stage.run(run, out, vocab=vocab, cache_dir=cache_dir, store=store)))
 
@@ -258,10 +259,10 @@ def vocab(class_names: str | None = typer.Argument(None, help='Comma-separated n
     p = _params(params, teacher={"clip_model": clip, "pretrained": pretrained})
     if (class_names is None) == (dataset is None) or (dataset is not None and root is None):
         raise ConfigError('pass class names ("cat,dog,grass") or --dataset NAME --root PATH, not both')
-    if dataset is not None:
-        from stages import cross
+    if class_names is None:
+        from c2s_pipeline.stages import cross
 
-        typer.echo(str(cross.write_target_vocab(p, output, dataset=dataset, root=root)))
+        typer.echo(str(cross.write_target_vocab(p, output, dataset=str(dataset), root=str(root))))
         return
     typer.echo(str(write_vocab(p, class_names.split(","), output)))
 
@@ -274,7 +275,7 @@ def serve(run: str = typer.Option("models/c2s", help="Run folder with student.pt
           cache_dir: str = CacheDirOpt, store: str | None = StoreOpt, params: str = ParamsOpt):
     """A local page: upload an image, type class names, see the student's overlay (needs c2s[serve]). Beyond
     loopback, set C2S_SERVE_PASSWORD to require a password."""
-    from stages import serve as stage
+    from c2s_pipeline.stages import serve as stage
 
     stage.run(_params(params), run, host=host, port=port, examples=examples, cache_dir=cache_dir, store=store)
 
@@ -286,7 +287,7 @@ def report(metrics: list[str] = typer.Argument(..., help="Metrics JSON files fro
            cross: list[str] = typer.Option([], help="A metrics JSON of `c2s evaluate --dataset` (repeatable): "
                                                     "a second table.")):
     """Markdown table + per-class bar chart of several evaluated runs."""
-    from stages import report as stage
+    from c2s_pipeline.stages import report as stage
 
     typer.echo(str(stage.run(metrics, out, cross)))
 
@@ -299,7 +300,7 @@ def docs(metrics: str | None = typer.Option(None, help="A finished demo's metric
          check: bool = typer.Option(False, help="Write nothing; exit 1 naming each generated file that differs."),
          repo: str = typer.Option(".", help="Repository root."), params: str = ParamsOpt):
     """Generate docs/results.md, the README's demo table and the pipeline drawings (from dvc.yaml)."""
-    from stages import docs as stage
+    from c2s_pipeline.stages import docs as stage
 
     dense_mode = _params(params).teacher.dense_mode if metrics else "maskclip"
     stale = stage.run(repo, metrics, check=check, dense_mode=dense_mode, wall_clock=wall_clock or None)
@@ -333,34 +334,45 @@ def cache_verify(path: str = typer.Argument(..., help="Store path or URL.")):
 
 @world_app.command("generate")
 @friendly
-def world_generate(out: str = typer.Option("data/world"), params: str = ParamsOpt,
+def world_generate(out: str | None = typer.Option(None, help="Folder to write [default: params' data.root]."),
+                   params: str = ParamsOpt,
                    style: str = typer.Option("a", help="a: the embedded default (VOC layout + captions); b: its "
                                                        "cross-dataset target (other ground, sizes, counts, half "
                                                        "the classes; val only).")):
     """Write the generated world."""
-    from stages import world as stage
+    from c2s_pipeline.stages import world as stage
 
-    typer.echo(str(stage.run_generate(_params(params), out, style)))
+    p = _params(params)
+    typer.echo(str(stage.run_generate(p, out or p.data.root, style)))
 
 
 @world_app.command("pretrain-teacher")
 @friendly
-def world_pretrain(world: str = typer.Option("data/world"), out: str = typer.Option("models/teacher/clip.pt"),
+def world_pretrain(world: str | None = typer.Option(None, help="The world [default: params' data.root]."),
+                   out: str | None = typer.Option(None, help="Checkpoint to write [default: params' "
+                                                             "teacher.pretrained]."),
                    params: str = ParamsOpt):
     """Pretrain the world's small CLIP with open_clip on its image-caption pairs."""
-    from stages import world as stage
+    from c2s_pipeline.stages import world as stage
 
-    typer.echo(str(stage.run_pretrain(_params(params), world, out)))
+    p = _params(params)
+    typer.echo(str(stage.run_pretrain(p, world or p.data.root, out or p.teacher.pretrained)))
 
 
 @world_app.command("pretrain-encoder")
 @friendly
-def world_pretrain_encoder(world: str = typer.Option("data/world"),
-                           out: str = typer.Option("models/encoder/encoder.pt"), params: str = ParamsOpt):
+def world_pretrain_encoder(world: str | None = typer.Option(None, help="The world [default: params' data.root]."),
+                           out: str | None = typer.Option(None, help="state_dict to write [default: params' "
+                                                                     "student.encoder_weights]."),
+                           params: str = ParamsOpt):
     """Train the student's encoder to name the caption photos: the world's stand-in for ImageNet weights."""
-    from stages import encoder_pretrain
+    from c2s_pipeline.stages import encoder_pretrain
 
-    typer.echo(str(encoder_pretrain.run(_params(params), world, out)))
+    p = _params(params)
+    target = out or p.student.encoder_weights
+    if not target or target == "imagenet":
+        raise ConfigError("name the file to write: --out PATH (student.encoder_weights is not a file)")
+    typer.echo(str(encoder_pretrain.run(p, world or p.data.root, target)))
 
 
 @world_app.command("diagnose")
@@ -370,14 +382,14 @@ def world_diagnose(out: str = typer.Option("metrics/world_diagnostics.json", hel
                    metrics_dir: str = typer.Option("metrics", help="Where `c2s evaluate` wrote NAME.json."),
                    cache_dir: str = CacheDirOpt, params: str = ParamsOpt):
     """Is the teacher able to teach? Prompt cosines, crop top-1, dense mIoU per mode, mining precision/recall."""
-    from stages import diagnose as stage
+    from c2s_pipeline.stages import diagnose as stage
 
     if bad := [r for r in run if "=" not in r or not r.split("=", 1)[0]]:
         raise ConfigError(f"--run {bad[0]!r}: give NAME=RUN_DIR, e.g. --run c2s=models/c2s")
-    runs = dict(r.split("=", 1) for r in run)
+    runs = {name: Path(folder) for name, folder in (r.split("=", 1) for r in run)}
     metrics = {name: Path(metrics_dir) / f"{name}.json" for name in runs}
     typer.echo(str(stage.run(_params(params), out, cache_dir=cache_dir, runs=runs, metrics=metrics)))
 
 
-if __name__ == "__main__":  # `torchrun -m stages.cli ...`
+if __name__ == "__main__":  # `torchrun -m c2s_pipeline.stages.cli ...`
     sys.exit(app())

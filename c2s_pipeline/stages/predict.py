@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from c2s_pipeline.config import DEFAULT_CACHE_DIR, Params
+from c2s_pipeline.config import Params
 from c2s_pipeline.eval.open_vocab import (
     PredictError,
     class_map,
@@ -19,9 +19,9 @@ from c2s_pipeline.eval.open_vocab import (
     with_background,
 )
 from c2s_pipeline.eval.report import overlay_png
+from c2s_pipeline.runtime import resolve_device
 from c2s_pipeline.student.checkpoint import load_student, load_vocab
 from c2s_pipeline.student.export import IMAGE, METADATA_KEY, SCORES, TEXT
-from stages.common import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _vocabulary(names: list[str], emb: torch.Tensor, vocab: str | Path | None,
 
 def run(params: Params, images: list[str], run_dir: str | Path, out_dir: str | Path, *,
         vocab: str | Path | None = None, classes: list[str] | None = None,
-        cache_dir: str | Path = DEFAULT_CACHE_DIR, store: str | Path | None = None) -> Path:
+        cache_dir: str | Path, store: str | Path | None = None) -> Path:
     """Write one overlay PNG with a legend per input image; returns the output folder. The run's teacher store
     (its vocabulary's text embeddings) is found as checkpoint.run_store finds it."""
     device = resolve_device(params.eval.device)

@@ -277,16 +277,16 @@ def stage_table(dvc_yaml: str) -> str:
     return "\n".join(lines)
 
 
-CODE_PACKAGES = ("c2s_pipeline", "stages", "benchmarks")
+CODE_PACKAGES = ("c2s_pipeline", "benchmarks")
 
 
 def _package_of(module: str) -> str:
-    """c2s_pipeline.<package> (or c2s_pipeline.<module> for a top-level module), stages, benchmarks."""
+    """c2s_pipeline.<package> (or c2s_pipeline.<module> for a top-level module), benchmarks."""
     parts = module.split(".")
     return ".".join(parts[:2]) if parts[0] == "c2s_pipeline" and len(parts) > 1 else parts[0]
 
 
-CODE_ROOT = Path(__file__).resolve().parents[1]   # the checkout whose code is drawn
+CODE_ROOT = Path(__file__).resolve().parents[2]   # the checkout whose code is drawn
 
 
 def import_diagram(repo: Path = CODE_ROOT) -> str:
@@ -295,8 +295,6 @@ def import_diagram(repo: Path = CODE_ROOT) -> str:
     edges: set[tuple[str, str]] = set()
     for top in CODE_PACKAGES:
         for path in sorted((repo / top).rglob("*.py")):
-            if "_world_splits" in path.parts:
-                continue
             source = _package_of(".".join(path.relative_to(repo).with_suffix("").parts))
             for node in ast.walk(ast.parse(path.read_text())):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
@@ -329,7 +327,8 @@ def paper_settings_table(repo: Path) -> str:
     comments = {name: _key_comments(text) for name, text in texts.items()}
     lines = ["| key | " + " | ".join(PAPER_FILES) + " | source |", "|---|" + "---|" * (len(PAPER_FILES) + 1)]
     for key in values["VOC"]:
-        sources, seen = [], set()
+        sources: list[str] = []
+        seen: set[str] = set()
         for name in PAPER_FILES:
             comment = comments[name].get(key, "")
             if comment and comment not in seen:
