@@ -8,6 +8,7 @@ seen classes' text rows alone, so neither the unseen classes nor the calibration
 part. The protocol's sIoU mixes this with how many seen pixels an arm gives to unseen classes and how many
 unseen pixels it gives to seen ones. Prints seen mIoU and pixel accuracy per run, in %.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,14 +31,20 @@ def closed_set(run_dir: Path, cache_dir: Path) -> tuple[float, float]:
     p = run.params
     dataset = dataset_from_params(p, p.data.val_split, seen_only=True)
     seen = torch.from_numpy(dataset.spec.seen_mask())
-    seen_ids = seen.nonzero()[:, 0]                          # seen-row index -> class id
+    seen_ids = seen.nonzero()[:, 0]  # seen-row index -> class id
     scale, size = p.student.logit_scale, p.data.image_size
 
     def predict(sample, _):
-        logits = predict_logits(lambda x: student.predict_logits(x, text[seen], scale),
-                                image_to_tensor(sample.image, p.student.normalisation)[None], mode=p.eval.mode,
-                                crop=size, stride=slide_stride(p.eval.stride, size), flip=p.eval.flip)
-        return seen_ids[logits[0].argmax(0)]    # raw logits: no calibration, so no saturated ties
+        logits = predict_logits(
+            lambda x: student.predict_logits(x, text[seen], scale),
+            image_to_tensor(sample.image, p.student.normalisation)[None],
+            mode=p.eval.mode,
+            crop=size,
+            stride=slide_stride(p.eval.stride, size),
+            flip=p.eval.flip,
+        )
+        return seen_ids[logits[0].argmax(0)]  # raw logits: no calibration, so no saturated ties
+
     cm = confusion_matrix(dataset, predict, desc=f"closed-set {run_dir.name}")
     scores = summarize(cm.iou().cpu(), seen.numpy(), cm.pixel_accuracy())
     return scores["sIoU"], scores["pixel_acc"]
@@ -52,8 +59,11 @@ def main() -> None:
         for arm in args.arms:
             if (split_dir / arm).is_dir():
                 miou, acc = closed_set(split_dir / arm, split_dir.parent / "data_cache")
-                print(f"{split_dir.parent.parent.name} {split_dir.parent.name} {arm}: closed-set seen mIoU "
-                      f"{miou:.2f}, pixel accuracy {acc:.2f}", flush=True)
+                print(
+                    f"{split_dir.parent.parent.name} {split_dir.parent.name} {arm}: closed-set seen mIoU "
+                    f"{miou:.2f}, pixel accuracy {acc:.2f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

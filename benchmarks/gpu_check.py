@@ -11,6 +11,7 @@ present. Prints one line per step with what it measured (precompute images/s, tr
 peak GPU memory) and a last line PASSED or FAILED; exits 1 on any error, non-finite loss or metric, or a
 student that is not on the device it should be.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,7 @@ def make_voc_layout(root: Path, n_train: int, n_val: int, seed: int = 0) -> Path
             label = np.zeros((h, w), np.uint8)
             for _ in range(4):
                 y, x = rng.integers(0, h - 60), rng.integers(0, w - 60)
-                label[y:y + rng.integers(40, h // 2), x:x + rng.integers(40, w // 2)] = rng.integers(1, 21)
+                label[y : y + rng.integers(40, h // 2), x : x + rng.integers(40, w // 2)] = rng.integers(1, 21)
             palette = rng.integers(0, 256, size=(256, 3)).astype(np.uint8)
             noise = rng.integers(0, 24, size=(h, w, 3))
             image = np.clip(palette[label] + noise, 0, 255).astype(np.uint8)
@@ -65,20 +66,41 @@ def check_params(args, root: Path, cuda: bool):
     p = load_params(REPO / "params-voc.yaml")
     device = "cuda" if cuda else "cpu"
     if args.tiny:
-        p = override(p, data={"image_size": 64},
-                     teacher={"clip_model": "c2s-tiny-vit", "view_count": 2, "view_scale": [256, 64], "batch_size": 4,
-                              "workers": 0, "max_regions": 8},
-                     mining={"window_sizes": [2]},
-                     train={"iterations": 3, "batch_size": 2, "num_workers": 0, "warmup_iters": 1},
-                     eval={"stride": 0, "fps_iters": 2, "fps_warmup": 1})
+        p = override(
+            p,
+            data={"image_size": 64},
+            teacher={
+                "clip_model": "c2s-tiny-vit",
+                "view_count": 2,
+                "view_scale": [256, 64],
+                "batch_size": 4,
+                "workers": 0,
+                "max_regions": 8,
+            },
+            mining={"window_sizes": [2]},
+            train={"iterations": 3, "batch_size": 2, "num_workers": 0, "warmup_iters": 1},
+            eval={"stride": 0, "fps_iters": 2, "fps_warmup": 1},
+        )
     else:
-        p = override(p, train={"iterations": args.iterations, "num_workers": 4}, teacher={"workers": 4},
-                     eval={"fps_iters": 50, "fps_warmup": 10})
-    p = override(p, data={"root": str(root)}, teacher={"device": device}, train={"device": device,
-                 "checkpoint_every": p.train.iterations, "log_every": 1}, eval={"device": device})
+        p = override(
+            p,
+            train={"iterations": args.iterations, "num_workers": 4},
+            teacher={"workers": 4},
+            eval={"fps_iters": 50, "fps_warmup": 10},
+        )
+    p = override(
+        p,
+        data={"root": str(root)},
+        teacher={"device": device},
+        train={"device": device, "checkpoint_every": p.train.iterations, "log_every": 1},
+        eval={"device": device},
+    )
     weights = args.pretrained
-    return dataclasses.replace(p, teacher=dataclasses.replace(p.teacher, pretrained=weights),
-                               student=dataclasses.replace(p.student, encoder_weights=args.encoder_weights))
+    return dataclasses.replace(
+        p,
+        teacher=dataclasses.replace(p.teacher, pretrained=weights),
+        student=dataclasses.replace(p.student, encoder_weights=args.encoder_weights),
+    )
 
 
 class Check:
@@ -136,8 +158,10 @@ def main() -> int:
 
     def do_precompute():
         rates = []
-        for split, views in ((params.data.train_split, f"{params.teacher.view_count} bank views each"),
-                             (params.data.val_split, "dense tokens kept")):
+        for split, views in (
+            (params.data.train_split, f"{params.teacher.view_count} bank views each"),
+            (params.data.val_split, "dense tokens kept"),
+        ):
             start = time.perf_counter()
             build_store(params, split=split, cache_dir=cache)
             n = len(dataset_from_params(params, split))
@@ -158,16 +182,20 @@ def main() -> int:
         steady = (log[-1]["iter"] - log[0]["iter"]) / max(log[-1]["time"] - log[0]["time"], 1e-9)
         peak = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if cuda else ""
         amp = "autocast bf16/fp16" if cuda and params.train.amp else "fp32"
-        return None, (f"{params.train.iterations} iterations of {params.student.arch}/{params.student.encoder} at "
-                      f"batch {params.train.batch_size} on {params.train.device} ({amp}), {steady:.2f} it/s, "
-                      f"last loss {log[-1]['loss']:.3f}{peak}")
+        return None, (
+            f"{params.train.iterations} iterations of {params.student.arch}/{params.student.encoder} at "
+            f"batch {params.train.batch_size} on {params.train.device} ({amp}), {steady:.2f} it/s, "
+            f"last loss {log[-1]['loss']:.3f}{peak}"
+        )
 
     def do_evaluate():
         out = json.loads(evaluate_run(params, run_dir, work / "metrics.json", cache_dir=cache).read_text())
         if not all(math.isfinite(out[k]) for k in ("sIoU", "uIoU", "hIoU", "fps")):
             raise FloatingPointError(f"non-finite metrics {out}")
-        return None, (f"{params.eval.mode} evaluation, sIoU {out['sIoU']:.2f} uIoU {out['uIoU']:.2f} "
-                      f"hIoU {out['hIoU']:.2f}, {out['fps']:.1f} FPS")
+        return None, (
+            f"{params.eval.mode} evaluation, sIoU {out['sIoU']:.2f} uIoU {out['uIoU']:.2f} "
+            f"hIoU {out['hIoU']:.2f}, {out['fps']:.1f} FPS"
+        )
 
     def do_export():
         path = export_run(run_dir, work / "student.onnx", cache_dir=cache)
@@ -177,10 +205,25 @@ def main() -> int:
         spec = work / "params-ddp.yaml"
         p = override(params, train={"iterations": 1, "batch_size": 4})
         spec.write_text(yaml.safe_dump(to_dict(p)))
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-               "c2s_pipeline.stages.cli", "train", "--distributed", "--params", str(spec), "--run",
-               str(work / "run-ddp"),
-               "--cache-dir", str(cache), "--no-resume"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "c2s_pipeline.stages.cli",
+            "train",
+            "--distributed",
+            "--params",
+            str(spec),
+            "--run",
+            str(work / "run-ddp"),
+            "--cache-dir",
+            str(cache),
+            "--no-resume",
+        ]
         subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
         row = json.loads((work / "run-ddp" / "log.jsonl").read_text().splitlines()[-1])
         if not math.isfinite(row["loss"]):
@@ -197,7 +240,7 @@ def main() -> int:
         print("SKIP torchrun: fewer than 2 GPUs", flush=True)
     print(f"gpu-check: {'FAILED (' + check.failed + ')' if check.failed else 'PASSED'} on {device}", flush=True)
     if not args.work and not check.failed:
-        shutil.rmtree(work, ignore_errors=True)        # a failed check keeps its folder to look into
+        shutil.rmtree(work, ignore_errors=True)  # a failed check keeps its folder to look into
     return 1 if check.failed else 0
 
 

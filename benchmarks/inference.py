@@ -9,6 +9,7 @@ weights: speed does not depend on them. Targets: C2S / plain >= 0.97, C2S / CLIP
 heads are timed: linear (the paper's; its feature norm costs K^2 per pixel) and isometric
 (student.head; K per pixel).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,35 +36,43 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
-    keep_large_blocks_in_process()                                    # as the c2s CLI does
+    keep_large_blocks_in_process()  # as the c2s CLI does
     dev, x = args.device, torch.randn(1, 3, args.size, args.size, device=args.device)
     text = F.normalize(torch.randn(args.classes, args.embed_dim, device=dev), dim=-1)
     student = Student(args.arch, args.encoder, None, args.embed_dim).to(dev).eval()
     try:
         isometric = Student(args.arch, args.encoder, None, args.embed_dim, head="isometric").to(dev).eval()
-    except StudentError as err:                       # K > D, or a head that is no 1x1 conv
+    except StudentError as err:  # K > D, or a head that is no 1x1 conv
         isometric = None
         print(f"isometric head skipped: {err}")
-    plain = smp.create_model(args.arch, encoder_name=args.encoder, encoder_weights=None,
-                             classes=args.classes).to(dev).eval()
+    plain = (
+        smp.create_model(args.arch, encoder_name=args.encoder, encoder_weights=None, classes=args.classes)
+        .to(dev)
+        .eval()
+    )
     clip = load_clip(args.clip, None, image_size=args.size, device=dev)
 
     def clip_dense(inp):
-        tokens = clip.encode_images(inp).dense_tokens                      # (1, h, w, D)
+        tokens = clip.encode_images(inp).dense_tokens  # (1, h, w, D)
         logits = torch.einsum("bhwd,cd->bchw", tokens, text[:, : tokens.shape[-1]])
         return F.interpolate(logits, size=inp.shape[-2:], mode="bilinear", align_corners=False)
 
-    def c2s_unfolded(inp):   # the D-channel map, then the cosine: what folding the head avoids
+    def c2s_unfolded(inp):  # the D-channel map, then the cosine: what folding the head avoids
         logits = class_logits(student(inp), text, 50.0)
         return F.interpolate(logits, size=inp.shape[-2:], mode="bilinear", align_corners=False)
 
-    models = {"c2s_student": lambda t: student.predict_logits(t, text, 50.0), "c2s_unfolded": c2s_unfolded,
-              "plain_smp": plain, "clip_dense": clip_dense}
+    models = {
+        "c2s_student": lambda t: student.predict_logits(t, text, 50.0),
+        "c2s_unfolded": c2s_unfolded,
+        "plain_smp": plain,
+        "clip_dense": clip_dense,
+    }
     if isometric is not None:
         models["c2s_isometric"] = lambda t: isometric.predict_logits(t, text, 50.0)
     with torch.inference_mode():
-        seconds = interleaved_median_seconds({name: (lambda f=f: f(x)) for name, f in models.items()},
-                                             args.iters, warmup=args.warmup, device=dev)
+        seconds = interleaved_median_seconds(
+            {name: (lambda f=f: f(x)) for name, f in models.items()}, args.iters, warmup=args.warmup, device=dev
+        )
     fps = {name: 1.0 / s for name, s in seconds.items()}
     print(f"{args.arch}/{args.encoder} vs {args.clip} at {args.size}px on {dev}, batch 1, {args.iters} iters")
     for name, value in fps.items():

@@ -6,6 +6,7 @@ Starts `c2s serve` on loopback, uploads the first val image, types eight class n
 own objects' when the world allows it, as a user naming only what they look for), keeps the params' option for
 pixels no name fits, and saves `serve-before.png` and `serve-after.png` under --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,17 @@ from c2s_pipeline.data.registry import dataset_from_params
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # The flags a closed network needs (no background connections), as root (no sandbox).
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1400,1000")
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+)
 
 
 def chromium():
@@ -53,8 +62,14 @@ def serve(args: list[str], cwd: Path, timeout: float = 180) -> tuple[subprocess.
     """`c2s serve ARGS` on a free loopback port, once its page answers: (process, url)."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    server = subprocess.Popen([sys.executable, "-m", "c2s_pipeline.stages.cli", "serve", *args, "--port", str(port)],
-                              cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "c2s_pipeline.stages.cli", "serve", *args, "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url, deadline = f"http://127.0.0.1:{port}/", time.time() + timeout
     while True:
         try:
@@ -89,8 +104,17 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     image, names = unnamed_vocabulary(load_params(args.params))
-    server, url = serve(["--run", str(Path(args.run).resolve()), "--cache-dir", str(Path(args.cache_dir).resolve()),
-                         "--params", str(Path(args.params).resolve())], cwd=Path.cwd())
+    server, url = serve(
+        [
+            "--run",
+            str(Path(args.run).resolve()),
+            "--cache-dir",
+            str(Path(args.cache_dir).resolve()),
+            "--params",
+            str(Path(args.params).resolve()),
+        ],
+        cwd=Path.cwd(),
+    )
     driver = chromium()
     try:
         driver.get(url)
@@ -104,7 +128,7 @@ def main() -> None:
         driver.save_screenshot(str(out / "serve-before.png"))
         driver.find_element(By.ID, "c2s-segment").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#c2s-overlay img"))
-        time.sleep(1)                                    # the share table renders after the overlay
+        time.sleep(1)  # the share table renders after the overlay
         driver.save_screenshot(str(out / "serve-after.png"))
     finally:
         driver.quit()

@@ -8,6 +8,7 @@ of a view and of the same view distorted (4 draws per image), beside two referen
 whole image and one of its corner views (the corners store already teaches that gap), and between two different
 images (what a wrong target looks like).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,11 @@ def main() -> None:
     ap.add_argument("--out", default="metrics/photometric_cls.md")
     args = ap.parse_args()
     seed_dir = Path(args.work) / f"seed{args.seed}"
-    p = override(load_params(args.params), data={"root": str(seed_dir / "world")},
-                 teacher={"pretrained": str(seed_dir / "teacher" / "clip.pt")})
+    p = override(
+        load_params(args.params),
+        data={"root": str(seed_dir / "world")},
+        teacher={"pretrained": str(seed_dir / "teacher" / "clip.pt")},
+    )
     size, t = p.data.image_size, p.teacher
     clip = load_clip(t.clip_model, t.pretrained, image_size=size, device="cpu", dense_mode=t.dense_mode)
     dataset = dataset_from_params(p, p.data.train_split, seen_only=True)
@@ -51,19 +55,21 @@ def main() -> None:
         batch = np.stack([image] + [photometric_distortion(image, rng) for _ in range(4)])
         with torch.no_grad():
             x = clip.preprocess(batch, size)
-            cls = clip.encode_crops(x)                                                       # (5, D), unit
+            cls = clip.encode_crops(x)  # (5, D), unit
             y, x0, s = corner
-            corner_cls = clip.encode_crops(x[:1, :, y:y + s, x0:x0 + s])[0]
+            corner_cls = clip.encode_crops(x[:1, :, y : y + s, x0 : x0 + s])[0]
         plain.append(cls[0])
         distorted += (cls[1:] @ cls[0]).tolist()
         corners.append(float(corner_cls @ cls[0]))
     stack = torch.stack(plain)
     cross = (stack @ stack.T)[~torch.eye(len(stack), dtype=torch.bool)].tolist()
-    text = (f"World seed {args.seed}, {len(plain)} train images at {size} px, the teacher `{t.pretrained}`.\n\n"
-            "| cosine of the CLS of | mean | median | 5th percentile |\n|---|---:|---:|---:|\n"
-            f"| a view and the same view distorted (4 draws each) | {summary(distorted)} |\n"
-            f"| the whole image and its top-left {t.view_crops[0]} corner | {summary(corners)} |\n"
-            f"| two different images | {summary(cross)} |\n")
+    text = (
+        f"World seed {args.seed}, {len(plain)} train images at {size} px, the teacher `{t.pretrained}`.\n\n"
+        "| cosine of the CLS of | mean | median | 5th percentile |\n|---|---:|---:|---:|\n"
+        f"| a view and the same view distorted (4 draws each) | {summary(distorted)} |\n"
+        f"| the whole image and its top-left {t.view_crops[0]} corner | {summary(corners)} |\n"
+        f"| two different images | {summary(cross)} |\n"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(text)

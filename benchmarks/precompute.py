@@ -10,6 +10,7 @@ same number of region crops per image as were stored, only the CLIP forwards (gl
 Target: overhead (precompute / forwards - 1) under 30%. Also prints the store's bytes per image on disk
 (what `c2s cache ls` shows), with or without the dense tokens (--dense-tokens).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,14 +38,14 @@ def bare_forwards(params, indices, region_counts) -> float:
     device = t.device if t.device != "auto" else "cpu"
     clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device=device, dense_mode=t.dense_mode)
     images = np.stack([resize_pair(ds[i].image, ds[i].label, d.image_size)[0] for i in indices])
-    views = view_windows(d.image_size, t.view_crops)[1:]       # the corner views' global CLS (teach_batch)
+    views = view_windows(d.image_size, t.view_crops)[1:]  # the corner views' global CLS (teach_batch)
     start = time.perf_counter()
     for k in range(0, len(indices), t.batch_size):
-        x = clip.preprocess(images[k:k + t.batch_size], d.image_size)
+        x = clip.preprocess(images[k : k + t.batch_size], d.image_size)
         clip.encode_images(x)
         for y, x0, s in views:
-            clip.encode_crops(x[..., y:y + s, x0:x0 + s])
-        n = int(sum(region_counts[k:k + t.batch_size]))
+            clip.encode_crops(x[..., y : y + s, x0 : x0 + s])
+        n = int(sum(region_counts[k : k + t.batch_size]))
         if n:
             clip.encode_crops(torch.zeros(n, 3, clip.native_size, clip.native_size, device=clip.device))
     return time.perf_counter() - start
@@ -56,15 +57,15 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=0, help="use only the first N images (0 = all)")
     ap.add_argument("--dense-tokens", choices=["eval", "all"], help="override teacher.dense_tokens")
     args = ap.parse_args()
-    keep_large_blocks_in_process()                                  # as the c2s CLI does
+    keep_large_blocks_in_process()  # as the c2s CLI does
     params = load_params(args.params)
     if args.dense_tokens:
-        params = dataclasses.replace(params, teacher=dataclasses.replace(params.teacher,
-                                                                         dense_tokens=args.dense_tokens))
+        params = dataclasses.replace(
+            params, teacher=dataclasses.replace(params.teacher, dense_tokens=args.dense_tokens)
+        )
     with tempfile.TemporaryDirectory() as cache_dir:
         start = time.perf_counter()
-        path = build_store(params, split=params.data.train_split, cache_dir=cache_dir,
-                              limit=args.images or None)
+        path = build_store(params, split=params.data.train_split, cache_dir=cache_dir, limit=args.images or None)
         whole = time.perf_counter() - start
         reader = CacheReader(path, require_complete=False)
         indices = [i for i in range(len(reader)) if reader.is_done(i)]

@@ -7,6 +7,7 @@ random photos at the model's input size) and give the same weights bit for bit (
 the runs alternate, and each is timed whole (the optimizer's first step allocates its state), each on a model
 built before the timing. `every_row` is also the reference of tests/test_world.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,17 +60,21 @@ def main() -> None:
         return open_clip.create_model(args.model, pretrained=None, output_dict=True).train()
 
     def run(train):
-        models = [fresh() for _ in range(args.repeats + 1)]          # built before the timing (+1: warm-up)
+        models = [fresh() for _ in range(args.repeats + 1)]  # built before the timing (+1: warm-up)
 
         def once():
             train(models.pop(), images, tokens, batches, cfg, torch.Generator().manual_seed(0), "cpu")
+
         return once
 
-    secs = interleaved_median_seconds({"caption rows": run(train_clip), "every row": run(every_row)},
-                                      repeats=args.repeats)
+    secs = interleaved_median_seconds(
+        {"caption rows": run(train_clip), "every row": run(every_row)}, repeats=args.repeats
+    )
     ours, before = (secs[k] / args.steps * 1e3 for k in ("caption rows", "every row"))
-    print(f"{args.model}, batch {len(tokens)}, {args.steps} steps a run, median of {args.repeats} runs, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{args.model}, batch {len(tokens)}, {args.steps} steps a run, median of {args.repeats} runs, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"ms per step: caption rows {ours:.1f}, every row {before:.1f}, ratio {ours / before:.3f}")
 
 

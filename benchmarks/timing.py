@@ -1,5 +1,6 @@
 """Shared timing for the benchmarks: the contenders alternate call by call, device-synchronised,
 so that drift in machine load (2 shared cores here) hits all of them alike."""
+
 from __future__ import annotations
 
 import statistics
@@ -9,9 +10,11 @@ from collections.abc import Callable
 import torch
 
 
-def interleaved_median_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                               device: str = "cpu") -> dict[str, float]:
+def interleaved_median_seconds(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, device: str = "cpu"
+) -> dict[str, float]:
     """Median wall time per call of each fn, the fns called in turn `repeats` times after `warmup` rounds."""
+
     def timed(fn) -> float:
         if device.startswith("cuda"):
             torch.cuda.synchronize()

@@ -16,6 +16,7 @@ which is what the two-phase design avoids. The three alternate call by call. The
 
 Targets on CPU at 512: b/a <= 1.15, c/b >= 3, data wait <= 10 %.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,20 +48,23 @@ from c2s_pipeline.world.generator import generate_world
 def bench_params(args, world: Path) -> Params:
     p = load_params(args.params)
     r = dataclasses.replace
-    return r(p, data=r(p.data, dataset="world", root=str(world), image_size=args.size),
-             world=r(p.world, n_train=args.images, n_val=1, n_caption=1, image_size=args.size),
-             teacher=r(p.teacher, clip_model=args.clip, pretrained=args.pretrained, device=args.device,
-                       batch_size=4),
-             student=r(p.student, arch=args.arch, encoder=args.encoder, encoder_weights=None),
-             train=r(p.train, batch_size=args.batch, device=args.device))
+    return r(
+        p,
+        data=r(p.data, dataset="world", root=str(world), image_size=args.size),
+        world=r(p.world, n_train=args.images, n_val=1, n_caption=1, image_size=args.size),
+        teacher=r(p.teacher, clip_model=args.clip, pretrained=args.pretrained, device=args.device, batch_size=4),
+        student=r(p.student, arch=args.arch, encoder=args.encoder, encoder_weights=None),
+        train=r(p.train, batch_size=args.batch, device=args.device),
+    )
 
 
 def make_task(params: Params, seen_text: torch.Tensor, device: str):
     torch.manual_seed(0)
     s = params.student
-    task = C2STask(Student(s.arch, s.encoder, None, seen_text.shape[1]), seen_text, params.loss,
-                   s.logit_scale).to(device)
-    return task, torch.optim.AdamW(task.parameters(), 1e-4, fused=True)     # as student.loop.build_optimizer
+    task = C2STask(Student(s.arch, s.encoder, None, seen_text.shape[1]), seen_text, params.loss, s.logit_scale).to(
+        device
+    )
+    return task, torch.optim.AdamW(task.parameters(), 1e-4, fused=True)  # as student.loop.build_optimizer
 
 
 def train_step(task, opt, batch) -> None:
@@ -78,11 +82,15 @@ def online_batch(clip, images, labels, params, distill: DistillDataset, size: in
     stack = lambda name: torch.from_numpy(np.stack([getattr(r, name) for r in records]))  # noqa: E731
     region_class = stack("region_class").long()
     seen = region_class >= 0
-    region_class[seen] = torch.from_numpy(distill.seen_index)[region_class[seen]]     # into seen-index space
-    return {"image": clip.preprocess(images, size), "pseudo_mask": stack("pseudo_mask").long(),
-            "region_class": region_class, "local_cls": stack("local_cls").float(),
-            "global_cls": stack("global_cls")[:, 0].float(),
-            "label": torch.from_numpy(distill.seen_index[labels.numpy()])}
+    region_class[seen] = torch.from_numpy(distill.seen_index)[region_class[seen]]  # into seen-index space
+    return {
+        "image": clip.preprocess(images, size),
+        "pseudo_mask": stack("pseudo_mask").long(),
+        "region_class": region_class,
+        "local_cls": stack("local_cls").float(),
+        "global_cls": stack("global_cls")[:, 0].float(),
+        "label": torch.from_numpy(distill.seen_index[labels.numpy()]),
+    }
 
 
 def component_ms(task, opt, batch) -> dict[str, float]:
@@ -96,7 +104,7 @@ def component_ms(task, opt, batch) -> dict[str, float]:
 def data_wait_share(task, opt, loader, device: str, steps: int) -> tuple[float, float]:
     """(share of step time in next(batches), seconds per step) over `steps` consecutive steps."""
     batches = iter(loader)
-    train_step(task, opt, {k: v.to(device) for k, v in next(batches).items()})      # workers up, warm
+    train_step(task, opt, {k: v.to(device) for k, v in next(batches).items()})  # workers up, warm
     waited, start = 0.0, time.perf_counter()
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -121,7 +129,7 @@ def main() -> None:
     ap.add_argument("--wait-steps", type=int, default=8)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
-    keep_large_blocks_in_process()                                  # as `c2s train` does
+    keep_large_blocks_in_process()  # as `c2s train` does
     dev = args.device
     with tempfile.TemporaryDirectory() as tmp:
         world, cache = Path(tmp) / "world", Path(tmp) / "cache"
@@ -132,8 +140,9 @@ def main() -> None:
         dataset = dataset_from_params(params, params.data.train_split, seen_only=True)
         distill = DistillDataset(reader, dataset, args.size, params.train)
         seen_text = torch.from_numpy(reader.text_embeddings())
-        clip = load_clip(args.clip, args.pretrained, image_size=args.size, device=dev,
-                         dense_mode=params.teacher.dense_mode)
+        clip = load_clip(
+            args.clip, args.pretrained, image_size=args.size, device=dev, dense_mode=params.teacher.dense_mode
+        )
         pairs = [resize_pair(dataset[i].image, dataset[i].label, args.size) for i in range(args.batch)]
         images = torch.from_numpy(np.stack([p[0] for p in pairs]))
         labels = torch.from_numpy(np.stack([p[1] for p in pairs]))
@@ -151,24 +160,37 @@ def main() -> None:
             turn[arm] += 1
             return batches[(turn[arm] - 1) % len(batches)]
 
-        times = interleaved_median_seconds({
-            "a_plain": lambda: train_step(plain, plain_opt, next_batch("a")),
-            "b_c2s_cached": lambda: train_step(c2s, c2s_opt, next_batch("b")),
-            "c_c2s_online": lambda: train_step(c2s, c2s_opt, {k: v.to(dev) for k, v in online_batch(
-                clip, images, labels, params, distill, args.size).items()}),
-        }, args.repeats, device=dev)
+        times = interleaved_median_seconds(
+            {
+                "a_plain": lambda: train_step(plain, plain_opt, next_batch("a")),
+                "b_c2s_cached": lambda: train_step(c2s, c2s_opt, next_batch("b")),
+                "c_c2s_online": lambda: train_step(
+                    c2s,
+                    c2s_opt,
+                    {k: v.to(dev) for k, v in online_batch(clip, images, labels, params, distill, args.size).items()},
+                ),
+            },
+            args.repeats,
+            device=dev,
+        )
         wait, step_s = data_wait_share(c2s, c2s_opt, make_loader(distill, params.train), dev, args.wait_steps)
-        profiles = {"a_plain": component_ms(plain, plain_opt, batches[0]),
-                    "b_c2s_cached": component_ms(c2s, c2s_opt, batches[0])}
+        profiles = {
+            "a_plain": component_ms(plain, plain_opt, batches[0]),
+            "b_c2s_cached": component_ms(c2s, c2s_opt, batches[0]),
+        }
 
-    print(f"{args.arch}/{args.encoder} student, {args.clip} teacher, {args.size}px, batch {args.batch}, {dev}, "
-          f"{params.train.num_workers} loader workers, {torch.get_num_threads()} threads")
+    print(
+        f"{args.arch}/{args.encoder} student, {args.clip} teacher, {args.size}px, batch {args.batch}, {dev}, "
+        f"{params.train.num_workers} loader workers, {torch.get_num_threads()} threads"
+    )
     for name, seconds in times.items():
         print(f"  {name:14s} {seconds * 1000:9.1f} ms/step")
     print(f"  b/a = {times['b_c2s_cached'] / times['a_plain']:.3f}  (target <= 1.15)")
     print(f"  c/b = {times['c_c2s_online'] / times['b_c2s_cached']:.2f}  (target >= 3)")
-    print(f"  data wait = {100 * wait:.1f} % of a C2S step ({args.wait_steps} steps alone, "
-          f"{step_s * 1000:.0f} ms/step)  (target <= 10 %)")
+    print(
+        f"  data wait = {100 * wait:.1f} % of a C2S step ({args.wait_steps} steps alone, "
+        f"{step_s * 1000:.0f} ms/step)  (target <= 10 %)"
+    )
     print("  profile, CPU ms of one step (profiler overhead included):")
     names = sorted(set().union(*profiles.values()), key=lambda k: -profiles["b_c2s_cached"].get(k, 0))
     print(f"    {'component':16s} {'a_plain':>9s} {'b_c2s':>9s}")

@@ -11,6 +11,7 @@ path (eval.open_vocab.class_scores then label_pixels). Columns, in %:
   class left unlabelled counts against it, a background pixel given its name too.
 The benchmarks' protocol (evaluate) is untouched: it labels every pixel, as ZegCLIP does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,24 +26,26 @@ from c2s_pipeline.data.registry import dataset_from_params
 from c2s_pipeline.eval.open_vocab import UNLABELLED, class_scores, label_pixels, text_encoder
 from c2s_pipeline.student.checkpoint import load_student
 
-BACKGROUND_SETS = {"background": ("background",),
-                   "background set": ("background", "wall", "floor", "ground", "sky")}
+BACKGROUND_SETS = {"background": ("background",), "background set": ("background", "wall", "floor", "ground", "sky")}
 THRESHOLDS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 FEW = 8
 
 
 def options() -> list[tuple[str, str | None, float]]:
     """(label, background set (None: the typed names alone), threshold) of every option measured."""
-    return [("none", None, 0.0), *[(f"threshold {t}", None, t) for t in THRESHOLDS],
-            *[(f"background prompts: {k}", k, 0.0) for k in BACKGROUND_SETS]]
+    return [
+        ("none", None, 0.0),
+        *[(f"threshold {t}", None, t) for t in THRESHOLDS],
+        *[(f"background prompts: {k}", k, 0.0) for k in BACKGROUND_SETS],
+    ]
 
 
 class Tally:
     """Pixel counts of one option in one scenario."""
 
     def __init__(self, num_classes: int):
-        self.cm = np.zeros((num_classes + 1, num_classes + 1), np.int64)   # last row / column: unlabelled
-        self.background = [0, 0]                                             # [left unlabelled, all]
+        self.cm = np.zeros((num_classes + 1, num_classes + 1), np.int64)  # last row / column: unlabelled
+        self.background = [0, 0]  # [left unlabelled, all]
         self.unnamed = [0, 0]
 
     def add(self, truth: np.ndarray, pred: np.ndarray, named: list[int], background: np.ndarray) -> None:
@@ -50,7 +53,7 @@ class Tally:
         keep = truth != 255
         n = self.cm.shape[0] - 1
         names = np.asarray(named + [n])
-        t = np.where(np.isin(truth, named), truth, n)[keep]          # a class not typed is unlabelled truth
+        t = np.where(np.isin(truth, named), truth, n)[keep]  # a class not typed is unlabelled truth
         p = names[np.where(pred == UNLABELLED, len(named), pred)][keep]
         self.cm += np.bincount(t * (n + 1) + p, minlength=(n + 1) ** 2).reshape(n + 1, n + 1)
         left = pred == UNLABELLED
@@ -64,9 +67,11 @@ class Tally:
         cm, n = self.cm, self.cm.shape[0] - 1
         tp, union = np.diag(cm)[:n], cm[:n].sum(1) + cm[:, :n].sum(0) - np.diag(cm)[:n]
         present = cm[:n].sum(1) > 0
-        return {"background left": 100 * self.background[0] / max(self.background[1], 1),
-                "unnamed left": 100 * self.unnamed[0] / max(self.unnamed[1], 1),
-                "named mIoU": 100 * float((tp[present] / union[present]).mean())}
+        return {
+            "background left": 100 * self.background[0] / max(self.background[1], 1),
+            "unnamed left": 100 * self.unnamed[0] / max(self.unnamed[1], 1),
+            "named mIoU": 100 * float((tp[present] / union[present]).mean()),
+        }
 
 
 def measure(run_dir: Path, cache_dir: Path, data_root: str | None) -> dict[str, dict[str, dict]]:
@@ -83,14 +88,18 @@ def measure(run_dir: Path, cache_dir: Path, data_root: str | None) -> dict[str, 
     for i in range(len(dataset)):
         image = dataset.load_image(i)
         raw = read_label(dataset.label_path(i)).astype(np.int64)
-        truth = np.where(raw == 0, -1, np.where(raw == 255, 255, raw - 1))     # VOC layout: class id + 1
+        truth = np.where(raw == 0, -1, np.where(raw == 255, 255, raw - 1))  # VOC layout: class id + 1
         background = raw == 0
         rng = np.random.default_rng(i)
         for scenario, named in (("all", list(range(num))), ("few", sorted(rng.choice(num, FEW, replace=False)))):
             named = [int(c) for c in named]
-            scores = {None: class_scores(student, text[named], run.params, run.params.eval, image),  # once a vocabulary
-                      **{k: class_scores(student, torch.cat([text[named], e]), run.params, run.params.eval, image)
-                         for k, e in extra.items()}}
+            scores = {
+                None: class_scores(student, text[named], run.params, run.params.eval, image),  # once a vocabulary
+                **{
+                    k: class_scores(student, torch.cat([text[named], e]), run.params, run.params.eval, image)
+                    for k, e in extra.items()
+                },
+            }
             for label, bg, threshold in options():
                 pred = label_pixels(scores[bg], len(named), threshold)
                 tallies[scenario][label].add(truth, pred, named, background)
@@ -98,12 +107,17 @@ def measure(run_dir: Path, cache_dir: Path, data_root: str | None) -> dict[str, 
 
 
 def table(results: dict[str, dict[str, dict]]) -> str:
-    lines = ["| option | all: background left | all: named mIoU | few: background left | few: unnamed left "
-             "| few: named mIoU |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| option | all: background left | all: named mIoU | few: background left | few: unnamed left "
+        "| few: named mIoU |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for label in results["all"]:
         a, f = results["all"][label], results["few"][label]
-        lines.append(f"| {label} | {a['background left']:.1f} | {a['named mIoU']:.1f} | {f['background left']:.1f} "
-                     f"| {f['unnamed left']:.1f} | {f['named mIoU']:.1f} |")
+        lines.append(
+            f"| {label} | {a['background left']:.1f} | {a['named mIoU']:.1f} | {f['background left']:.1f} "
+            f"| {f['unnamed left']:.1f} | {f['named mIoU']:.1f} |"
+        )
     return "\n".join(lines)
 
 

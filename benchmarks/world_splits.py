@@ -9,6 +9,7 @@ depends on the split), one teacher store per (seed, split). Prints and writes ma
 hIoU: per arm, mean and standard deviation over all (seed, split) pairs; then per run, with each arm minus
 seen-only and those differences' mean and standard deviation. Runs already in --work are reused (resumed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,18 +29,22 @@ from c2s_pipeline.world.generator import run_generate
 from c2s_pipeline.world.teacher_pretrain import run_pretrain
 
 SPLITS = {
-    "default": None,   # world.unseen of params.yaml
+    "default": None,  # world.unseen of params.yaml
     # one per shape again, other colours, so every unseen colour and shape still occurs among seen classes
     "other": ("green circle", "blue square", "yellow triangle", "red star", "green cross"),
 }
 # Arms of the same name share their run folder, so the ablation reuses the two-arm runs and vice versa.
-ARMS = {"seen-only": {"use_global": False, "use_local": False, "use_latent": False},
-        "c2s": {"use_global": True, "use_local": True, "use_latent": True}}
-ABLATION = {"seen-only": {"use_global": False, "use_local": False, "use_latent": False},
-            "+ global": {"use_global": True, "use_local": False, "use_latent": False},
-            "+ local": {"use_global": False, "use_local": True, "use_latent": False},
-            "+ latent": {"use_global": False, "use_local": False, "use_latent": True},
-            "c2s": {"use_global": True, "use_local": True, "use_latent": True}}   # all terms
+ARMS = {
+    "seen-only": {"use_global": False, "use_local": False, "use_latent": False},
+    "c2s": {"use_global": True, "use_local": True, "use_latent": True},
+}
+ABLATION = {
+    "seen-only": {"use_global": False, "use_local": False, "use_latent": False},
+    "+ global": {"use_global": True, "use_local": False, "use_latent": False},
+    "+ local": {"use_global": False, "use_local": True, "use_latent": False},
+    "+ latent": {"use_global": False, "use_local": False, "use_latent": True},
+    "c2s": {"use_global": True, "use_local": True, "use_latent": True},
+}  # all terms
 COLUMNS = ("sIoU", "uIoU", "hIoU")
 
 
@@ -75,17 +80,33 @@ def per_run(runs: list[tuple[int, str]], rows: dict[str, list[dict]], base: str 
     """One row per (seed, split): every arm's sIoU / uIoU / hIoU and each other arm minus `base`, with the
     mean and standard deviation of those differences (paired: the same world, teacher and store)."""
     others = [arm for arm in rows if arm != base]
-    head = ("| seed | split | " + " | ".join(rows) + " | " + " | ".join(f"{a} - {base}" for a in others) + " |\n"
-            + "|---|---|" + "---|" * (len(rows) + len(others)))
+    head = (
+        "| seed | split | "
+        + " | ".join(rows)
+        + " | "
+        + " | ".join(f"{a} - {base}" for a in others)
+        + " |\n"
+        + "|---|---|"
+        + "---|" * (len(rows) + len(others))
+    )
     fmt = lambda m: " / ".join(f"{m[c]:.2f}" for c in COLUMNS)  # noqa: E731
     diffs = {a: [[r[c] - b[c] for c in COLUMNS] for r, b in zip(rows[a], rows[base])] for a in others}
-    lines = [f"| {seed} | {split} | " + " | ".join(fmt(rows[a][i]) for a in rows) + " | "
-             + " | ".join(" / ".join(f"{d:+.1f}" for d in diffs[a][i]) for a in others) + " |"
-             for i, (seed, split) in enumerate(runs)]
+    lines = [
+        f"| {seed} | {split} | "
+        + " | ".join(fmt(rows[a][i]) for a in rows)
+        + " | "
+        + " | ".join(" / ".join(f"{d:+.1f}" for d in diffs[a][i]) for a in others)
+        + " |"
+        for i, (seed, split) in enumerate(runs)
+    ]
     if len(runs) > 1:
         spread = lambda xs: f"{statistics.mean(xs):+.1f} ± {statistics.stdev(xs):.1f}"  # noqa: E731
-        lines.append("| mean ± sd | | " + " | " * len(rows)
-                     + " | ".join(" / ".join(spread(col) for col in zip(*diffs[a])) for a in others) + " |")
+        lines.append(
+            "| mean ± sd | | "
+            + " | " * len(rows)
+            + " | ".join(" / ".join(spread(col) for col in zip(*diffs[a])) for a in others)
+            + " |"
+        )
     return "\n".join([head, *lines])
 
 
@@ -104,13 +125,17 @@ def main() -> None:
     runs: list[tuple[int, str]] = []
     for seed in args.seeds:
         seed_dir = Path(args.work) / f"seed{seed}"
-        params = override(base, world={"seed": seed}, data={"root": str(seed_dir / "world")},
-                          teacher={"pretrained": str(seed_dir / "teacher" / "clip.pt")})
+        params = override(
+            base,
+            world={"seed": seed},
+            data={"root": str(seed_dir / "world")},
+            teacher={"pretrained": str(seed_dir / "teacher" / "clip.pt")},
+        )
         if not (seed_dir / "world" / "world.json").is_file():
             run_generate(params, seed_dir / "world")
         if not (seed_dir / "teacher" / "clip.pt").is_file():
             run_pretrain(params, seed_dir / "world", seed_dir / "teacher" / "clip.pt")
-        if is_weights_file(params.student.encoder_weights):      # params.yaml's: each world its own encoder
+        if is_weights_file(params.student.encoder_weights):  # params.yaml's: each world its own encoder
             encoder = seed_dir / "encoder" / "encoder.pt"
             if not encoder.is_file():
                 run_pretrain_encoder(params, seed_dir / "world", encoder)
@@ -121,10 +146,17 @@ def main() -> None:
             runs.append((seed, split))
             for name, metrics in results.items():
                 rows[name].append(metrics)
-                print(f"seed {seed} split {split} {name}: " + ", ".join(f"{c} {metrics[c]:.2f}" for c in COLUMNS),
-                      flush=True)
-    text = (f"seeds {args.seeds} x splits {args.splits}; mean ± standard deviation over the runs\n\n"
-            + table(rows) + "\n\nPer run (sIoU / uIoU / hIoU):\n\n" + per_run(runs, rows) + "\n")
+                print(
+                    f"seed {seed} split {split} {name}: " + ", ".join(f"{c} {metrics[c]:.2f}" for c in COLUMNS),
+                    flush=True,
+                )
+    text = (
+        f"seeds {args.seeds} x splits {args.splits}; mean ± standard deviation over the runs\n\n"
+        + table(rows)
+        + "\n\nPer run (sIoU / uIoU / hIoU):\n\n"
+        + per_run(runs, rows)
+        + "\n"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(text)

@@ -3,6 +3,7 @@
 Each section of params.yaml maps onto one dataclass below. Student-side sections never feed
 the teacher fingerprint, so changing them reuses the cached teacher store.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,15 +23,25 @@ class ConfigError(ValueError):
     """A params file or override that does not match the schema."""
 
 
-def bounded(default: Any, *, low: float | None = None, above: float | None = None, high: float | None = None,
-            below: float | None = None, multiple: int | None = None, nonempty: bool = False):
+def bounded(
+    default: Any,
+    *,
+    low: float | None = None,
+    above: float | None = None,
+    high: float | None = None,
+    below: float | None = None,
+    multiple: int | None = None,
+    nonempty: bool = False,
+):
     """A field whose value (each value, for a list) must be >= low, > above, <= high, < below and a multiple of
     `multiple`; lists non-empty.
 
     `build_section` checks it and names the key and the allowed range.
     """
-    return field(default=default, metadata={"low": low, "above": above, "high": high, "below": below,
-                                            "multiple": multiple, "nonempty": nonempty})
+    return field(
+        default=default,
+        metadata={"low": low, "above": above, "high": high, "below": below, "multiple": multiple, "nonempty": nonempty},
+    )
 
 
 def path_field(default: str | None, *, required: str | None = None):
@@ -61,15 +72,22 @@ def _check_range(key: str, value: Any, meta: Mapping[str, Any]) -> None:
     if meta.get("nonempty") and not value:
         raise ConfigError(f"{key}: the list is empty; it needs at least one value")
     low, above, high, below = meta.get("low"), meta.get("above"), meta.get("high"), meta.get("below")
-    allowed = " and ".join(f"{op} {b}" for op, b in ((">=", low), (">", above), ("<=", high), ("<", below))
-                           if b is not None)
+    allowed = " and ".join(
+        f"{op} {b}" for op, b in ((">=", low), (">", above), ("<=", high), ("<", below)) if b is not None
+    )
     for v in value if isinstance(value, tuple) else (value,):
-        if ((low is not None and v < low) or (above is not None and v <= above)
-                or (high is not None and v > high) or (below is not None and v >= below)):
+        if (
+            (low is not None and v < low)
+            or (above is not None and v <= above)
+            or (high is not None and v > high)
+            or (below is not None and v >= below)
+        ):
             raise ConfigError(f"{key}: {v!r} is out of range; allowed: {allowed}")
         if meta.get("multiple") and v % meta["multiple"]:
-            raise ConfigError(f"{key}: {v!r} is not a multiple of {meta['multiple']} (the student's encoders "
-                              f"downsample by {meta['multiple']})")
+            raise ConfigError(
+                f"{key}: {v!r} is not a multiple of {meta['multiple']} (the student's encoders "
+                f"downsample by {meta['multiple']})"
+            )
 
 
 @dataclass(frozen=True)
@@ -81,7 +99,7 @@ class DataConfig:
     val_split: str = "val"
     image_size: int = bounded(128, low=32, multiple=32)  # side the teacher and student see (512 for VOC)
     context_unseen_split: str = "A"  # PASCAL Context: A (ZS3Net/MaskCLIP+/OTSeg) or B (Cascade-CLIP)
-    unseen: tuple[str, ...] = ()     # folder (your own data) and ade20k: the unseen classes, by name
+    unseen: tuple[str, ...] = ()  # folder (your own data) and ade20k: the unseen classes, by name
     # what a store's data digest reads of each file: stat (name, size, mtime; cheap) | content (every byte;
     # sees a rewrite that keeps size and mtime; reads the whole split: cache/fingerprint.data_digest)
     digest: str = one_of("stat", "content")
@@ -89,7 +107,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    clip_model: str = "c2s-world-vit"   # open_clip model name (ViT-B-16 for real data)
+    clip_model: str = "c2s-world-vit"  # open_clip model name (ViT-B-16 for real data)
     # open_clip tag (e.g. openai) or a local checkpoint; "" = random weights (benchmarks only)
     pretrained: str = path_field("", required="an open_clip tag (e.g. openai) or a local checkpoint file")
     dense_mode: str = one_of("maskclip", "clearclip", "sclip", "standard")  # standard: the unmodified tower
@@ -107,9 +125,9 @@ class TeacherConfig:
     views: str = one_of("corners", "bank")
     view_crops: tuple[float, ...] = bounded((0.75,), above=0, below=1)
     view_count: int = bounded(8, low=1, high=255)
-    view_scale: tuple[int, int] = bounded((512, 128), low=1)       # (long, short) side at ratio 1; (4 S, S)
+    view_scale: tuple[int, int] = bounded((512, 128), low=1)  # (long, short) side at ratio 1; (4 S, S)
     view_ratio: tuple[float, float] = bounded((0.5, 2.0), above=0)
-    cat_max_ratio: float = bounded(0.75, above=0, high=1)         # 1 = any window
+    cat_max_ratio: float = bounded(0.75, above=0, high=1)  # 1 = any window
     batch_size: int = bounded(16, low=1)
     max_regions: int = bounded(16, low=1, high=255)  # fixed per-image region slots in the cache
     device: str = device_field()
@@ -134,7 +152,7 @@ STUDENT_HEADS = ("linear", "isometric")
 
 @dataclass(frozen=True)
 class StudentConfig:
-    arch: str = "fpn"                   # any smp architecture name
+    arch: str = "fpn"  # any smp architecture name
     encoder: str = "resnet18"
     encoder_weights: str | None = path_field(None)  # a local state_dict, "imagenet" (smp), None (random init)
     # tau in logits = tau * cos(F, A): the seen-class logits of training (the paper's alpha), evaluation and
@@ -155,7 +173,7 @@ class StudentConfig:
 class LossConfig:
     use_global: bool = True
     use_local: bool = True
-    use_latent: bool = True             # latent embedding generation; off = seen classes only in L_p
+    use_latent: bool = True  # latent embedding generation; off = seen classes only in L_p
     temperature: float = bounded(0.07, above=0)  # InfoNCE temperature
     bank_size: int = bounded(24, low=0)  # FIFO bank of global CLS tokens
     beta: float = bounded(50.0, above=0)  # scale of cos(F, A'_u)
@@ -179,7 +197,7 @@ class TrainConfig:
     warmup_iters: int = bounded(100, low=0)
     poly_power: float = bounded(0.9, low=0)
     min_lr: float = bounded(1e-6, low=0)
-    grad_clip: float = bounded(0.0, low=0)   # 0 = off
+    grad_clip: float = bounded(0.0, low=0)  # 0 = off
     # weight decay on normalisation layers' parameters (LayerNorm, BatchNorm, GroupNorm); MMSeg's SegFormer
     # recipe gives them none (custom_keys norm: decay_mult 0)
     decay_norms: bool = True
@@ -191,7 +209,7 @@ class TrainConfig:
     num_workers: int = bounded(2, low=0)
     seed: int = bounded(0, low=0)
     device: str = device_field()
-    amp: bool = True                    # autocast on CUDA only; CPU always runs fp32
+    amp: bool = True  # autocast on CUDA only; CPU always runs fp32
 
 
 @dataclass(frozen=True)
@@ -212,22 +230,24 @@ class EvalConfig:
 class PredictConfig:
     """What `c2s predict`, `c2s serve` and the exported graph's post-processing do with pixels no typed name fits
     (eval.open_vocab.label_pixels); `c2s evaluate` labels every pixel whatever these say (the paper protocol)."""
+
     # threshold: unlabelled where the best class probability is below `threshold`; none: every pixel gets a
     # typed name; background: the `background` names join the vocabulary and their pixels are unlabelled.
     # Threshold 0.7 leaves 94 % of the world's background unlabelled and raises the typed classes' mIoU
     # from 27.8 to 46.8 (docs/decisions/0051-unlabelled-pixels.md).
     unlabelled: str = one_of("threshold", "none", "background")
-    threshold: float = bounded(0.7, low=0, high=1)   # on the best class probability (softmax over the names)
+    threshold: float = bounded(0.7, low=0, high=1)  # on the best class probability (softmax over the names)
     background: tuple[str, ...] = bounded(("background",), nonempty=True)
-    opacity: float = bounded(0.5, low=0, high=1)     # of the class colours over the image
+    opacity: float = bounded(0.5, low=0, high=1)  # of the class colours over the image
 
 
 @dataclass(frozen=True)
 class WorldConfig:
     seed: int = bounded(0, low=0)
     # The zero-shot split, by class name; changing it needs no new images (only a new teacher store).
-    unseen: tuple[str, ...] = bounded(("red circle", "green square", "blue triangle", "yellow star", "red cross"),
-                                      nonempty=True)
+    unseen: tuple[str, ...] = bounded(
+        ("red circle", "green square", "blue triangle", "yellow star", "red cross"), nonempty=True
+    )
     n_train: int = bounded(600, low=1)
     n_val: int = bounded(150, low=1)
     n_caption: int = bounded(3000, low=1)  # image-caption pairs for teacher pretraining
@@ -237,7 +257,7 @@ class WorldConfig:
 @dataclass(frozen=True)
 class TeacherPretrainConfig:
     epochs: int = bounded(16, low=1)
-    batch_size: int = bounded(20, low=1)   # at most the world's distinct captions (20): a batch never repeats one
+    batch_size: int = bounded(20, low=1)  # at most the world's distinct captions (20): a batch never repeats one
     lr: float = bounded(1e-3, above=0)
     weight_decay: float = bounded(0.1, low=0)
     warmup_steps: int = bounded(50, low=0)
@@ -247,6 +267,7 @@ class TeacherPretrainConfig:
 @dataclass(frozen=True)
 class EncoderPretrainConfig:
     """The world's stand-in for ImageNet weights: the student's encoder as a classifier of the caption photos."""
+
     steps: int = bounded(600, low=1)
     batch_size: int = bounded(32, low=1)
     lr: float = bounded(1e-3, above=0)
@@ -339,15 +360,17 @@ def load_params(path: str | Path | None = None) -> Params:
         return Params()
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"params file {path} not found; run c2s in the project folder (where params.yaml is) "
-                          "or pass --params PATH")
+        raise ConfigError(
+            f"params file {path} not found; run c2s in the project folder (where params.yaml is) or pass --params PATH"
+        )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{where} ({getattr(err, 'problem', None) or err}); "
-                          "fix it and run again") from None
+        raise ConfigError(
+            f"{path} is not valid YAML{where} ({getattr(err, 'problem', None) or err}); fix it and run again"
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at top level")
     return params_from_dict(raw)
@@ -383,12 +406,12 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def changes(old: dict, new: dict, keys) -> list[str]:
-    """"key old -> new" for each of `keys` whose value differs between the flat dicts `old` and `new`."""
+    """ "key old -> new" for each of `keys` whose value differs between the flat dicts `old` and `new`."""
     return [f"{k} {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys if old.get(k) != new.get(k)]
 
 
 def first_few(items: list[str], limit: int = 3) -> str:
-    """"a; b; c and 2 more": a one-line listing of what differs."""
+    """ "a; b; c and 2 more": a one-line listing of what differs."""
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return "; ".join(items[:limit]) + more
 

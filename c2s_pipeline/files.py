@@ -1,5 +1,6 @@
 """Write-then-rename: the one way this package replaces a file a user keeps (checkpoints, pointers, logs); and
 the one exclusive lock a writer of a store or a run folder holds."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """What every engine shares at run time: the device, the seeds, the allocator."""
+
 from __future__ import annotations
 
 import ctypes
@@ -52,7 +53,7 @@ def keep_large_blocks_in_process() -> bool:
         mallopt = getattr(libc, "mallopt", None)
     except OSError:
         mallopt = None
-    if mallopt is None:            # not glibc (macOS, musl, Windows): nothing to do
+    if mallopt is None:  # not glibc (macOS, musl, Windows): nothing to do
         return False
     m_trim_threshold, m_mmap_max = -1, -4
     # No mmap for large blocks; return heap memory to the OS only when 1 GiB sits free at its top.

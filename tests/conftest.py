@@ -1,4 +1,5 @@
 """Test-wide settings: never touch the network, keep CPU threads predictable."""
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,11 +58,28 @@ def tiny_params(tiny_world, tiny_teacher) -> Params:
         # The student the suite was written for: a small Segformer with the fine-tuning recipe.
         student=dataclasses.replace(p.student, arch="segformer", encoder="mit_b0", encoder_weights=None),
         loss=dataclasses.replace(p.loss, focal_weight=100.0),
-        teacher=dataclasses.replace(p.teacher, clip_model="c2s-tiny-vit", pretrained=str(tiny_teacher),
-                                    batch_size=4, workers=0, device="cpu", max_regions=8),
-        train=dataclasses.replace(p.train, iterations=6, batch_size=2, num_workers=0, warmup_iters=2,
-                                  checkpoint_every=3, log_every=1, device="cpu", lr=2e-4, head_lr_mult=10.0,
-                                  grad_clip=1.0),
+        teacher=dataclasses.replace(
+            p.teacher,
+            clip_model="c2s-tiny-vit",
+            pretrained=str(tiny_teacher),
+            batch_size=4,
+            workers=0,
+            device="cpu",
+            max_regions=8,
+        ),
+        train=dataclasses.replace(
+            p.train,
+            iterations=6,
+            batch_size=2,
+            num_workers=0,
+            warmup_iters=2,
+            checkpoint_every=3,
+            log_every=1,
+            device="cpu",
+            lr=2e-4,
+            head_lr_mult=10.0,
+            grad_clip=1.0,
+        ),
         eval=dataclasses.replace(p.eval, fps_iters=2, fps_warmup=1, device="cpu"),
     )
 

@@ -1,4 +1,5 @@
 """Tiny on-disk datasets in each real layout, written by tests (a few generated images and PNGs)."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ def _write_pair(image_path: Path, label_path: Path, raw: np.ndarray, rng: np.ran
     image_path.parent.mkdir(parents=True, exist_ok=True)
     label_path.parent.mkdir(parents=True, exist_ok=True)
     # Image colour encodes the raw label so alignment can be checked after transforms.
-    red = (raw.astype(np.int32) * 12) % 256   # 12 grey levels per class survive JPEG noise
+    red = (raw.astype(np.int32) * 12) % 256  # 12 grey levels per class survive JPEG noise
     image = np.stack([red, 255 - red, np.full_like(red, 128)], -1).astype(np.uint8)
     Image.fromarray(image).save(image_path, quality=98)
     Image.fromarray(raw.astype(np.uint8), mode="L").save(label_path)
@@ -22,8 +23,14 @@ def _raw_label(rng: np.random.Generator, values: list[int], shape=(48, 64)) -> n
     """Four quadrants of the given raw values (blocks survive JPEG and resizing)."""
     raw = np.zeros(shape, dtype=np.uint8)
     h, w = shape
-    for k, (ys, xs) in enumerate([(slice(0, h // 2), slice(0, w // 2)), (slice(0, h // 2), slice(w // 2, w)),
-                                  (slice(h // 2, h), slice(0, w // 2)), (slice(h // 2, h), slice(w // 2, w))]):
+    for k, (ys, xs) in enumerate(
+        [
+            (slice(0, h // 2), slice(0, w // 2)),
+            (slice(0, h // 2), slice(w // 2, w)),
+            (slice(h // 2, h), slice(0, w // 2)),
+            (slice(h // 2, h), slice(w // 2, w)),
+        ]
+    ):
         raw[ys, xs] = values[k % len(values)]
     return raw
 
@@ -47,8 +54,12 @@ def make_context(root: Path, images: list[list[int]]) -> Path:
     rng = np.random.default_rng(1)
     ids = [f"2008_{i:06d}" for i in range(len(images))]
     for id_, values in zip(ids, images):
-        _write_pair(base / "JPEGImages" / f"{id_}.jpg", base / "SegmentationClassContext" / f"{id_}.png",
-                    _raw_label(rng, values), rng)
+        _write_pair(
+            base / "JPEGImages" / f"{id_}.jpg",
+            base / "SegmentationClassContext" / f"{id_}.png",
+            _raw_label(rng, values),
+            rng,
+        )
     (base / "ImageSets" / "SegmentationContext").mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"):
         (base / "ImageSets" / "SegmentationContext" / f"{split}.txt").write_text("\n".join(ids) + "\n")
@@ -59,8 +70,12 @@ def make_cocostuff(root: Path, images: list[list[int]], split: str = "val2017") 
     rng = np.random.default_rng(2)
     for i, values in enumerate(images):
         id_ = f"{i:012d}"
-        _write_pair(root / "images" / split / f"{id_}.jpg",
-                    root / "annotations" / split / f"{id_}_labelTrainIds.png", _raw_label(rng, values), rng)
+        _write_pair(
+            root / "images" / split / f"{id_}.jpg",
+            root / "annotations" / split / f"{id_}_labelTrainIds.png",
+            _raw_label(rng, values),
+            rng,
+        )
     return root
 
 
@@ -70,8 +85,12 @@ def make_ade20k(root: Path, images: list[list[int]], split: str = "validation") 
     rng = np.random.default_rng(2)
     for k, values in enumerate(images):
         name = f"ADE_{split[:5]}_{k + 1:08d}"
-        _write_pair(base / "images" / split / f"{name}.jpg", base / "annotations" / split / f"{name}.png",
-                    _raw_label(rng, values), rng)
+        _write_pair(
+            base / "images" / split / f"{name}.jpg",
+            base / "annotations" / split / f"{name}.png",
+            _raw_label(rng, values),
+            rng,
+        )
     return base
 
 

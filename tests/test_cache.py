@@ -1,4 +1,5 @@
 """The teacher store: round trips, done flags, resume, refusals, seen-only access; zarr and h5 alike."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,9 +32,14 @@ def record(i: int) -> TeacherRecord:
     rng = np.random.default_rng(i)
     mask = rng.integers(0, 3, (16, 16)).astype(np.uint8)
     region_class = np.array([1, S.LATENT, 3, S.EMPTY_SLOT, S.EMPTY_SLOT], np.int16)
-    return TeacherRecord(unit(rng.normal(size=(2, 8))).astype(np.float16),
-                         unit(rng.normal(size=(4, 4, 8))).astype(np.float16),
-                         mask, region_class, unit(rng.normal(size=(5, 8))).astype(np.float16), 3)
+    return TeacherRecord(
+        unit(rng.normal(size=(2, 8))).astype(np.float16),
+        unit(rng.normal(size=(4, 4, 8))).astype(np.float16),
+        mask,
+        region_class,
+        unit(rng.normal(size=(5, 8))).astype(np.float16),
+        3,
+    )
 
 
 def path_for(tmp_path: Path, fmt: str) -> Path:
@@ -68,7 +74,7 @@ def test_round_trip_every_array(tmp_path, fmt):
         for name in ("global_cls", "dense_tokens", "pseudo_mask", "region_class", "local_cls"):
             np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
         assert got.region_count == 3 and got.global_cls.dtype == np.float16
-    assert reader.read(0).dense_tokens is None          # training reads skip the dense tokens
+    assert reader.read(0).dense_tokens is None  # training reads skip the dense tokens
     assert reader.manifest["status"] == "complete"
 
 
@@ -81,11 +87,11 @@ def test_done_flags_resume_and_incomplete_refusal(tmp_path, fmt):
     with pytest.raises(CacheError, match="image 1 .* is not done"):
         partial.read(1)
     partial.close()
-    with CacheWriter.open(path, SHAPE, MANIFEST, fmt=fmt) as w:      # resume keeps finished images
+    with CacheWriter.open(path, SHAPE, MANIFEST, fmt=fmt) as w:  # resume keeps finished images
         assert w.done_indices().tolist() == [0, 2]
         w.write_image(1, record(1))
         w.write_image(3, record(3))
-        w.write_image(3, record(3))                                   # idempotent
+        w.write_image(3, record(3))  # idempotent
         assert w.finalize()["status"] == "complete"
     np.testing.assert_array_equal(CacheReader(path).read(0).local_cls, record(0).local_cls)
 
@@ -110,7 +116,7 @@ def test_a_schema_2_store_reads_as_one_that_keeps_its_dense_tokens(tmp_path, fmt
     backend = backend_for(fmt).open(path, writable=True)
     manifest = backend.manifest()
     manifest["schema_version"] = 2
-    del manifest["shape"]["dense_tokens"]                               # schema 2 had no such key
+    del manifest["shape"]["dense_tokens"]  # schema 2 had no such key
     backend.set_manifest(manifest)
     backend.close()
     reader = CacheReader(path, seen_only=False)
@@ -140,7 +146,7 @@ def test_schema_mismatch_and_half_created_store(tmp_path, fmt, monkeypatch):
         CacheReader(half)
     with pytest.raises(CacheError, match="half-created"):
         CacheWriter.open(half, SHAPE, MANIFEST, fmt=fmt, create=False)
-    write_store(half, fmt)                                   # the creating writer makes it again
+    write_store(half, fmt)  # the creating writer makes it again
     assert CacheReader(half).manifest["status"] == "complete"
 
 
@@ -210,27 +216,54 @@ def test_list_and_verify(tmp_path):
 
 
 def test_fingerprint_tracks_teacher_settings_only():
-    base = dict(dataset="world", split="train", ids=["a", "b"], data="d0", clip_model="m", model_config="c",
-                weights_digest="w",
-                image_size=128,
-                dense_mode="maskclip", crop_size=0, templates="single", mining=MiningConfig(), max_regions=16,
-                unseen=[1], view_crops=(0.75,), dense_tokens=True)
+    base = dict(
+        dataset="world",
+        split="train",
+        ids=["a", "b"],
+        data="d0",
+        clip_model="m",
+        model_config="c",
+        weights_digest="w",
+        image_size=128,
+        dense_mode="maskclip",
+        crop_size=0,
+        templates="single",
+        mining=MiningConfig(),
+        max_regions=16,
+        unseen=[1],
+        view_crops=(0.75,),
+        dense_tokens=True,
+    )
     fp = teacher_fingerprint(fingerprint_inputs(**base))
     assert fp == teacher_fingerprint(fingerprint_inputs(**base)) and len(fp) == 16
     changed = {**base, "mining": dataclasses.replace(MiningConfig(), merge_threshold=0.8)}
     assert teacher_fingerprint(fingerprint_inputs(**changed)) != fp
     assert teacher_fingerprint(fingerprint_inputs(**{**base, "ids": ["a", "c"]})) != fp
     assert teacher_fingerprint(fingerprint_inputs(**{**base, "view_crops": (0.5,)})) != fp
-    assert teacher_fingerprint(fingerprint_inputs(**{**base, "data": "d1"})) != fp   # images or labels changed
+    assert teacher_fingerprint(fingerprint_inputs(**{**base, "data": "d1"})) != fp  # images or labels changed
     assert teacher_fingerprint(fingerprint_inputs(**{**base, "dense_tokens": False})) != fp
     assert teacher_fingerprint(fingerprint_inputs(**{**base, "model_config": "c1"})) != fp  # architecture
 
 
 def test_model_config_digest_reads_the_projects_configs_and_names_open_clips():
     assert model_config_digest("ViT-B-16") is None
-    vitb = dict(dataset="voc", split="val", ids=["a"], data="d", clip_model="ViT-B-16", weights_digest="w",
-                image_size=512, dense_mode="maskclip", crop_size=0, templates="single", mining=MiningConfig(),
-                max_regions=16, unseen=[1], view_crops=(0.75,), dense_tokens=True)
-    assert "model_config" not in fingerprint_inputs(**vitb, model_config=None)   # its stores keep their address
+    vitb = dict(
+        dataset="voc",
+        split="val",
+        ids=["a"],
+        data="d",
+        clip_model="ViT-B-16",
+        weights_digest="w",
+        image_size=512,
+        dense_mode="maskclip",
+        crop_size=0,
+        templates="single",
+        mining=MiningConfig(),
+        max_regions=16,
+        unseen=[1],
+        view_crops=(0.75,),
+        dense_tokens=True,
+    )
+    assert "model_config" not in fingerprint_inputs(**vitb, model_config=None)  # its stores keep their address
     world, tiny = model_config_digest("c2s-world-vit"), model_config_digest("c2s-tiny-vit")
     assert len(world) == 16 and world != tiny and world == model_config_digest("c2s-world-vit")

@@ -1,4 +1,5 @@
 """The `c2s` command line end to end on the tiny world: precompute -> train -> evaluate -> report -> predict."""
+
 from __future__ import annotations
 
 import json
@@ -65,13 +66,16 @@ def test_pipeline_end_to_end(project):
     assert missing.exit_code == 2 and "c2s vocab" in missing.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["precompute", "--root", "nowhere"], "nowhere/world.json not found; generate the world"),
-    (["precompute", "--dataset", "voc", "--root", "nowhere"], "dataset root folder nowhere not found"),
-    (["train", "--run", "models/x", "--arch", "segformer", "--cache", "missing.zarr"], "missing.zarr not found"),
-    (["evaluate", "--run", "models/none"], "student.pt not found; train it with `c2s train"),
-    (["precompute", "--pretrained", "ghost.pt"], "checkpoint file ghost.pt not found"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["precompute", "--root", "nowhere"], "nowhere/world.json not found; generate the world"),
+        (["precompute", "--dataset", "voc", "--root", "nowhere"], "dataset root folder nowhere not found"),
+        (["train", "--run", "models/x", "--arch", "segformer", "--cache", "missing.zarr"], "missing.zarr not found"),
+        (["evaluate", "--run", "models/none"], "student.pt not found; train it with `c2s train"),
+        (["precompute", "--pretrained", "ghost.pt"], "checkpoint file ghost.pt not found"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(project, args, message):
     result = c2s(*args)
     assert result.exit_code == 2
@@ -86,9 +90,14 @@ def test_unknown_params_key_is_named(project):
     assert result.exit_code == 2 and "unknown key(s) train.learning_rate" in result.output
 
 
-@pytest.mark.parametrize("flag, expected", [([], "models/encoder/encoder.pt"),
-                                            (["--encoder-weights", "none"], None),
-                                            (["--encoder-weights", "imagenet"], "imagenet")])
+@pytest.mark.parametrize(
+    "flag, expected",
+    [
+        ([], "models/encoder/encoder.pt"),
+        (["--encoder-weights", "none"], None),
+        (["--encoder-weights", "imagenet"], "imagenet"),
+    ],
+)
 def test_train_encoder_weights_flag_sets_none_a_name_or_keeps_the_params_file(monkeypatch, flag, expected):
     from c2s_pipeline.stages import train
 

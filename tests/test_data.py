@@ -1,4 +1,5 @@
 """Dataset readers on tiny fixtures in each real layout: counts, mapping, the seen-only gate, errors."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,7 +44,7 @@ def test_seen_only_gate_leaves_no_unseen_id(voc_root):
         a, b = full[i].label, gated[i].label
         assert not unseen & set(np.unique(b).tolist())
         seen_pixels = ~np.isin(a, list(unseen))
-        np.testing.assert_array_equal(a[seen_pixels], b[seen_pixels])   # seen ids untouched
+        np.testing.assert_array_equal(a[seen_pixels], b[seen_pixels])  # seen ids untouched
         assert (b[~seen_pixels] == IGNORE_INDEX).all()
 
 
@@ -59,17 +60,41 @@ def test_context_and_cocostuff_mapping(tmp_path):
     coco = build_dataset("cocostuff", tmp_path / "coco", "val", seen_only=True)
     lab = coco[0].label
     assert coco.spec.num_classes == 171 and lab[0, 0] == 0 and lab[0, -1] == 170
-    assert lab[-1, -1] == IGNORE_INDEX   # 19 = cow is unseen
+    assert lab[-1, -1] == IGNORE_INDEX  # 19 = cow is unseen
 
 
 def test_unseen_names_match_published_splits():
     names = {r["dataset"]: r.get("unseen_names") for r in describe_datasets()}
     assert names["voc"] == ["pottedplant", "sheep", "sofa", "train", "tvmonitor"]
-    assert names["cocostuff"] == ["cow", "giraffe", "suitcase", "frisbee", "skateboard", "carrot", "scissors",
-                                  "cardboard", "clouds", "grass", "playingfield", "river", "road", "tree",
-                                  "wall-concrete"]
-    assert names["context"] == ["aeroplane", "bird", "boat", "cat", "cow", "fence", "keyboard", "motorbike",
-                                "sofa", "tvmonitor"]
+    assert names["cocostuff"] == [
+        "cow",
+        "giraffe",
+        "suitcase",
+        "frisbee",
+        "skateboard",
+        "carrot",
+        "scissors",
+        "cardboard",
+        "clouds",
+        "grass",
+        "playingfield",
+        "river",
+        "road",
+        "tree",
+        "wall-concrete",
+    ]
+    assert names["context"] == [
+        "aeroplane",
+        "bird",
+        "boat",
+        "cat",
+        "cow",
+        "fence",
+        "keyboard",
+        "motorbike",
+        "sofa",
+        "tvmonitor",
+    ]
 
 
 def test_world_reads_voc_layout_with_its_own_spec(tmp_path):
@@ -85,14 +110,14 @@ def test_world_split_is_a_parameter_validated_by_name(tmp_path):
     make_world_meta(base, [f"class{i}" for i in range(4)])
     other = build_dataset("world", base, "train", seen_only=True, world_unseen=("class0", "class3"))
     assert other.spec.unseen == (0, 3)
-    assert set(np.unique(other[0].label)) == {1, 2, IGNORE_INDEX}          # same image, other gate
+    assert set(np.unique(other[0].label)) == {1, 2, IGNORE_INDEX}  # same image, other gate
     with pytest.raises(DatasetError, match="unknown: class9"):
         build_dataset("world", base, "train", world_unseen=("class9",))
     with pytest.raises(DatasetError, match="no seen class"):
         build_dataset("world", base, "train", world_unseen=tuple(f"class{i}" for i in range(4)))
     with pytest.raises(DatasetError, match="each once"):
         build_dataset("world", base, "train", world_unseen=("class1", "class1"))
-    target = build_dataset("world", base, "train", world_unseen=())      # a cross-dataset target: no split
+    target = build_dataset("world", base, "train", world_unseen=())  # a cross-dataset target: no split
     assert target.spec.unseen == () and set(np.unique(target[0].label)) == {0, 1, 2, IGNORE_INDEX}
 
 
@@ -135,17 +160,20 @@ def _interior(lab: np.ndarray, r: int) -> np.ndarray:
     same = lab != IGNORE_INDEX
     for dy in range(2 * r + 1):
         for dx in range(2 * r + 1):
-            same &= pad[dy:dy + h, dx:dx + w] == lab
+            same &= pad[dy : dy + h, dx : dx + w] == lab
     return same
 
 
-@pytest.mark.parametrize("breakage, pattern", [
-    ("missing_root", "dataset root folder .* not found"),
-    ("missing_split", "split file .*val.txt not found"),
-    ("missing_label", "label .*val_0000.png not found"),
-    ("out_of_range", "has value 37 outside 0..20 or 255"),
-    ("corrupt_jpeg", "image .*val_0000.jpg is corrupt"),
-])
+@pytest.mark.parametrize(
+    "breakage, pattern",
+    [
+        ("missing_root", "dataset root folder .* not found"),
+        ("missing_split", "split file .*val.txt not found"),
+        ("missing_label", "label .*val_0000.png not found"),
+        ("out_of_range", "has value 37 outside 0..20 or 255"),
+        ("corrupt_jpeg", "image .*val_0000.jpg is corrupt"),
+    ],
+)
 def test_bad_input_gives_one_line_error(voc_root, breakage, pattern):
     base = voc_root / "VOCdevkit" / "VOC2012"
     root = voc_root
@@ -187,11 +215,15 @@ def test_a_worker_os_error_keeps_its_errno_and_file_name():
     loader = torch.utils.data.DataLoader(_MissingFile(), num_workers=1, multiprocessing_context="fork")
     with pytest.raises(FileNotFoundError) as caught:
         next(as_in_main_process(loader))
-    assert (caught.value.errno, caught.value.strerror, caught.value.filename) == \
-        (2, "No such file or directory", "img_0.jpg")
+    assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (
+        2,
+        "No such file or directory",
+        "img_0.jpg",
+    )
 
 
 # --- the two SBD-augmented VOC layouts, official palette masks, split-file encodings ------------------------
+
 
 def _palette_png(path, raw):
     """An official VOC mask: mode P, the VOC colour palette; pixel values are the class indices."""
@@ -207,29 +239,29 @@ def _palette_png(path, raw):
 def _official_masks(base, ids, value):
     for id_ in ids:
         raw = np.full((48, 64), value, np.uint8)
-        raw[:2] = 255                                          # the official masks' void border
+        raw[:2] = 255  # the official masks' void border
         _palette_png(base / "SegmentationClass" / f"{id_}.png", raw)
 
 
 def test_deeplab_zip_layout_scores_val_on_the_official_masks(voc_root):
-    base = voc_root / "VOCdevkit" / "VOC2012"                  # SegmentationClassAug holds every id
-    _official_masks(base, ["val_0000", "val_0001"], value=7)   # the official val masks differ from the Aug ones
+    base = voc_root / "VOCdevkit" / "VOC2012"  # SegmentationClassAug holds every id
+    _official_masks(base, ["val_0000", "val_0001"], value=7)  # the official val masks differ from the Aug ones
     val = build_dataset("voc", voc_root, "val")
     assert val.label_path(0).parent.name == "SegmentationClass"
-    assert set(np.unique(val[0].label)) == {6, IGNORE_INDEX}    # raw 7 -> class 6: palette indices, not colours
+    assert set(np.unique(val[0].label)) == {6, IGNORE_INDEX}  # raw 7 -> class 6: palette indices, not colours
     train = build_dataset("voc", voc_root, "train_aug")
     assert train.label_path(0).parent.name == "SegmentationClassAug"
     assert train[0].label[-1, 0] == 15
 
 
 def test_mmseg_voc_aug_layout_reads_trainaug_and_both_label_folders(tmp_path):
-    make_voc(tmp_path, {"trainaug": [[1, 2, 3, 4], [5, 6, 7, 8]], "aug": [[5, 6, 7, 8]]})   # SBD masks only
+    make_voc(tmp_path, {"trainaug": [[1, 2, 3, 4], [5, 6, 7, 8]], "aug": [[5, 6, 7, 8]]})  # SBD masks only
     base = tmp_path / "VOCdevkit" / "VOC2012"
     split_file = base / "ImageSets" / "Segmentation" / "trainaug.txt"
-    split_file.write_text(split_file.read_text() + "2007_000032\n")          # a VOC train id: official mask only
+    split_file.write_text(split_file.read_text() + "2007_000032\n")  # a VOC train id: official mask only
     Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(base / "JPEGImages" / "2007_000032.jpg")
     _official_masks(base, ["2007_000032"], value=12)
-    ds = build_dataset("voc", tmp_path, "train_aug")             # the DeepLab name finds mmseg's trainaug.txt
+    ds = build_dataset("voc", tmp_path, "train_aug")  # the DeepLab name finds mmseg's trainaug.txt
     assert ds.ids == ["trainaug_0000", "trainaug_0001", "2007_000032"]
     assert ds.label_path(0).parent.name == "SegmentationClassAug"
     assert ds.label_path(2).parent.name == "SegmentationClass"
@@ -262,7 +294,7 @@ def test_auto_templates_are_each_datasets_own_prompt_set(tmp_path):
     assert dataset_spec("voc").prompt_set("auto") == "single"
     assert dataset_spec("cocostuff").prompt_set("auto") == "ensemble"
     assert dataset_spec("context").prompt_set("auto") == "ensemble"
-    assert dataset_spec("cocostuff").prompt_set("single") == "single"     # an explicit choice wins
+    assert dataset_spec("cocostuff").prompt_set("single") == "single"  # an explicit choice wins
 
 
 def test_ade20k_reads_mmsegs_layout_with_reduce_zero_label(tmp_path):
@@ -270,11 +302,11 @@ def test_ade20k_reads_mmsegs_layout_with_reduce_zero_label(tmp_path):
     from tests.layouts import make_ade20k
 
     make_ade20k(tmp_path, [[0, 1, 150, 13], [255, 3, 3, 3]])
-    for root in (tmp_path, tmp_path / "ADEChallengeData2016"):       # the folder above, or the dataset's own
+    for root in (tmp_path, tmp_path / "ADEChallengeData2016"):  # the folder above, or the dataset's own
         dataset = build_dataset("ade20k", root, "val", unseen=("person",))
         assert len(dataset) == 2 and dataset.spec.num_classes == 150 and dataset.spec.unseen == (12,)
         label = dataset[0].label
-        assert sorted(np.unique(label).tolist()) == [0, 12, 149, 255]          # 0 -> ignore, k -> k - 1
+        assert sorted(np.unique(label).tolist()) == [0, 12, 149, 255]  # 0 -> ignore, k -> k - 1
         assert ADE20K_CLASSES[12] == "person" and ADE20K_CLASSES[149] == "flag"
     seen_only = build_dataset("ade20k", tmp_path, "val", seen_only=True, unseen=("person",))[0].label
     assert 12 not in seen_only and sorted(np.unique(seen_only).tolist()) == [0, 149, 255]

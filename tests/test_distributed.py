@@ -1,4 +1,5 @@
 """torch.distributed on CPU (gloo, 2 processes): sharded precompute and DDP training."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,13 +19,18 @@ from c2s_pipeline.student.checkpoint import LOG_FILE
 from c2s_pipeline.teacher.identity import locate_store
 from tests.test_precompute import assert_same_store
 
-pytestmark = pytest.mark.slow   # 2-process gloo runs
+pytestmark = pytest.mark.slow  # 2-process gloo runs
 
 
 def _init(rank: int, world: int, init_file: str, timeout_s: int = 120) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=timeout_s))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
 
 
 def _precompute_rank(rank, world, init_file, params, cache_dir, die_after):
@@ -38,7 +44,7 @@ def _precompute_rank(rank, world, init_file, params, cache_dir, die_after):
             original(self, i, rec)
             count[0] += 1
             if count[0] == die_after:
-                os._exit(9)                                   # like SIGKILL: no cleanup, no barrier
+                os._exit(9)  # like SIGKILL: no cleanup, no barrier
 
         CacheWriter.write_image = write_then_die
     precompute.run(params, split="train", cache_dir=cache_dir, rank=rank, world_size=world, barrier=dist.barrier)
@@ -72,7 +78,7 @@ def test_killed_rank_then_rerun_completes_the_store(tiny_params, tmp_path):
     path, _ = locate_store(params, "train", tmp_path / "two")
     partial = CacheReader(path, require_complete=False)
     done = [partial.is_done(i) for i in range(len(partial))]
-    assert done[1] and done[3] and not done[5] and not done[7]     # rank 1 wrote 2 of its 4 images
+    assert done[1] and done[3] and not done[5] and not done[7]  # rank 1 wrote 2 of its 4 images
     precompute.run(params, split="train", cache_dir=tmp_path / "two")
     assert_same_store(reference, path)
 
@@ -83,10 +89,11 @@ def test_two_rank_training_follows_the_one_process_loss_trajectory(tiny_params, 
     cache_dir = tmp_path / "cache"
     precompute.run(params, split="train", cache_dir=cache_dir)
     train.run(params, tmp_path / "one", cache_dir=cache_dir)
-    mp.spawn(_train_rank, args=(2, str(tmp_path / "init"), params, str(tmp_path / "two"), str(cache_dir)),
-             nprocs=2)
-    rows = {name: [json.loads(x)["loss"] for x in (tmp_path / name / LOG_FILE).read_text().splitlines()]
-            for name in ("one", "two")}
+    mp.spawn(_train_rank, args=(2, str(tmp_path / "init"), params, str(tmp_path / "two"), str(cache_dir)), nprocs=2)
+    rows = {
+        name: [json.loads(x)["loss"] for x in (tmp_path / name / LOG_FILE).read_text().splitlines()]
+        for name in ("one", "two")
+    }
     assert len(rows["one"]) == len(rows["two"]) == 8
     one, two = np.array(rows["one"]), np.array(rows["two"])
     # rank 0 logs its half of each global batch, so single steps differ; the trajectory must agree

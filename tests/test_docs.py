@@ -1,5 +1,6 @@
 """The docs say what the repository has: generated parts equal their record, relative links and #anchors resolve,
 every `c2s ...` line of a code block names a command that exists, and the README stays short."""
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,7 @@ def _anchors(path: Path) -> set[str]:
 
 def _links(path: Path) -> list[str]:
     prose, _ = _blocks(path.read_text())
-    text = re.sub(r"`[^`]*`", "", "\n".join(prose))          # links are not read inside inline code
+    text = re.sub(r"`[^`]*`", "", "\n".join(prose))  # links are not read inside inline code
     return [t for t in LINK.findall(text) if not re.match(r"^[a-z][a-z0-9+.-]*:", t)]
 
 
@@ -80,8 +81,10 @@ def _cli_lines() -> list[tuple[str, str]]:
 
 def test_generated_parts_equal_what_c2s_docs_makes_of_the_record():
     stale = docs.run(REPO, check=True)
-    assert not stale, (f"{', '.join(map(str, stale))} differ from what `c2s docs` generates from "
-                       f"{docs.RECORD} and dvc.yaml: run `c2s docs` (and never edit a generated number by hand)")
+    assert not stale, (
+        f"{', '.join(map(str, stale))} differ from what `c2s docs` generates from "
+        f"{docs.RECORD} and dvc.yaml: run `c2s docs` (and never edit a generated number by hand)"
+    )
 
 
 @pytest.mark.parametrize("where", ["README.md", "docs/results.md"])
@@ -126,7 +129,7 @@ def test_every_c2s_line_in_a_code_block_names_a_command(page, command):
 
     words = command.split()
     result = CliRunner().invoke(app, [*words, "--help"])
-    if result.exit_code != 0 and len(words) > 1:        # `c2s predict IMG ...`: only the first word is a command
+    if result.exit_code != 0 and len(words) > 1:  # `c2s predict IMG ...`: only the first word is a command
         result = CliRunner().invoke(app, [words[0], "--help"])
         is_group = "Commands" in result.output
         assert not is_group, f"{page}: `c2s {command}` names no subcommand of `c2s {words[0]}`"
@@ -146,15 +149,37 @@ def test_a_demos_metrics_folder_becomes_the_record_and_the_pages(tmp_path):
         shutil.copy(REPO / rel, tmp_path / rel)
     metrics = tmp_path / "metrics"
     for k, name in enumerate(docs.DEMO_MODELS):
-        values = {"name": name, "sIoU": 60.0 + k, "uIoU": 40.0 + k, "hIoU": 48.0 + k, "mIoU": 1.0, "pixel_acc": 2.0,
-                  "seen_as_unseen": 5.0, "unseen_as_seen": 6.0}
+        values = {
+            "name": name,
+            "sIoU": 60.0 + k,
+            "uIoU": 40.0 + k,
+            "hIoU": 48.0 + k,
+            "mIoU": 1.0,
+            "pixel_acc": 2.0,
+            "seen_as_unseen": 5.0,
+            "unseen_as_seen": 6.0,
+        }
         metrics.mkdir(exist_ok=True)
         (metrics / f"{name}.json").write_text(json.dumps(values))
-        write_per_class_csv([{"class": "red circle", "iou": 50.0 + k, "seen": False},
-                             {"class": "blue star", "iou": None, "seen": True}], metrics / f"{name}.csv")
-        (metrics / f"{name}-on-world_b.json").write_text(json.dumps(
-            {"mIoU": 30.0 + k, "mIoU_trained_names": 35.0 + k, "mIoU_new_names": 20.0 + k, "trained_names": 7,
-             "classes": 10, "pixel_acc": 50.0}))
+        write_per_class_csv(
+            [
+                {"class": "red circle", "iou": 50.0 + k, "seen": False},
+                {"class": "blue star", "iou": None, "seen": True},
+            ],
+            metrics / f"{name}.csv",
+        )
+        (metrics / f"{name}-on-world_b.json").write_text(
+            json.dumps(
+                {
+                    "mIoU": 30.0 + k,
+                    "mIoU_trained_names": 35.0 + k,
+                    "mIoU_new_names": 20.0 + k,
+                    "trained_names": 7,
+                    "classes": 10,
+                    "pixel_acc": 50.0,
+                }
+            )
+        )
     stale = docs.run(tmp_path, metrics, wall_clock=["19:00", "21:00"])
     assert set(stale) == {docs.PAGE, docs.README}
     record = json.loads((tmp_path / docs.RECORD).read_text())

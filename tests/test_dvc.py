@@ -1,4 +1,5 @@
 """`dvc repro` of the real dvc.yaml on a tiny params.yaml: cache reuse across student and teacher changes."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,14 @@ TINY = {
     "teacher_pretrain": {"epochs": 1, "batch_size": 8, "warmup_steps": 1},
     "encoder_pretrain": {"steps": 2, "batch_size": 2},
     "teacher": {"batch_size": 4, "workers": 0, "device": "cpu"},
-    "train": {"iterations": 3, "batch_size": 2, "num_workers": 0, "warmup_iters": 1, "checkpoint_every": 3,
-              "device": "cpu"},
+    "train": {
+        "iterations": 3,
+        "batch_size": 2,
+        "num_workers": 0,
+        "warmup_iters": 1,
+        "checkpoint_every": 3,
+        "device": "cpu",
+    },
     "eval": {"fps_iters": 2, "fps_warmup": 1, "device": "cpu"},
 }
 
@@ -55,34 +62,44 @@ def test_repro_reuses_the_teacher_cache(tmp_path):
     sh(root, "dvc", "config", "core.analytics", "false")
 
     first = sh(root, "dvc", "repro")
-    for stage in ("generate", "pretrain_teacher", "pretrain_encoder", "precompute", "train_c2s",
-                  "train_seen_only", "generate_world_b", "vocab_world_b", "evaluate_world_b@c2s",
-                  "evaluate_clip_dense_world_b", "report"):
+    for stage in (
+        "generate",
+        "pretrain_teacher",
+        "pretrain_encoder",
+        "precompute",
+        "train_c2s",
+        "train_seen_only",
+        "generate_world_b",
+        "vocab_world_b",
+        "evaluate_world_b@c2s",
+        "evaluate_clip_dense_world_b",
+        "report",
+    ):
         assert f"Running stage '{stage}'" in first
     assert (root / "metrics" / "report.md").exists()
     stores = sorted(p.name for p in (root / "data_cache").glob("*.zarr"))
     assert len(stores) == 2
 
-    set_param(root, "train", "lr", 0.0003)                            # a student parameter
+    set_param(root, "train", "lr", 0.0003)  # a student parameter
     status = sh(root, "dvc", "status")
     assert "train_c2s" in status and "precompute" not in status and "pretrain_teacher" not in status
-    second = sh(root, "dvc", "repro", "train_c2s")                     # what follows it is dvc's own cascade
+    second = sh(root, "dvc", "repro", "train_c2s")  # what follows it is dvc's own cascade
     assert "Running stage 'precompute'" not in second and "Running stage 'pretrain_teacher'" not in second
     assert "Running stage 'train_c2s'" in second
     assert sorted(p.name for p in (root / "data_cache").glob("*.zarr")) == stores
 
-    set_param(root, "mining", "merge_threshold", 0.8)                 # a teacher parameter
-    third = sh(root, "dvc", "repro", "precompute")                    # its students need not train here
+    set_param(root, "mining", "merge_threshold", 0.8)  # a teacher parameter
+    third = sh(root, "dvc", "repro", "precompute")  # its students need not train here
     assert "Running stage 'precompute'" in third and "Running stage 'pretrain_teacher'" not in third
     now = sorted(p.name for p in (root / "data_cache").glob("*.zarr"))
     assert len(now) == 4 and set(stores) < set(now)
-    for name in stores:                                                # the old stores stay valid
+    for name in stores:  # the old stores stay valid
         assert CacheReader(root / "data_cache" / name).manifest["status"] == "complete"
     metrics = sh(root, "dvc", "metrics", "show")
     assert "hIoU" in metrics and "metrics/c2s.json" in metrics and "metrics/c2s-on-world_b.json" in metrics
     shown = json.loads(sh(root, "dvc", "metrics", "show", "--json"))
     values = [v for rev in shown.values() for file in rev["data"].values() for v in file["data"].values()]
-    assert len(values) > 30 and all(isinstance(v, (int, float)) for v in values)   # numbers only
+    assert len(values) > 30 and all(isinstance(v, (int, float)) for v in values)  # numbers only
     plots = json.loads(sh(root, "dvc", "plots", "show", "--json"))
     assert not plots.get("errors") and "loss" in plots["data"]
 

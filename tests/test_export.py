@@ -1,5 +1,6 @@
 """ONNX export: onnxruntime gives the torch student's scores (both modes, two sizes, two vocabularies), and
 `c2s predict --onnx` draws the overlays `c2s predict --run` draws, without open_clip."""
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,9 @@ from c2s_pipeline.student.export import DeployedStudent, export_onnx
 from c2s_pipeline.student.model import Student
 
 ort = pytest.importorskip("onnxruntime")
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("export")]   # trains a tiny student, exports three graphs
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("export")]  # trains a tiny student, exports three graphs
 REPO = Path(__file__).resolve().parents[1]
-SIZES = [(64, 64), (50, 90)]    # the training size, and another aspect ratio that is no multiple of 32
+SIZES = [(64, 64), (50, 90)]  # the training size, and another aspect ratio that is no multiple of 32
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +36,13 @@ def exported(trained_run, tmp_path_factory):
     for n in (len(text), 3):
         vocabs[n] = root / f"vocab{n}.pt"
         torch.save({"class_names": list(run.provenance["class_names"])[:n], "text_embeddings": text[:n]}, vocabs[n])
-    graphs = {"open": export.run(run_dir, root / "open.onnx", cache_dir=run_dir.parent / "cache"),
-              **{f"folded{n}": export.run(run_dir, root / f"folded{n}.onnx", vocab=v,
-                                               cache_dir=run_dir.parent / "cache") for n, v in vocabs.items()}}
+    graphs = {
+        "open": export.run(run_dir, root / "open.onnx", cache_dir=run_dir.parent / "cache"),
+        **{
+            f"folded{n}": export.run(run_dir, root / f"folded{n}.onnx", vocab=v, cache_dir=run_dir.parent / "cache")
+            for n, v in vocabs.items()
+        },
+    }
     return root, run_dir, graphs, vocabs
 
 
@@ -55,7 +60,7 @@ def test_onnxruntime_scores_equal_the_torch_students(exported):
         for h, w in SIZES:
             batch = images(h, w)
             x = batch.transpose(0, 3, 1, 2).astype(np.float32)
-            for n in ([len(text), 3] if name == "open" else [int(name[6:])]):
+            for n in [len(text), 3] if name == "open" else [int(name[6:])]:
                 feed = {"image": x} if name != "open" else {"image": x, "text": text[:n].numpy()}
                 got = session.run(["scores"], feed)[0]
                 with torch.no_grad():
@@ -64,9 +69,14 @@ def test_onnxruntime_scores_equal_the_torch_students(exported):
                 assert np.abs(got - want).max() < 1e-3, (name, h, w, n)
                 # and the class map `c2s predict` computes from the same image
                 for b in range(2):
-                    pred = segment(lambda t: student.predict_logits(t, text[:n], scale),  # noqa: B023
-                                   image_to_tensor(batch[b])[None], torch.zeros(n, dtype=torch.bool), 0.0,
-                                   mode="whole", crop=size).numpy()
+                    pred = segment(
+                        lambda t: student.predict_logits(t, text[:n], scale),  # noqa: B023
+                        image_to_tensor(batch[b])[None],
+                        torch.zeros(n, dtype=torch.bool),
+                        0.0,
+                        mode="whole",
+                        crop=size,
+                    ).numpy()
                     assert (got[b].argmax(0) == pred).mean() >= 0.999, (name, h, w, n)
 
 
@@ -81,32 +91,38 @@ def test_an_isometric_head_exports_as_a_plain_conv_and_scores_as_in_torch(tmp_pa
     with torch.no_grad():
         want = deployed(torch.from_numpy(x)).numpy()
     assert got.shape == (2, 4, 50, 90) and np.abs(got - want).max() < 1e-4
-    assert parametrize.is_parametrized(student.net.segmentation_head[0], "weight")      # the original: intact
+    assert parametrize.is_parametrized(student.net.segmentation_head[0], "weight")  # the original: intact
     fixed = deployed.student.net.segmentation_head[0]
     assert not parametrize.is_parametrized(fixed, "weight")
     assert torch.equal(fixed.weight, student.net.segmentation_head[0].weight.detach())
 
 
-BLOCK_OPEN_CLIP = ("import sys; sys.modules['open_clip'] = None; from c2s_pipeline.stages.cli import app; "
-                   "app(sys.argv[1:])")
+BLOCK_OPEN_CLIP = (
+    "import sys; sys.modules['open_clip'] = None; from c2s_pipeline.stages.cli import app; app(sys.argv[1:])"
+)
 
 
 def c2s_without_open_clip(cwd, *args):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", BLOCK_OPEN_CLIP, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_OPEN_CLIP, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_predict_onnx_draws_the_overlays_of_predict_run_without_open_clip(exported, project, tmp_path):
     root, run_dir, graphs, vocabs = exported
     Image.fromarray(images(50, 90, 1)[0]).save(tmp_path / "x.png")
-    runs = {"torch": ["--run", str(run_dir), "--cache-dir", str(run_dir.parent / "cache")],
-            "open": ["--onnx", str(graphs["open"])], "folded": ["--onnx", str(graphs["folded3"])]}
+    runs = {
+        "torch": ["--run", str(run_dir), "--cache-dir", str(run_dir.parent / "cache")],
+        "open": ["--onnx", str(graphs["open"])],
+        "folded": ["--onnx", str(graphs["folded3"])],
+    }
     overlays = {}
     for name, flags in runs.items():
         extra = ["--vocab", str(vocabs[3])] if name != "folded" else []
-        result = c2s_without_open_clip(project, "predict", str(tmp_path / "x.png"), *flags, *extra,
-                                       "--out", str(tmp_path / name))
+        result = c2s_without_open_clip(
+            project, "predict", str(tmp_path / "x.png"), *flags, *extra, "--out", str(tmp_path / name)
+        )
         assert result.returncode == 0, result.stderr
         overlays[name] = np.asarray(Image.open(tmp_path / name / "x_overlay.png"))
     for name in ("open", "folded"):
@@ -126,8 +142,16 @@ def test_evaluate_needs_no_open_clip_and_scores_as_in_process(exported, project,
     from c2s_pipeline.stages import evaluate
 
     _, run_dir, _, _ = exported
-    result = c2s_without_open_clip(project, "evaluate", "--run", str(run_dir), "--out", str(tmp_path / "cli.json"),
-                                    "--cache-dir", str(run_dir.parent / "cache"))
+    result = c2s_without_open_clip(
+        project,
+        "evaluate",
+        "--run",
+        str(run_dir),
+        "--out",
+        str(tmp_path / "cli.json"),
+        "--cache-dir",
+        str(run_dir.parent / "cache"),
+    )
     assert result.returncode == 0, result.stderr
     cli = json.loads((tmp_path / "cli.json").read_text())
     ref_json = evaluate.run(project_params, run_dir, tmp_path / "ref.json", cache_dir=run_dir.parent / "cache")
@@ -142,11 +166,24 @@ def test_unsure_pixels_are_left_uncoloured_by_predict_and_predict_onnx_alike(exp
     root, run_dir, graphs, vocabs = exported
     pixels = images(50, 90, 1)[0]
     Image.fromarray(pixels).save(tmp_path / "x.png")
-    for name, flags in {"torch": ["--run", str(run_dir), "--cache-dir", str(run_dir.parent / "cache")],
-                        "onnx": ["--onnx", str(graphs["open"])]}.items():
-        result = c2s_without_open_clip(project, "predict", str(tmp_path / "x.png"), *flags, "--vocab",
-                                       str(vocabs[3]), "--unlabelled", "threshold", "--threshold", "1.0",
-                                       "--out", str(tmp_path / name))
+    for name, flags in {
+        "torch": ["--run", str(run_dir), "--cache-dir", str(run_dir.parent / "cache")],
+        "onnx": ["--onnx", str(graphs["open"])],
+    }.items():
+        result = c2s_without_open_clip(
+            project,
+            "predict",
+            str(tmp_path / "x.png"),
+            *flags,
+            "--vocab",
+            str(vocabs[3]),
+            "--unlabelled",
+            "threshold",
+            "--threshold",
+            "1.0",
+            "--out",
+            str(tmp_path / name),
+        )
         assert result.returncode == 0, result.stderr
         overlay = np.asarray(Image.open(tmp_path / name / "x_overlay.png").convert("RGB"))[:50, :90]
-        assert (overlay == pixels).all(), name                                  # nothing coloured
+        assert (overlay == pixels).all(), name  # nothing coloured

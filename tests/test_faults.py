@@ -3,6 +3,7 @@
 The CLI runs as a real subprocess here because what the user sees (exit code, one line, no traceback)
 and whether a crafted pickle ran code on this machine are the point.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,11 +40,11 @@ from c2s_pipeline.student.checkpoint import (
 )
 from c2s_pipeline.teacher.identity import locate_store
 
-pytestmark = pytest.mark.slow   # the CLI in subprocesses, stores and trainings: `make test-fast` skips them
+pytestmark = pytest.mark.slow  # the CLI in subprocesses, stores and trainings: `make test-fast` skips them
 
 REPO = Path(__file__).resolve().parents[1]
-LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING) ")   # stages/common.py setup_logging
-PROGRESS = re.compile(r"\[\d+:\d\d[<,\]]")                               # a tqdm bar: "[00:01<00:02, ..."
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING) ")  # stages/common.py setup_logging
+PROGRESS = re.compile(r"\[\d+:\d\d[<,\]]")  # a tqdm bar: "[00:01<00:02, ..."
 REFUSED = "is not a safe c2s"
 CORRUPT = "corrupt or truncated"
 
@@ -72,8 +73,14 @@ def craft(path: Path, marker: Path, legacy: bool = False) -> Path:
 def c2s(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """`c2s ARGS` in a fresh interpreter on this checkout's code."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "c2s_pipeline.stages.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "c2s_pipeline.stages.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
@@ -81,8 +88,11 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     that line only."""
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
-    other = [line for line in result.stderr.splitlines()
-             if line.strip() and not LOG_LINE.match(line) and not PROGRESS.search(line)]
+    other = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not LOG_LINE.match(line) and not PROGRESS.search(line)
+    ]
     assert len(other) == 1 and other[0].startswith("error: "), result.stderr
     return other[0]
 
@@ -117,13 +127,19 @@ def trained(built, stored) -> Path:
     return stored
 
 
-@pytest.mark.parametrize("command, legacy", [("evaluate", False), ("predict", False), ("evaluate", True)],
-                         ids=["evaluate", "predict", "evaluate-bare-pickle"])
+@pytest.mark.parametrize(
+    "command, legacy",
+    [("evaluate", False), ("predict", False), ("evaluate", True)],
+    ids=["evaluate", "predict", "evaluate-bare-pickle"],
+)
 def test_crafted_student_is_refused_and_runs_nothing(project, image, tmp_path, command, legacy):
     marker = tmp_path / "marker"
     craft(project / "models" / "evil" / STUDENT_FILE, marker, legacy)
-    args = ["evaluate", "--run", "models/evil"] if command == "evaluate" else \
-        ["predict", str(image), "--run", "models/evil"]
+    args = (
+        ["evaluate", "--run", "models/evil"]
+        if command == "evaluate"
+        else ["predict", str(image), "--run", "models/evil"]
+    )
     result = c2s(project, *args)
     assert not marker.exists(), "the crafted student.pt ran code"
     line = error_line(result)
@@ -157,19 +173,27 @@ def test_truncated_files_are_one_line(trained, image, kind):
     target, args, fix = {
         "student": (run / STUDENT_FILE, ["evaluate", "--run", "models/c2s"], "c2s train"),
         "checkpoint": (run / CHECKPOINT_FILE, ["train", "--run", "models/c2s"], "--no-resume"),
-        "vocab": (trained / "vocab.pt", ["predict", str(image), "--run", "models/c2s", "--vocab", "vocab.pt"],
-                  "c2s vocab"),
+        "vocab": (
+            trained / "vocab.pt",
+            ["predict", str(image), "--run", "models/c2s", "--vocab", "vocab.pt"],
+            "c2s vocab",
+        ),
     }[kind]
-    data = (run / STUDENT_FILE if kind == "vocab" else target).read_bytes()   # any real torch file will do
+    data = (run / STUDENT_FILE if kind == "vocab" else target).read_bytes()  # any real torch file will do
     target.write_bytes(data[: len(data) // 2])
     line = error_line(c2s(trained, *args))
     assert CORRUPT in line and fix in line
 
 
-@pytest.mark.parametrize("flags, differs", [(["--seed", "1"], "train.seed 0 -> 1"),
-                                             (["--arch", "fpn"], "student.arch 'segformer' -> 'fpn'"),
-                                             (["--baseline"], "loss.use_global True -> False")],
-                         ids=["seed", "arch", "baseline"])
+@pytest.mark.parametrize(
+    "flags, differs",
+    [
+        (["--seed", "1"], "train.seed 0 -> 1"),
+        (["--arch", "fpn"], "student.arch 'segformer' -> 'fpn'"),
+        (["--baseline"], "loss.use_global True -> False"),
+    ],
+    ids=["seed", "arch", "baseline"],
+)
 def test_resume_under_other_settings_is_refused(trained, flags, differs):
     run = trained / "models" / "c2s"
     kept = {name: (run / name).read_bytes() for name in (CHECKPOINT_FILE, CONFIG_FILE, STUDENT_FILE, LOG_FILE)}
@@ -203,7 +227,7 @@ def test_safe_load_refuses_before_anything_runs(tmp_path):
 
 
 def test_safe_load_names_a_file_of_another_kind(tmp_path):
-    torch.save({"visual.proj": torch.zeros(2, 2)}, tmp_path / "teacher.pt")   # a CLIP state_dict, say
+    torch.save({"visual.proj": torch.zeros(2, 2)}, tmp_path / "teacher.pt")  # a CLIP state_dict, say
     with pytest.raises(CheckpointError, match="not a c2s student file .*state_dict"):
         safe_load(tmp_path / "teacher.pt", "student", "retrain it", keys=("state_dict", "config"))
 
@@ -228,7 +252,7 @@ def invert_images(world: Path) -> None:
 def relabel_one(world: Path) -> None:
     path = sorted((world / "SegmentationClass").glob("*.png"))[0]
     label = np.asarray(Image.open(path)).copy()
-    label[label == label.max()] = 1 if label.max() != 1 else 2   # another class where the image's last one was
+    label[label == label.max()] = 1 if label.max() != 1 else 2  # another class where the image's last one was
     Image.fromarray(label, mode="L").save(path)
 
 
@@ -254,11 +278,18 @@ def test_train_cache_flag_gets_the_located_checks(stored, project_params):
     other = dataclasses.replace(project_params, mining=dataclasses.replace(project_params.mining, merge_threshold=0.5))
     other_store = precompute.run(other, split="train", cache_dir=stored / "other_cache")
     val_store = precompute.run(project_params, split="val", cache_dir=stored / "data_cache")
-    other_split = dataclasses.replace(project_params, world=dataclasses.replace(
-        project_params.world, unseen=("green circle", "blue square", "yellow triangle", "red star", "green cross")))
+    other_split = dataclasses.replace(
+        project_params,
+        world=dataclasses.replace(
+            project_params.world, unseen=("green circle", "blue square", "yellow triangle", "red star", "green cross")
+        ),
+    )
     split_store = precompute.run(other_split, split="train", cache_dir=stored / "split_cache")
-    for store, differs in ((other_store, "mining.merge_threshold 0.5 -> 0.9"), (val_store, "split 'val' -> 'train'"),
-                           (split_store, "unseen [1, 6, 11, 12, 17] -> [0, 5, 10, 15, 16]")):
+    for store, differs in (
+        (other_store, "mining.merge_threshold 0.5 -> 0.9"),
+        (val_store, "split 'val' -> 'train'"),
+        (split_store, "unseen [1, 6, 11, 12, 17] -> [0, 5, 10, 15, 16]"),
+    ):
         before = tree_digest(store)
         line = error_line(c2s(stored, "train", "--run", "models/x", "--cache", str(store)))
         assert "computed under other settings" in line and differs in line, line
@@ -284,7 +315,7 @@ def test_second_precompute_on_a_locked_store_is_refused(project, project_params)
 
     path, _ = locate_store(project_params, "train", project / "data_cache")
     path.parent.mkdir()
-    with open(f"{path}.lock", "a") as held:          # what a running precompute of this store holds
+    with open(f"{path}.lock", "a") as held:  # what a running precompute of this store holds
         fcntl.flock(held, fcntl.LOCK_EX)
         line = error_line(c2s(project, "precompute", "--split", "train"))
     assert "being written by another c2s precompute" in line, line
@@ -296,9 +327,9 @@ def test_half_created_store_is_recreated(project_params, tmp_path, fmt):
     params = dataclasses.replace(project_params, teacher=dataclasses.replace(project_params.teacher, store_format=fmt))
     path, _ = locate_store(params, "val", tmp_path)
     if fmt == "zarr":
-        zarr.create_group(store=str(path), zarr_format=3)             # killed before its manifest was written
+        zarr.create_group(store=str(path), zarr_format=3)  # killed before its manifest was written
     else:
-        path.with_name(path.name + ".partial").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)   # killed mid-creation
+        path.with_name(path.name + ".partial").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)  # killed mid-creation
     assert precompute.run(params, split="val", cache_dir=tmp_path) == path
     assert CacheReader(path).manifest["status"] == "complete"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, f"{path.name}.lock", "world-val.json"])
@@ -307,48 +338,60 @@ def test_half_created_store_is_recreated(project_params, tmp_path, fmt):
 def test_precompute_with_nothing_to_do_writes_nothing(stored, project_params, monkeypatch):
     store = only_store(stored / "data_cache")
     before = tree_digest(stored / "data_cache")
-    monkeypatch.setattr("c2s_pipeline.engines.precompute.load_clip",
-                        lambda *a, **k: pytest.fail("CLIP loaded for a complete store"))
+    monkeypatch.setattr(
+        "c2s_pipeline.engines.precompute.load_clip", lambda *a, **k: pytest.fail("CLIP loaded for a complete store")
+    )
     assert precompute.run(project_params, split="train", cache_dir=stored / "data_cache") == store
-    assert tree_digest(stored / "data_cache") == before       # store, pointer, lock: nothing written
+    assert tree_digest(stored / "data_cache") == before  # store, pointer, lock: nothing written
 
 
 # --- params: one line naming the key and what is allowed ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("section, key, value, message", [
-    ("train", "batch_size", 0, "train.batch_size: 0 is out of range; allowed: >= 1"),
-    ("train", "iterations", -5, "train.iterations: -5 is out of range; allowed: >= 1"),
-    ("train", "checkpoint_every", 0, "train.checkpoint_every: 0 is out of range; allowed: >= 1"),
-    ("data", "image_size", 0, "data.image_size: 0 is out of range; allowed: >= 32"),
-    ("loss", "bank_size", -1, "loss.bank_size: -1 is out of range; allowed: >= 0"),
-    ("loss", "temperature", 0.0, "loss.temperature: 0.0 is out of range; allowed: > 0"),
-    ("teacher", "max_regions", 300, "teacher.max_regions: 300 is out of range; allowed: >= 1 and <= 255"),
-    ("teacher", "view_crops", [0.75, 1.5], "teacher.view_crops: 1.5 is out of range; allowed: > 0 and < 1"),
-    ("teacher", "dense_tokens", "train", "teacher.dense_tokens: 'train' is not one of eval, all"),
-    ("world", "unseen", [], "world.unseen: the list is empty; it needs at least one value"),
-    ("mining", "window_sizes", [], "mining.window_sizes: the list is empty; it needs at least one value"),
-    ("train", "lr", float("nan"), "train.lr: nan is not a finite number"),
-    ("student", "logit_scale", float("inf"), "student.logit_scale: inf is not a finite number"),
-    ("teacher", "view_crops", [float("nan")], "teacher.view_crops: nan is not a finite number"),
-    ("mining", "merge_threshold", float("nan"), "mining.merge_threshold: nan is not a finite number"),
-    ("eval", "seen_bias", float("nan"), "eval.seen_bias: nan is not a finite number"),
-    ("teacher", "view_crops", [1.0], "teacher.view_crops: 1.0 is out of range; allowed: > 0 and < 1"),
-    ("data", "image_size", 100, "data.image_size: 100 is not a multiple of 32 (the student's encoders downsample "
-                                "by 32)"),
-    ("mining", "kmeans_iters", 0, "mining.kmeans_iters: 0 is out of range; allowed: >= 1"),
-    ("train", "seed", -1, "train.seed: -1 is out of range; allowed: >= 0"),
-    ("teacher", "store_format", "parquet", "teacher.store_format: 'parquet' is not one of zarr, h5"),
-    ("teacher", "templates", "many", "teacher.templates: 'many' is not one of auto, single, ensemble"),
-    ("teacher", "dense_mode", "dino", "teacher.dense_mode: 'dino' is not one of maskclip, clearclip, sclip, "
-                                      "standard"),
-    ("eval", "mode", "tiles", "eval.mode: 'tiles' is not one of whole, slide"),
-    ("train", "device", "gpu0", "train.device: 'gpu0' is not a device; use auto, cpu, cuda, cuda:N or mps"),
-    ("teacher", "device", "cuda:x", "teacher.device: 'cuda:x' is not a device; use auto, cpu, cuda, cuda:N or mps"),
-    ("data", "dataset", "ade", "data.dataset: 'ade' is not one of world, voc, context, cocostuff, ade20k, folder"),
-    ("train", None, 5, "train: expected a mapping of keys, got 5"),
-    ("train", None, [], "train: expected a mapping of keys, got []"),     # empty, but not a mapping either
-])
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("train", "batch_size", 0, "train.batch_size: 0 is out of range; allowed: >= 1"),
+        ("train", "iterations", -5, "train.iterations: -5 is out of range; allowed: >= 1"),
+        ("train", "checkpoint_every", 0, "train.checkpoint_every: 0 is out of range; allowed: >= 1"),
+        ("data", "image_size", 0, "data.image_size: 0 is out of range; allowed: >= 32"),
+        ("loss", "bank_size", -1, "loss.bank_size: -1 is out of range; allowed: >= 0"),
+        ("loss", "temperature", 0.0, "loss.temperature: 0.0 is out of range; allowed: > 0"),
+        ("teacher", "max_regions", 300, "teacher.max_regions: 300 is out of range; allowed: >= 1 and <= 255"),
+        ("teacher", "view_crops", [0.75, 1.5], "teacher.view_crops: 1.5 is out of range; allowed: > 0 and < 1"),
+        ("teacher", "dense_tokens", "train", "teacher.dense_tokens: 'train' is not one of eval, all"),
+        ("world", "unseen", [], "world.unseen: the list is empty; it needs at least one value"),
+        ("mining", "window_sizes", [], "mining.window_sizes: the list is empty; it needs at least one value"),
+        ("train", "lr", float("nan"), "train.lr: nan is not a finite number"),
+        ("student", "logit_scale", float("inf"), "student.logit_scale: inf is not a finite number"),
+        ("teacher", "view_crops", [float("nan")], "teacher.view_crops: nan is not a finite number"),
+        ("mining", "merge_threshold", float("nan"), "mining.merge_threshold: nan is not a finite number"),
+        ("eval", "seen_bias", float("nan"), "eval.seen_bias: nan is not a finite number"),
+        ("teacher", "view_crops", [1.0], "teacher.view_crops: 1.0 is out of range; allowed: > 0 and < 1"),
+        (
+            "data",
+            "image_size",
+            100,
+            "data.image_size: 100 is not a multiple of 32 (the student's encoders downsample by 32)",
+        ),
+        ("mining", "kmeans_iters", 0, "mining.kmeans_iters: 0 is out of range; allowed: >= 1"),
+        ("train", "seed", -1, "train.seed: -1 is out of range; allowed: >= 0"),
+        ("teacher", "store_format", "parquet", "teacher.store_format: 'parquet' is not one of zarr, h5"),
+        ("teacher", "templates", "many", "teacher.templates: 'many' is not one of auto, single, ensemble"),
+        (
+            "teacher",
+            "dense_mode",
+            "dino",
+            "teacher.dense_mode: 'dino' is not one of maskclip, clearclip, sclip, standard",
+        ),
+        ("eval", "mode", "tiles", "eval.mode: 'tiles' is not one of whole, slide"),
+        ("train", "device", "gpu0", "train.device: 'gpu0' is not a device; use auto, cpu, cuda, cuda:N or mps"),
+        ("teacher", "device", "cuda:x", "teacher.device: 'cuda:x' is not a device; use auto, cpu, cuda, cuda:N or mps"),
+        ("data", "dataset", "ade", "data.dataset: 'ade' is not one of world, voc, context, cocostuff, ade20k, folder"),
+        ("train", None, 5, "train: expected a mapping of keys, got 5"),
+        ("train", None, [], "train: expected a mapping of keys, got []"),  # empty, but not a mapping either
+    ],
+)
 def test_params_out_of_range_name_the_key_and_range(tmp_path, section, key, value, message):
     raw = to_dict(Params())
     if key is None:
@@ -363,7 +406,8 @@ def test_params_out_of_range_name_the_key_and_range(tmp_path, section, key, valu
 
 def test_bad_params_are_one_line_from_the_cli(project):
     assert "train.batch_size: 0 is out of range; allowed: >= 1" in error_line(
-        c2s(project, "train", "--run", "models/x", "--batch-size", "0"))
+        c2s(project, "train", "--run", "models/x", "--batch-size", "0")
+    )
     (project / "params.yaml").write_text("train:\n  iterations: 4\n lr: [0.1\n")
     line = error_line(c2s(project, "train", "--run", "models/x"))
     assert "params.yaml is not valid YAML at line 3" in line, line
@@ -393,7 +437,7 @@ def test_error_in_a_dataloader_worker_is_one_line(own_world, command):
     image = sorted((own_world / "world" / "JPEGImages").glob("*.jpg"))[0]
     if command == "precompute":
         shutil.rmtree(own_world / "data_cache")
-        image.write_bytes(image.read_bytes()[:100])                           # truncated
+        image.write_bytes(image.read_bytes()[:100])  # truncated
         args = ["precompute", "--split", "train"]
     else:
         damage_keeping_stat(image)
@@ -422,8 +466,11 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(trained, project_p
 
     monkeypatch.setattr(loop.torch, "save", full_disk)
     longer = dataclasses.replace(project_params, train=dataclasses.replace(project_params.train, iterations=6))
-    with pytest.raises(CheckpointError, match=r"cannot write .*checkpoint.pt \(No space left on device\); "
-                                              "the previous checkpoint.pt is kept"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"cannot write .*checkpoint.pt \(No space left on device\); "
+        "the previous checkpoint.pt is kept",
+    ):
         train.run(longer, run, cache_dir=trained / "data_cache")
     assert {name: (run / name).read_bytes() for name in before} == before
     assert not list(run.glob("*.tmp"))
@@ -445,7 +492,7 @@ def test_damaged_store_manifest_is_one_line(stored, damage):
     meta_file = store / "zarr.json"
     meta = json.loads(meta_file.read_text())
     if damage == "garbage":
-        meta_file.write_text(meta_file.read_text()[:40])          # cut short, as by a full disk
+        meta_file.write_text(meta_file.read_text()[:40])  # cut short, as by a full disk
     else:
         del meta["attributes"]["manifest"]["shape"]
         meta_file.write_text(json.dumps(meta))
@@ -454,8 +501,9 @@ def test_damaged_store_manifest_is_one_line(stored, damage):
     assert not (stored / "models" / "x").exists()
 
 
-def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(stored, project_params, tmp_path,
-                                                                              monkeypatch):
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
+    stored, project_params, tmp_path, monkeypatch
+):
     """NaN in one term at iteration 3: one line naming it, no step taken, checkpoint.pt still of iteration 2."""
     from c2s_pipeline.stages import train
     from c2s_pipeline.student.loop import NonFiniteLossError
@@ -494,15 +542,19 @@ def test_a_store_claiming_other_seen_classes_is_refused_by_the_trainer(stored, p
     """The trainer reads seen text rows and regions by the store's own flags: a store whose flags are not the
     dataset's under these params (edited, or from elsewhere) is refused before training starts."""
     path = locate_store(project_params, "train", stored / "data_cache")[0]
-    zarr.open_group(store=str(path), mode="r+")["class_seen"][:] = True          # every class "seen"
+    zarr.open_group(store=str(path), mode="r+")["class_seen"][:] = True  # every class "seen"
     line = error_line(c2s(stored, "train", "--run", "models/x"))
     assert "names other classes, or other seen classes" in line and "c2s precompute" in line, line
     assert not (stored / "models" / "x" / "log.jsonl").exists()
 
 
 def test_evaluate_refuses_a_split_other_than_the_runs(trained, project_params):
-    other = dataclasses.replace(project_params, world=dataclasses.replace(
-        project_params.world, unseen=("green circle", "blue square", "yellow triangle", "red star", "green cross")))
+    other = dataclasses.replace(
+        project_params,
+        world=dataclasses.replace(
+            project_params.world, unseen=("green circle", "blue square", "yellow triangle", "red star", "green cross")
+        ),
+    )
     (trained / "params.yaml").write_text(yaml.safe_dump(to_dict(other)))
     line = error_line(c2s(trained, "evaluate", "--run", "models/c2s"))
     assert "was trained with unseen classes" in line and "its config.json" in line, line
@@ -514,10 +566,18 @@ def test_a_run_folder_in_use_is_refused_and_a_killed_holder_leaves_no_lock(store
     holder is killed (-9), the folder trains."""
     run_dir = stored / "models" / "busy"
     run_dir.mkdir(parents=True)
-    (run_dir / "log.jsonl").write_text('{"iter": 1}\n')                  # the other run's log, kept
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
-                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)",
-                               str(run_dir / ".lock")], stdout=subprocess.PIPE, text=True)
+    (run_dir / "log.jsonl").write_text('{"iter": 1}\n')  # the other run's log, kept
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)",
+            str(run_dir / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         line = error_line(c2s(stored, "train", "--run", "models/busy", "--no-resume"))
@@ -537,11 +597,11 @@ def test_content_digest_sees_a_rewrite_that_keeps_size_and_mtime(tmp_path):
     path.write_bytes(b"0123456789")
     stat = path.stat()
     before = {mode: data_digest([path], mode) for mode in ("stat", "content")}
-    path.write_bytes(b"9876543210")                                       # same size
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))               # same mtime
+    path.write_bytes(b"9876543210")  # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime
     assert data_digest([path], "stat") == before["stat"]
     assert data_digest([path], "content") != before["content"]
-    assert before["stat"] != before["content"]                            # the modes address different stores
+    assert before["stat"] != before["content"]  # the modes address different stores
 
 
 def test_cache_verify_finds_a_lost_chunk_by_its_norm(stored):
@@ -572,7 +632,7 @@ def test_a_postscript_file_named_png_never_reaches_pils_eps_plugin(trained, monk
     from c2s_pipeline.data.images import ImageError, decode
 
     (trained / "x.png").write_bytes(EPS)
-    assert Image.open(trained / "x.png").format == "EPS"                  # what PIL alone makes of it
+    assert Image.open(trained / "x.png").format == "EPS"  # what PIL alone makes of it
     opened = []
     monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: opened.append(self))
     with pytest.raises(ImageError, match="or not a JPEG/PNG/BMP/WEBP/TIFF file"):
@@ -590,16 +650,20 @@ def test_an_image_over_the_pixel_cap_is_one_line_naming_the_limit(trained, image
         images.decode(image)
     monkeypatch.setenv(images.MAX_PIXELS_ENV, str(64 * 64))
     assert images.decode(image).size == (64, 64)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)      # PIL's own bomb check follows a raised cap
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL's own bomb check follows a raised cap
     assert images.decode(image).size == (64, 64)
     monkeypatch.setenv(images.MAX_PIXELS_ENV, "lots")
     with pytest.raises(ConfigError, match=f"{images.MAX_PIXELS_ENV}='lots' is not a positive whole number"):
         images.decode(image)
     env = {images.MAX_PIXELS_ENV: "1000"}
-    result = subprocess.run([sys.executable, "-m", "c2s_pipeline.stages.cli", "predict", str(image), "--run",
-                             "models/c2s"],
-                            cwd=trained, env={**os.environ, "PYTHONPATH": str(REPO), **env}, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "c2s_pipeline.stages.cli", "predict", str(image), "--run", "models/c2s"],
+        cwd=trained,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert f"{images.MAX_PIXELS_ENV}=<pixels>" in error_line(result)
 
 
@@ -654,7 +718,7 @@ def test_a_student_files_recorded_store_is_never_opened(trained):
         ckpt["config"]["provenance"]["teacher_store"] = web.url
         torch.save(ckpt, path)
         run = RunRecord.from_dict(ckpt["config"])
-        url = f"file://{trained / 'data_cache'}"                         # a URL the user passes is used
+        url = f"file://{trained / 'data_cache'}"  # a URL the user passes is used
         assert run_store(run, path, cache_dir=url).fingerprint == run.provenance["fingerprint"]
         store = only_store(trained / "data_cache")
         assert Path(run_store(run, path, cache_dir=trained / "data_cache").path) == store

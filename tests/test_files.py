@@ -1,4 +1,5 @@
 """Write-then-rename: the previous file survives a failed write, and no temporary file is left."""
+
 import pytest
 
 from c2s_pipeline.files import replacing, write_text

@@ -1,4 +1,5 @@
 """Your own data (`data.dataset: folder`): mmseg's custom layout, its classes file, `c2s datasets check`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,8 +70,14 @@ def write_masks(root: Path, masks: dict[str, np.ndarray], *, palette: bool, clas
 @pytest.mark.parametrize("reduce_zero_label", [False, True])
 def test_masks_map_to_class_ids_under_either_convention(tmp_path, palette, reduce_zero_label):
     raw = np.array([[0, 1, 2], [3, 255, 1]])
-    root = write_masks(tmp_path, {"a": raw}, palette=palette, classes=["cat", "dog", "sky", "road"],
-                       reduce_zero_label=reduce_zero_label, templates="ensemble")
+    root = write_masks(
+        tmp_path,
+        {"a": raw},
+        palette=palette,
+        classes=["cat", "dog", "sky", "road"],
+        reduce_zero_label=reduce_zero_label,
+        templates="ensemble",
+    )
     dataset = FolderDataset(root, "train", unseen=("dog",))
     expected = np.where(raw == 0, 255, raw - 1) if reduce_zero_label else raw
     if reduce_zero_label:
@@ -78,7 +85,7 @@ def test_masks_map_to_class_ids_under_either_convention(tmp_path, palette, reduc
     assert (dataset[0].label == expected).all()
     assert dataset.spec.unseen == (1,) and dataset.spec.templates == "ensemble"
     seen_only = FolderDataset(root, "train", seen_only=True, unseen=("dog",))[0].label
-    assert (seen_only == np.where(expected == 1, 255, expected)).all()      # the inductive gate
+    assert (seen_only == np.where(expected == 1, 255, expected)).all()  # the inductive gate
 
 
 def test_a_classes_yaml_with_its_own_templates(tiny_params, tiny_teacher, tmp_path):
@@ -94,8 +101,13 @@ def test_a_classes_yaml_with_its_own_templates(tiny_params, tiny_teacher, tmp_pa
     own = ["an aerial photo of {}.", "a drawing of a {} seen from above."]
     roots = {}
     for name, templates in (("own", own), ("single", "single")):
-        roots[name] = write_masks(tmp_path / name, {"a": np.array([[0, 1], [1, 0]])}, palette=False,
-                                  classes=["roof", "road"], templates=templates)
+        roots[name] = write_masks(
+            tmp_path / name,
+            {"a": np.array([[0, 1], [1, 0]])},
+            palette=False,
+            classes=["roof", "road"],
+            templates=templates,
+        )
     spec = folder_spec(roots["own"])
     assert spec.templates == tuple(own) and spec.prompt_set("auto") == tuple(own)
     clip = load_clip("c2s-tiny-vit", str(tiny_teacher), image_size=64)
@@ -107,13 +119,15 @@ def test_a_classes_yaml_with_its_own_templates(tiny_params, tiny_teacher, tmp_pa
 
     fingerprints = []
     for root in roots.values():
-        p = dataclasses.replace(tiny_params, data=dataclasses.replace(
-            tiny_params.data, dataset="folder", root=str(root), unseen=("road",)))
+        p = dataclasses.replace(
+            tiny_params, data=dataclasses.replace(tiny_params.data, dataset="folder", root=str(root), unseen=("road",))
+        )
         fingerprints.append(locate_store(p, "train", tmp_path / "cache")[1].fingerprint)
     assert fingerprints[0] != fingerprints[1]
 
-    (roots["own"] / "classes.yaml").write_text(yaml.safe_dump({"classes": ["roof", "road"],
-                                                               "templates": ["an aerial photo"]}))
+    (roots["own"] / "classes.yaml").write_text(
+        yaml.safe_dump({"classes": ["roof", "road"], "templates": ["an aerial photo"]})
+    )
     with pytest.raises(DatasetError, match=r"classes.yaml: templates must be .* one \{\} each"):
         folder_spec(roots["own"])
 
@@ -188,18 +202,23 @@ def test_the_pipeline_trains_and_evaluates_on_a_folder(tiny_params, tiny_world, 
     from c2s_pipeline.stages import evaluate, precompute, train
 
     root = world_as_folder(tiny_world, tmp_path / "mine")
-    p = dataclasses.replace(tiny_params, data=dataclasses.replace(
-        tiny_params.data, dataset="folder", root=str(root), unseen=tuple(tiny_params.world.unseen)))
+    p = dataclasses.replace(
+        tiny_params,
+        data=dataclasses.replace(
+            tiny_params.data, dataset="folder", root=str(root), unseen=tuple(tiny_params.world.unseen)
+        ),
+    )
     for split in ("train", "val"):
         precompute.run(p, split=split, cache_dir=tmp_path / "cache")
     run_dir = train.run(p, tmp_path / "run", cache_dir=tmp_path / "cache")
     metrics = json.loads(evaluate.run(p, run_dir, tmp_path / "m.json", cache_dir=tmp_path / "cache").read_text())
     assert all(np.isfinite(metrics[k]) for k in ("sIoU", "uIoU", "hIoU"))
-    assert all(isinstance(v, (int, float)) for v in metrics.values())   # dvc metrics show: numbers only
+    assert all(isinstance(v, (int, float)) for v in metrics.values())  # dvc metrics show: numbers only
 
 
-def test_cross_dataset_evaluation_scores_a_run_against_another_vocabulary(trained_run, project_params, tiny_world,
-                                                                          tmp_path):
+def test_cross_dataset_evaluation_scores_a_run_against_another_vocabulary(
+    trained_run, project_params, tiny_world, tmp_path
+):
     """The world's val split read as a folder of its own is the world again: scored against its whole vocabulary
     with no seen bias, the run's mIoU over the names it trained on and the rest are evaluate's sIoU and uIoU
     (bias 0). A second run against the same vocabulary needs no CLIP (the embeddings are kept)."""
@@ -210,23 +229,35 @@ def test_cross_dataset_evaluation_scores_a_run_against_another_vocabulary(traine
     target = world_as_folder(tiny_world, tmp_path / "target")
     p = dataclasses.replace(project_params, eval=dataclasses.replace(project_params.eval, seen_bias=0.0))
     own = json.loads(evaluate.run(p, trained_run, tmp_path / "own.json", cache_dir=cache).read_text())
-    cross = json.loads(cross.run(p, trained_run, tmp_path / "cross.json", dataset="folder", root=target,
-                                          cache_dir=cache).read_text())
+    cross = json.loads(
+        cross.run(p, trained_run, tmp_path / "cross.json", dataset="folder", root=target, cache_dir=cache).read_text()
+    )
     assert cross["classes"] == 20 and cross["trained_names"] == 20 - len(p.world.unseen)
     assert abs(cross["mIoU_trained_names"] - own["sIoU"]) < 0.5 and abs(cross["mIoU_new_names"] - own["uIoU"]) < 0.5
     assert len(list(cache.glob("vocab-*.pt"))) == 1
     (tmp_path / "project").mkdir()
     (tmp_path / "project" / "params.yaml").write_text(yaml.safe_dump(to_dict(p)))
-    result = c2s_without_open_clip(tmp_path / "project", "evaluate", "--run", str(trained_run), "--dataset",
-                                   "folder", "--root", str(target), "--cache-dir", str(cache), "--out",
-                                   str(tmp_path / "again.json"))
+    result = c2s_without_open_clip(
+        tmp_path / "project",
+        "evaluate",
+        "--run",
+        str(trained_run),
+        "--dataset",
+        "folder",
+        "--root",
+        str(target),
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(tmp_path / "again.json"),
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "again.json").read_text())["mIoU"] == cross["mIoU"]
 
 
-
 def test_a_vocab_file_serves_cross_evaluation_and_one_of_other_names_or_prompts_is_refused(
-        trained_run, project_params, tiny_world, tmp_path, monkeypatch):
+    trained_run, project_params, tiny_world, tmp_path, monkeypatch
+):
     """`c2s vocab --dataset` writes what cross-dataset evaluation would embed: with it, the scores are those of the
     kept embeddings and nothing is embedded; a file of other names, or of another prompt set, is one line."""
     from c2s_pipeline.engines import cross
@@ -235,20 +266,39 @@ def test_a_vocab_file_serves_cross_evaluation_and_one_of_other_names_or_prompts_
 
     cache = trained_run.parent / "cache"
     target = world_as_folder(tiny_world, tmp_path / "target")
-    kept = json.loads(cross.evaluate_run_on(project_params, trained_run, tmp_path / "kept.json", dataset="folder",
-                                            root=target, cache_dir=cache).read_text())
+    kept = json.loads(
+        cross.evaluate_run_on(
+            project_params, trained_run, tmp_path / "kept.json", dataset="folder", root=target, cache_dir=cache
+        ).read_text()
+    )
     vocab = cross.write_target_vocab(project_params, tmp_path / "v.pt", dataset="folder", root=target)
     monkeypatch.setattr(cross, "write_vocab", lambda *a, **k: pytest.fail("embedded again"))
-    given = json.loads(cross.evaluate_run_on(project_params, trained_run, tmp_path / "given.json", dataset="folder",
-                                             root=target, cache_dir=cache, vocab=vocab).read_text())
+    given = json.loads(
+        cross.evaluate_run_on(
+            project_params,
+            trained_run,
+            tmp_path / "given.json",
+            dataset="folder",
+            root=target,
+            cache_dir=cache,
+            vocab=vocab,
+        ).read_text()
+    )
     assert given == kept and given["classes"] == 20
     names = json.loads((tiny_world / "world.json").read_text())["class_names"]
     for bad, message in ((names[:3], "other class names"), (names, "another teacher or prompt set")):
         teacher = dataclasses.replace(project_params.teacher, templates="ensemble")
         write_vocab(dataclasses.replace(project_params, teacher=teacher), bad, tmp_path / "bad.pt")
         with pytest.raises(EvaluationError, match=message):
-            cross.evaluate_run_on(project_params, trained_run, tmp_path / "x.json", dataset="folder", root=target,
-                      cache_dir=cache, vocab=tmp_path / "bad.pt")
+            cross.evaluate_run_on(
+                project_params,
+                trained_run,
+                tmp_path / "x.json",
+                dataset="folder",
+                root=target,
+                cache_dir=cache,
+                vocab=tmp_path / "bad.pt",
+            )
 
 
 def test_the_teachers_dense_map_on_a_vocabulary_scores_as_its_clip_baseline(project_params, tiny_world, tmp_path):
@@ -259,8 +309,11 @@ def test_the_teachers_dense_map_on_a_vocabulary_scores_as_its_clip_baseline(proj
     p = dataclasses.replace(project_params, eval=dataclasses.replace(project_params.eval, seen_bias=0.0))
     precompute.run(p, split="val", cache_dir=tmp_path / "cache")
     own = json.loads(evaluate.run_clip_baseline(p, tmp_path / "own.json", cache_dir=tmp_path / "cache").read_text())
-    other = json.loads(cross.run_teacher(p, tmp_path / "cross.json", dataset="world", root=tiny_world,
-                                         cache_dir=tmp_path / "cache").read_text())
+    other = json.loads(
+        cross.run_teacher(
+            p, tmp_path / "cross.json", dataset="world", root=tiny_world, cache_dir=tmp_path / "cache"
+        ).read_text()
+    )
     assert other["classes"] == 20 and other["trained_names"] == 20 - len(p.world.unseen)
     assert abs(other["mIoU_trained_names"] - own["sIoU"]) < 1.0 and abs(other["mIoU_new_names"] - own["uIoU"]) < 1.0
     assert len(list((tmp_path / "cache").glob("vocab-*.pt"))) == 1

@@ -1,4 +1,5 @@
 """Loss terms against small cases computed by hand."""
+
 from __future__ import annotations
 
 import math
@@ -39,18 +40,18 @@ def test_info_nce_is_lowest_when_prototypes_equal_their_tokens():
 
 
 def test_attention_pool_hand_computed():
-    features = torch.tensor([[[[1.0, 0.0]], [[0.0, 2.0]]]])           # (1, D=2, 1, 2): positions (1,0), (0,2)
+    features = torch.tensor([[[[1.0, 0.0]], [[0.0, 2.0]]]])  # (1, D=2, 1, 2): positions (1,0), (0,2)
     cls = torch.tensor([[0.0, 1.0]])
-    w = torch.softmax(torch.tensor([0.0, 2.0]) / math.sqrt(2), 0)      # C_g . F / sqrt(D)
+    w = torch.softmax(torch.tensor([0.0, 2.0]) / math.sqrt(2), 0)  # C_g . F / sqrt(D)
     expected = w[0] * torch.tensor([1.0, 0.0]) + w[1] * torch.tensor([0.0, 2.0])
     torch.testing.assert_close(attention_pool(features, cls)[0], expected)
 
 
 def test_region_prototypes_area_weights():
-    features = torch.arange(4.0).view(1, 1, 2, 2)                     # (B, D=1, h=2, w=2) = [[0, 1], [2, 3]]
+    features = torch.arange(4.0).view(1, 1, 2, 2)  # (B, D=1, h=2, w=2) = [[0, 1], [2, 3]]
     mask = torch.full((1, 4, 4), 255)
-    mask[0, :2, :] = 0                                                 # slot 0: top row of features
-    mask[0, 2, 0] = 1                                                  # slot 1: one pixel of feature (1, 0)
+    mask[0, :2, :] = 0  # slot 0: top row of features
+    mask[0, 2, 0] = 1  # slot 1: one pixel of feature (1, 0)
     protos, present = region_prototypes(features, mask, num_slots=3)
     torch.testing.assert_close(protos[0, :2, 0], torch.tensor([0.5, 2.0]))
     assert present.tolist() == [[True, True, False]]
@@ -59,9 +60,9 @@ def test_region_prototypes_area_weights():
 def test_region_prototypes_equal_the_area_pooled_one_hot_average():
     torch.manual_seed(0)
     features, mask = torch.randn(2, 8, 16, 16), torch.randint(0, 6, (2, 64, 64))
-    mask[mask >= 4] = 255                                              # unassigned pixels
-    protos, present = region_prototypes(features, mask, num_slots=7)    # slots 4..6 unused
-    onehot = F.one_hot(mask.clamp(max=4), 5)[..., :4].permute(0, 3, 1, 2).float()   # (B, R, S, S)
+    mask[mask >= 4] = 255  # unassigned pixels
+    protos, present = region_prototypes(features, mask, num_slots=7)  # slots 4..6 unused
+    onehot = F.one_hot(mask.clamp(max=4), 5)[..., :4].permute(0, 3, 1, 2).float()  # (B, R, S, S)
     weights = F.adaptive_avg_pool2d(onehot, (16, 16)).flatten(2)
     expected = torch.einsum("brn,bdn->brd", weights, features.flatten(2)) / weights.sum(-1)[..., None]
     torch.testing.assert_close(protos[:, :4], expected)
@@ -69,11 +70,11 @@ def test_region_prototypes_equal_the_area_pooled_one_hot_average():
 
 
 def test_sigmoid_focal_hand_computed():
-    logits = torch.tensor([0.0, 2.0]).view(1, 1, 1, 2)                # one channel, two pixels
+    logits = torch.tensor([0.0, 2.0]).view(1, 1, 1, 2)  # one channel, two pixels
     targets = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
     p = torch.sigmoid(torch.tensor(2.0)).item()
-    px0 = 0.25 * 0.5 ** 2 * math.log(2)                                # positive, p = 0.5
-    px1 = 0.75 * p ** 2 * -math.log(1 - p)                            # negative, p = sigmoid(2)
+    px0 = 0.25 * 0.5**2 * math.log(2)  # positive, p = 0.5
+    px1 = 0.75 * p**2 * -math.log(1 - p)  # negative, p = sigmoid(2)
     got = sigmoid_focal_loss(logits, targets, torch.ones(1, 1), num_masks=1.0).item()
     assert math.isclose(got, (px0 + px1) / 2, rel_tol=1e-5)
 
@@ -93,7 +94,7 @@ def test_sigmoid_focal_equals_the_textbook_formula():
 
 
 def test_dice_hand_computed():
-    logits = torch.tensor([0.0, 0.0]).view(1, 1, 1, 2)                # m = 0.5, 0.5
+    logits = torch.tensor([0.0, 0.0]).view(1, 1, 1, 2)  # m = 0.5, 0.5
     targets = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
     expected = 1 - (2 * 0.5 + 1) / (1.0 + 1.0 + 1)
     assert math.isclose(dice_loss(logits, targets, torch.ones(1, 1), 1.0).item(), expected, rel_tol=1e-6)
@@ -101,11 +102,11 @@ def test_dice_hand_computed():
 
 def test_nel_counts_masks_and_treats_ignored_pixels_as_negatives():
     logits = torch.zeros(1, 2, 1, 3)
-    target = torch.tensor([[[0, 255, 0]]])                             # class 0 present, class 1 absent
+    target = torch.tensor([[[0, 255, 0]]])  # class 0 present, class 1 absent
     got = nel_loss(logits, target, torch.ones(1, 2, dtype=torch.bool), focal_weight=100.0, dice_weight=1.0)
-    pos = 0.25 * 0.25 * math.log(2)                                    # p_t = 0.5 for positives
-    neg = 0.75 * 0.25 * math.log(2)                                    # ... and for negatives
-    focal = ((2 * pos + neg) / 3 + neg) / 1                             # channel 0 + channel 1, num_masks = 1
+    pos = 0.25 * 0.25 * math.log(2)  # p_t = 0.5 for positives
+    neg = 0.75 * 0.25 * math.log(2)  # ... and for negatives
+    focal = ((2 * pos + neg) / 3 + neg) / 1  # channel 0 + channel 1, num_masks = 1
     dice = 1 - (2 * 1.0 + 1) / (1.5 + 2 + 1)
     assert math.isclose(got.item(), 100 * focal + dice, rel_tol=1e-5)
 
@@ -130,11 +131,11 @@ def test_nel_mask_count_is_the_mean_over_ranks(monkeypatch):
     from c2s_pipeline.student import losses
 
     present = torch.zeros(4, 3, dtype=torch.bool)
-    present.view(-1)[:2] = True                                     # this rank: 2 masks
-    assert losses.mask_count(present) == 2.0                        # no process group: its own count
+    present.view(-1)[:2] = True  # this rank: 2 masks
+    assert losses.mask_count(present) == 2.0  # no process group: its own count
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_world_size", lambda: 2)
-    monkeypatch.setattr(dist, "all_reduce", lambda t: t.add_(6.0))   # the sum with the other rank's 6
+    monkeypatch.setattr(dist, "all_reduce", lambda t: t.add_(6.0))  # the sum with the other rank's 6
     assert losses.mask_count(present) == 4.0
     assert losses.mask_count(torch.zeros(4, 3, dtype=torch.bool)) == 3.0
 
@@ -145,15 +146,15 @@ def test_group_cross_entropy_keeps_the_seen_supervision_whatever_the_latent_shar
     num_seen, ignore = 3, 255
     logits = torch.randn(2, num_seen + 2, 6, 6, requires_grad=True)
     seen_only = torch.full((2, 6, 6), ignore)
-    seen_only[:, :2] = torch.randint(0, num_seen, (2, 2, 6))              # 24 seen pixels, the rest unannotated
+    seen_only[:, :2] = torch.randint(0, num_seen, (2, 2, 6))  # 24 seen pixels, the rest unannotated
     mined = seen_only.clone()
-    mined[:, 2:] = num_seen + torch.randint(0, 2, (2, 4, 6))               # 48 latent pixels around them
+    mined[:, 2:] = num_seen + torch.randint(0, 2, (2, 4, 6))  # 48 latent pixels around them
     plain = F.cross_entropy(logits, seen_only, ignore_index=ignore)
-    assert torch.equal(group_cross_entropy(logits, seen_only, num_seen), plain)     # no latent: the plain mean
+    assert torch.equal(group_cross_entropy(logits, seen_only, num_seen), plain)  # no latent: the plain mean
     latent_part = F.cross_entropy(logits, torch.where(mined >= num_seen, mined, ignore), ignore_index=ignore)
     assert torch.allclose(group_cross_entropy(logits, mined, num_seen), plain + latent_part)
-    grad_plain, = torch.autograd.grad(group_cross_entropy(logits, seen_only, num_seen), logits)
-    grad_mined, = torch.autograd.grad(group_cross_entropy(logits, mined, num_seen), logits)
+    (grad_plain,) = torch.autograd.grad(group_cross_entropy(logits, seen_only, num_seen), logits)
+    (grad_mined,) = torch.autograd.grad(group_cross_entropy(logits, mined, num_seen), logits)
     seen_px = (seen_only != ignore)[:, None].expand_as(logits)
-    assert torch.allclose(grad_mined[seen_px], grad_plain[seen_px])      # same pull on every seen pixel
+    assert torch.allclose(grad_mined[seen_px], grad_plain[seen_px])  # same pull on every seen pixel
     assert grad_mined[~seen_px].abs().sum() > 0 and grad_plain[~seen_px].abs().sum() == 0

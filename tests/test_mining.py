@@ -1,4 +1,5 @@
 """Latent class mining on token grids with planted clusters."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,12 +20,13 @@ def planted(seed=0, noise=0.05):
     dirs = rng.normal(size=(4, 32))
     tokens = np.zeros((H, H, 32))
     h = H // 2
-    for k, (ys, xs) in enumerate([(slice(0, h), slice(0, h)), (slice(0, h), slice(h, H)),
-                                  (slice(h, H), slice(0, h)), (slice(h, H), slice(h, H))]):
+    for k, (ys, xs) in enumerate(
+        [(slice(0, h), slice(0, h)), (slice(0, h), slice(h, H)), (slice(h, H), slice(0, h)), (slice(h, H), slice(h, H))]
+    ):
         tokens[ys, xs] = dirs[k]
     tokens += noise * rng.normal(size=tokens.shape)
     label = np.full((S, S), 255, np.uint8)
-    label[S // 2:, S // 2:] = 3
+    label[S // 2 :, S // 2 :] = 3
     return tokens, label
 
 
@@ -43,9 +45,9 @@ def test_finds_planted_clusters_only_in_unannotated_pixels():
     assert (mined.pseudo_mask[seen] == 0).all()
     assert not np.isin(mined.pseudo_mask[seen], [1, 2, 3]).any()
     quadrants = [np.zeros((S, S), bool) for _ in range(3)]
-    quadrants[0][:S // 2, :S // 2] = True
-    quadrants[1][:S // 2, S // 2:] = True
-    quadrants[2][S // 2:, :S // 2] = True
+    quadrants[0][: S // 2, : S // 2] = True
+    quadrants[1][: S // 2, S // 2 :] = True
+    quadrants[2][S // 2 :, : S // 2] = True
     for slot in (1, 2, 3):
         assert max(iou(mined.pseudo_mask == slot, q) for q in quadrants) > 0.8
 
@@ -62,9 +64,9 @@ def test_deterministic_and_respects_max_regions():
 
 def test_merge_threshold_merges_near_duplicates_and_min_size_drops_small():
     tokens, label = planted()
-    tokens[: H // 2, : H // 2] = tokens[: H // 2, H // 2:].mean((0, 1))   # two quadrants now identical
+    tokens[: H // 2, : H // 2] = tokens[: H // 2, H // 2 :].mean((0, 1))  # two quadrants now identical
     merged = mine_pseudo_mask(tokens, label, MiningConfig(), max_regions=8)
-    assert merged.region_count == 3                                       # seen + 2 latent
+    assert merged.region_count == 3  # seen + 2 latent
     # a single odd token is below min_region_frac and must not become a region
     tokens, label = planted()
     tokens[0, 0] = np.random.default_rng(5).normal(size=32) * 10
@@ -77,7 +79,7 @@ def test_merge_threshold_merges_near_duplicates_and_min_size_drops_small():
 def test_fully_annotated_image_has_no_latent_regions():
     tokens, _ = planted()
     label = np.zeros((S, S), np.uint8)
-    label[:, S // 2:] = 2
+    label[:, S // 2 :] = 2
     mined = mine_pseudo_mask(tokens, label, MiningConfig(), max_regions=4)
     assert mined.region_class.tolist() == [0, 2, EMPTY_SLOT, EMPTY_SLOT]
     assert (mined.pseudo_mask == np.where(label == 0, 0, 1)).all()

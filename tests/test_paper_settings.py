@@ -1,5 +1,6 @@
 """The paper files (params-voc / -context / -cocostuff.yaml): self-contained, sourced, one geometry for train and
 test, and runnable end to end on a tiny fixture of each dataset's layout (only sizes and counts overridden)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,7 +24,7 @@ from tests.layouts import make_cocostuff, make_context, make_voc
 REPO = Path(__file__).resolve().parents[1]
 PAPER_FILES = sorted(REPO.glob("params-*.yaml"))
 METHOD_SECTIONS = ("data", "teacher", "mining", "student", "loss", "train", "eval")
-PLUMBING = {"dataset", "root", "device", "seed", "store_format"}   # keys with no method content to source
+PLUMBING = {"dataset", "root", "device", "seed", "store_format"}  # keys with no method content to source
 
 
 def test_there_are_three_paper_files():
@@ -43,8 +44,12 @@ def test_a_paper_file_states_every_method_key_with_its_source(path):
         if re.match(r"^\w+:", line):
             section = line.split(":")[0]
         elif m := re.match(r"^  (\w+):", line):
-            if section in METHOD_SECTIONS and m.group(1) not in PLUMBING and "#" not in line \
-                    and not line.rstrip().endswith(":"):
+            if (
+                section in METHOD_SECTIONS
+                and m.group(1) not in PLUMBING
+                and "#" not in line
+                and not line.rstrip().endswith(":")
+            ):
                 uncommented.append(f"{section}.{m.group(1)}")
     assert not uncommented, f"{path.name}: no source for {uncommented}"
 
@@ -84,14 +89,32 @@ def test_a_paper_file_runs_end_to_end(path, tiny_teacher, tmp_path, monkeypatch)
     from c2s_pipeline.stages import evaluate, precompute, train
 
     p = load_params(path)
-    p = override(p, data={"root": str(_tiny_layout(p.data.dataset, tmp_path / "data")), "image_size": 64},
-                 teacher={"clip_model": "c2s-tiny-vit", "pretrained": str(tiny_teacher), "batch_size": 2,
-                          "workers": 0, "device": "cpu", "view_count": 2, "view_scale": [256, 64], "max_regions": 8},
-                 mining={"window_sizes": [2]},
-                 train={"iterations": 2, "batch_size": 2, "num_workers": 0, "warmup_iters": 1, "checkpoint_every": 2,
-                        "log_every": 1, "device": "cpu"},
-                 eval={"fps_iters": 1, "fps_warmup": 0, "device": "cpu", "stride": 0})
-    p = dataclasses.replace(p, student=dataclasses.replace(p.student, encoder_weights=None))   # override skips None
+    p = override(
+        p,
+        data={"root": str(_tiny_layout(p.data.dataset, tmp_path / "data")), "image_size": 64},
+        teacher={
+            "clip_model": "c2s-tiny-vit",
+            "pretrained": str(tiny_teacher),
+            "batch_size": 2,
+            "workers": 0,
+            "device": "cpu",
+            "view_count": 2,
+            "view_scale": [256, 64],
+            "max_regions": 8,
+        },
+        mining={"window_sizes": [2]},
+        train={
+            "iterations": 2,
+            "batch_size": 2,
+            "num_workers": 0,
+            "warmup_iters": 1,
+            "checkpoint_every": 2,
+            "log_every": 1,
+            "device": "cpu",
+        },
+        eval={"fps_iters": 1, "fps_warmup": 0, "device": "cpu", "stride": 0},
+    )
+    p = dataclasses.replace(p, student=dataclasses.replace(p.student, encoder_weights=None))  # override skips None
     cache = tmp_path / "cache"
     for split in (p.data.train_split, p.data.val_split):
         precompute.run(p, split=split, cache_dir=cache)
@@ -101,7 +124,7 @@ def test_a_paper_file_runs_end_to_end(path, tiny_teacher, tmp_path, monkeypatch)
     windows = []
     monkeypatch.setattr(inference, "_slide", lambda *a, _slide=inference._slide: windows.append(1) or _slide(*a))
     metrics = json.loads(evaluate.run(p, run_dir, tmp_path / "m.json", cache_dir=cache).read_text())
-    assert windows and 0 <= metrics["hIoU"] <= 100                    # the file's slide evaluation ran
+    assert windows and 0 <= metrics["hIoU"] <= 100  # the file's slide evaluation ran
 
 
 def test_no_weight_decay_on_the_encoders_normalisation_layers(tiny_params):
@@ -111,11 +134,12 @@ def test_no_weight_decay_on_the_encoders_normalisation_layers(tiny_params):
     student = Student("segformer", "mit_b0", None, embed_dim=32)
     task = C2STask(student, torch.randn(3, 32), tiny_params.loss, 50.0)
     norms = norm_parameter_ids(student.net.encoder)
-    assert len(norms) > 40 and norm_parameter_ids(task) - norms                # MiT's LayerNorms; decoder's BN
+    assert len(norms) > 40 and norm_parameter_ids(task) - norms  # MiT's LayerNorms; decoder's BN
     encoder = {id(p) for p in student.encoder_parameters()}
     for decay_norms in (False, True):
-        cfg = dataclasses.replace(tiny_params.train, lr=0.5, head_lr_mult=10.0, weight_decay=0.1, warmup_iters=0,
-                                  decay_norms=decay_norms)
+        cfg = dataclasses.replace(
+            tiny_params.train, lr=0.5, head_lr_mult=10.0, weight_decay=0.1, warmup_iters=0, decay_norms=decay_norms
+        )
         before = {id(p): p.detach().clone() for p in task.parameters()}
         opt, _ = build_optimizer(task, cfg)
         grouped = [id(p) for g in opt.param_groups for p in g["params"]]
@@ -145,14 +169,16 @@ def test_imagenet_normalisation_is_the_formula():
     from c2s_pipeline.student.data import image_to_tensor
 
     image = np.random.default_rng(0).integers(0, 256, size=(8, 8, 3)).astype(np.uint8)
-    want = (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(IMAGENET_MEAN)[:, None, None]) \
-        / torch.tensor(IMAGENET_STD)[:, None, None]
+    want = (
+        torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(IMAGENET_MEAN)[:, None, None]
+    ) / torch.tensor(IMAGENET_STD)[:, None, None]
     torch.testing.assert_close(image_to_tensor(image, "imagenet"), want)
     assert not torch.allclose(image_to_tensor(image, "clip"), want)
 
 
-def test_a_runs_normalisation_is_used_by_evaluate_predict_and_export(trained_run, project_params, tmp_path,
-                                                                     monkeypatch):
+def test_a_runs_normalisation_is_used_by_evaluate_predict_and_export(
+    trained_run, project_params, tmp_path, monkeypatch
+):
     """A run recorded with student.normalisation imagenet is evaluated, predicted and exported with ImageNet's
     mean / std: the run's own params decide, never CLIP's constants."""
     import shutil
@@ -175,8 +201,9 @@ def test_a_runs_normalisation_is_used_by_evaluate_predict_and_export(trained_run
     class_map(student, text, run.params, project_params.eval, np.zeros((40, 50, 3), np.uint8))
     assert used and set(used) == {"imagenet"}
     built = []
-    monkeypatch.setattr("c2s_pipeline.engines.export.export_onnx",
-                        lambda model, out, *a, **k: built.append(model) or Path(out))
+    monkeypatch.setattr(
+        "c2s_pipeline.engines.export.export_onnx", lambda model, out, *a, **k: built.append(model) or Path(out)
+    )
     export.run(run_dir, tmp_path / "s.onnx", cache_dir=cache)
     torch.testing.assert_close(built[0].mean.flatten(), torch.tensor(IMAGENET_MEAN) * 255)
 
@@ -213,11 +240,15 @@ def test_dot_seen_logits_in_training(tiny_params):
     torch.testing.assert_close(task._seen_logits(feats), want)
     pseudo = torch.zeros(1, 32, 32, dtype=torch.long)
     pseudo[..., 16:] = 1
-    batch = {"region_class": torch.tensor([[0, LATENT]]), "pseudo_mask": pseudo, "global_cls": torch.randn(1, 32),
-             "local_cls": torch.randn(1, 2, 32)}
+    batch = {
+        "region_class": torch.tensor([[0, LATENT]]),
+        "pseudo_mask": pseudo,
+        "global_cls": torch.randn(1, 32),
+        "local_cls": torch.randn(1, 2, 32),
+    }
     protos, present = region_prototypes(feats, pseudo, 2)
     with torch.no_grad():
         logits, target, valid = task._pseudo_logits(feats, batch, protos, present)
     assert logits.shape == (1, 4, 8, 8) and valid.all()
     torch.testing.assert_close(logits[:, :3], want)
-    assert logits[:, 3].abs().max() <= tiny_params.loss.beta + 1e-4                  # a scaled cosine
+    assert logits[:, 3].abs().max() <= tiny_params.loss.beta + 1e-4  # a scaled cosine

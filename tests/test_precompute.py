@@ -1,4 +1,5 @@
 """Precompute on the tiny world and tiny teacher: store contents, resume after SIGKILL, reuse, formats."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,7 +61,7 @@ def test_store_contents(tiny_params, tmp_path):
         n = rec.region_count
         assert 1 <= n <= 8 and set(np.unique(rec.pseudo_mask)) <= set(range(n)) | {NO_REGION}
         seen_slots = rec.region_class[:n][rec.region_class[:n] >= 0]
-        assert not spec_unseen & set(seen_slots.tolist())            # inductive: no unseen class is labelled
+        assert not spec_unseen & set(seen_slots.tolist())  # inductive: no unseen class is labelled
         assert (rec.region_class[:n] >= LATENT).all()
         np.testing.assert_allclose(np.linalg.norm(rec.local_cls[:n].astype(np.float32), axis=1), 1, atol=2e-3)
     assert reader.text_embeddings().shape == (20, 32)
@@ -71,12 +72,12 @@ def test_dense_tokens_are_kept_for_evaluation_splits_or_on_request(tiny_params, 
     train_default = precompute.run(tiny_params, split="train", cache_dir=tmp_path)
     train_all = precompute.run(kept, split="train", cache_dir=tmp_path)
     val_default = precompute.run(tiny_params, split="val", cache_dir=tmp_path)
-    assert train_default != train_all                                   # two stores, two fingerprints
+    assert train_default != train_all  # two stores, two fingerprints
     assert not (train_default / "dense_tokens").exists() and (train_all / "dense_tokens").exists()
     assert (val_default / "dense_tokens").exists()
     lean, full = CacheReader(train_default, seen_only=False), CacheReader(train_all, seen_only=False)
     assert not lean.shape.dense_tokens and full.shape.dense_tokens and CacheReader(val_default).shape.dense_tokens
-    for i in range(len(lean)):                                          # everything training reads is the same
+    for i in range(len(lean)):  # everything training reads is the same
         x, y = lean.read(i), full.read(i, dense=True)
         assert x.dense_tokens is None and y.dense_tokens.shape == (8, 8, 32)
         for name in ARRAYS[:1] + ARRAYS[2:]:
@@ -98,12 +99,12 @@ def test_each_stored_view_is_the_clip_embedding_of_exactly_that_window(tiny_para
     t, size = tiny_params.teacher, tiny_params.data.image_size
     clip = load_clip(t.clip_model, t.pretrained, image_size=size, dense_mode=t.dense_mode)
     image = resize_pair(dataset_from_params(tiny_params, "val")[1].image, np.zeros((128, 128), np.uint8), size)[0]
-    stored = reader.read(1).global_cls.astype(np.float32)                          # (V, D)
+    stored = reader.read(1).global_cls.astype(np.float32)  # (V, D)
     for v, (top, left, side) in enumerate(reader.views()):
-        window = np.ascontiguousarray(image[top:top + side, left:left + side])
+        window = np.ascontiguousarray(image[top : top + side, left : left + side])
         expected = clip.encode_crops(clip.preprocess(window[None], side))[0].numpy()
         np.testing.assert_allclose(stored[v], expected, atol=2e-3, err_msg=f"view {v}")
-    assert np.abs(stored[0] - stored[1]).max() > 1e-2                                # views differ
+    assert np.abs(stored[0] - stored[1]).max() > 1e-2  # views differ
     assert reader.manifest["inputs"]["clip_model"] == "c2s-tiny-vit"
 
 
@@ -114,7 +115,7 @@ def test_an_edited_model_config_addresses_a_new_store_and_the_old_one_is_refused
     configs = tmp_path / "configs"
     shutil.copytree(MODEL_CONFIG_DIR, configs)
     cfg = json.loads((configs / "c2s-tiny-vit.json").read_text())
-    (configs / "c2s-tiny-vit.json").write_text(json.dumps(cfg, indent=4))           # layout only: same store
+    (configs / "c2s-tiny-vit.json").write_text(json.dumps(cfg, indent=4))  # layout only: same store
     monkeypatch.setattr(registry, "MODEL_CONFIG_DIR", configs)
     assert locate_store(tiny_params, "val", tmp_path)[0] == path
     cfg["vision_cfg"]["pool_type"] = "avg"
@@ -136,7 +137,7 @@ def test_rerun_reuses_and_teacher_change_makes_a_new_store(tiny_params, tmp_path
     student_change = dataclasses.replace(tiny_params, train=dataclasses.replace(tiny_params.train, lr=1.0))
     assert locate_store(student_change, "val", tmp_path)[0] == path
     precompute.run(changed, split="val", cache_dir=tmp_path)
-    assert CacheReader(path).manifest["status"] == "complete"          # the old store stays valid
+    assert CacheReader(path).manifest["status"] == "complete"  # the old store stays valid
     assert path.joinpath("zarr.json").stat().st_mtime_ns >= stamp
 
 
@@ -176,10 +177,14 @@ def test_killed_precompute_resumes_to_the_same_store(tiny_params, tmp_path, fmt)
     script = tmp_path / "killable.py"
     script.write_text(KILLABLE)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "params.pkl"), str(tmp_path / "killed")],
-                            env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "params.pkl"), str(tmp_path / "killed")],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     path, _ = locate_store(p, "train", tmp_path / "killed")
-    written = [proc.stdout.readline() for _ in range(2)]                 # two images written and flagged done
+    written = [proc.stdout.readline() for _ in range(2)]  # two images written and flagged done
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert all(line.startswith("wrote") for line in written), written
@@ -187,15 +192,16 @@ def test_killed_precompute_resumes_to_the_same_store(tiny_params, tmp_path, fmt)
     done = sum(partial.is_done(i) for i in range(8))
     partial.close()
     assert 2 <= done < 8, f"kill landed at {done} done images"
-    if fmt == "h5":    # an unfinished HDF5 store is never at the store's path (backends.H5Backend)
+    if fmt == "h5":  # an unfinished HDF5 store is never at the store's path (backends.H5Backend)
         assert not path.exists() and partial_path(path).exists()
     precompute.run(p, split="train", cache_dir=tmp_path / "killed")
     assert_same_store(reference, path)
     assert not partial_path(path).exists()
 
 
-def test_a_damaged_h5_partial_is_computed_again_and_a_published_store_is_whole(tiny_params, tmp_path, monkeypatch,
-                                                                               caplog):
+def test_a_damaged_h5_partial_is_computed_again_and_a_published_store_is_whole(
+    tiny_params, tmp_path, monkeypatch, caplog
+):
     """A kill or a full disk mid-write may leave the partial unreadable: the next precompute starts it afresh
     with a warning, and only a complete store is renamed to the store's path."""
     p = one_at_a_time(tiny_params)
@@ -223,7 +229,7 @@ def test_a_damaged_h5_partial_is_computed_again_and_a_published_store_is_whole(t
     assert "left damaged by a killed run; computing it again" in caplog.text
     assert_same_store(reference, path)
     assert not damaged.exists()
-    path.rename(damaged)            # killed after marking it complete, before the rename: the next run renames it
+    path.rename(damaged)  # killed after marking it complete, before the rename: the next run renames it
     precompute.run(p, split="train", cache_dir=tmp_path / "c")
     assert path.is_file() and not damaged.exists()
     assert_same_store(reference, path)
@@ -232,7 +238,7 @@ def test_a_damaged_h5_partial_is_computed_again_and_a_published_store_is_whole(t
 def test_train_stages_depend_on_the_one_store_they_read(tiny_params, tmp_path):
     """dvc.yaml: stages reading one store depend on the pointer precompute writes for it, not on data_cache/."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    values = yaml.safe_load((REPO / "params.yaml").read_text())           # what dvc fills ${section.key} from
+    values = yaml.safe_load((REPO / "params.yaml").read_text())  # what dvc fills ${section.key} from
     path = precompute.run(tiny_params, split="train", cache_dir=tmp_path / "data_cache")
     for name in ("train_c2s", "train_seen_only", "diagnose"):
         deps = [re.sub(r"\$\{(\w+)\.(\w+)\}", lambda m: str(values[m[1]][m[2]]), d) for d in stages[name]["deps"]]
@@ -243,7 +249,8 @@ def test_train_stages_depend_on_the_one_store_they_read(tiny_params, tmp_path):
 
 def test_auto_templates_address_the_store_of_the_datasets_own_prompts(tiny_params, tmp_path):
     with_templates = lambda name: dataclasses.replace(  # noqa: E731
-        tiny_params, teacher=dataclasses.replace(tiny_params.teacher, templates=name))
+        tiny_params, teacher=dataclasses.replace(tiny_params.teacher, templates=name)
+    )
     auto, _ = locate_store(with_templates("auto"), "val", tmp_path)
-    assert auto == locate_store(with_templates("single"), "val", tmp_path)[0]       # the world's own set
+    assert auto == locate_store(with_templates("single"), "val", tmp_path)[0]  # the world's own set
     assert auto != locate_store(with_templates("ensemble"), "val", tmp_path)[0]

@@ -1,5 +1,6 @@
 """`c2s serve`: the page in a real headless Chromium draws the overlay `c2s predict` draws; bad input is a
 message on the page; new class names are embedded once by the teacher's text tower."""
+
 from __future__ import annotations
 
 import os
@@ -34,15 +35,18 @@ def test_vocabulary_is_parsed_in_order_without_blanks_or_repeats():
 def test_class_shares_are_percentages_of_present_classes_largest_first():
     pred = np.array([[0, 0, 2], [2, 2, 2]])
     assert class_shares(pred, ["a", "b", "c"]) == [["c", 66.67], ["a", 33.33]]
-    assert class_shares(np.array([[-1, 0, 0, 2]]), ["a", "b", "c"]) == [["a", 50.0], ["c", 25.0],
-                                                                         ["(unlabelled)", 25.0]]
+    assert class_shares(np.array([[-1, 0, 0, 2]]), ["a", "b", "c"]) == [
+        ["a", 50.0],
+        ["c", 25.0],
+        ["(unlabelled)", 25.0],
+    ]
 
 
 def test_new_names_are_embedded_once_by_the_teachers_text_tower(trained_run, project_params, tmp_path):
     segmenter = Segmenter(project_params, trained_run, cache_dir=trained_run.parent / "cache")
     known = segmenter.class_names[:3]
     names, emb = segmenter.vocabulary(", ".join(known))
-    assert names == known and segmenter.clip_loads == 0          # the training vocabulary needs no CLIP
+    assert names == known and segmenter.clip_loads == 0  # the training vocabulary needs no CLIP
     assert torch.equal(emb, torch.stack([segmenter.trained[n] for n in known]))
 
     vocab = f"{known[0]}, purple ring, orange moon"
@@ -56,7 +60,7 @@ def test_new_names_are_embedded_once_by_the_teachers_text_tower(trained_run, pro
     clip, templates = segmenter._clip
     segmenter._clip = (type("Counting", (), {"encode_text": lambda self, *a, **k: calls.append(a)})(), templates)
     again, emb2 = segmenter.vocabulary("orange moon, purple ring")
-    assert calls == [] and torch.equal(emb2, emb[[2, 1]])          # cached: the text tower is not run again
+    assert calls == [] and torch.equal(emb2, emb[[2, 1]])  # cached: the text tower is not run again
 
 
 def test_a_teacher_that_cannot_load_is_a_message_naming_the_new_classes(trained_run, project_params, monkeypatch):
@@ -91,11 +95,11 @@ def test_the_name_cache_is_bounded_and_keeps_the_training_vocabulary(trained_run
     monkeypatch.setattr(segmenter, "_encode", encode)
     segmenter.trained = {n: torch.zeros(4) for n in segmenter.class_names}
     segmenter.vocabulary("a, b, c, d, e")
-    assert batches == [["a", "b"], ["c", "d"], ["e"]]                 # a long vocabulary in bounded batches
-    assert list(segmenter.cached) == ["c", "d", "e"]                  # the oldest dropped
-    segmenter.vocabulary(f"c, {segmenter.class_names[0]}, f")          # c used again, f new: d is the oldest now
+    assert batches == [["a", "b"], ["c", "d"], ["e"]]  # a long vocabulary in bounded batches
+    assert list(segmenter.cached) == ["c", "d", "e"]  # the oldest dropped
+    segmenter.vocabulary(f"c, {segmenter.class_names[0]}, f")  # c used again, f new: d is the oldest now
     assert list(segmenter.cached) == ["e", "c", "f"] and batches[-1] == ["f"]
-    assert len(segmenter.trained) == len(segmenter.class_names)        # trained names never leave
+    assert len(segmenter.trained) == len(segmenter.class_names)  # trained names never leave
 
 
 def test_beyond_loopback_the_page_warns_or_asks_for_the_password(monkeypatch, caplog):
@@ -109,7 +113,7 @@ def test_beyond_loopback_the_page_warns_or_asks_for_the_password(monkeypatch, ca
         assert serve.password_check("0.0.0.0") is None
     assert "without authentication" in caplog.text and serve.PASSWORD_ENV in caplog.text
     monkeypatch.setenv(serve.PASSWORD_ENV, "s3cret")
-    for host in ("0.0.0.0", "127.0.0.1"):                    # set, it holds on loopback too (tunnels, proxies)
+    for host in ("0.0.0.0", "127.0.0.1"):  # set, it holds on loopback too (tunnels, proxies)
         check = serve.password_check(host)
         assert check("anyone", "s3cret") and not check("anyone", "guess")
 
@@ -124,16 +128,18 @@ def test_a_huge_image_costs_bounded_memory_and_keeps_its_size(trained_run, proje
     image = np.random.default_rng(0).integers(0, 256, (90, 120, 3)).astype(np.uint8)
     exact = open_vocab.class_map(student, text, run.params, project_params.eval, image)
     sizes, predict_logits = [], open_vocab.predict_logits
-    monkeypatch.setattr(open_vocab, "predict_logits",
-                        lambda *a, **k: sizes.append(k["out_size"]) or predict_logits(*a, **k))
+    monkeypatch.setattr(
+        open_vocab, "predict_logits", lambda *a, **k: sizes.append(k["out_size"]) or predict_logits(*a, **k)
+    )
     monkeypatch.setattr(open_vocab, "MAX_SCORE_VALUES", 30 * 40 * len(text))
     bounded = open_vocab.class_map(student, text, run.params, project_params.eval, image)
     assert sizes == [(30, 40)] and bounded.shape == exact.shape == (90, 120)
-    assert (bounded == np.repeat(np.repeat(bounded[::3, ::3], 3, 0), 3, 1)).all()   # nearest-upsampled blocks
-    assert (bounded == exact).mean() > 0.8                                              # the same segmentation
+    assert (bounded == np.repeat(np.repeat(bounded[::3, ::3], 3, 0), 3, 1)).all()  # nearest-upsampled blocks
+    assert (bounded == exact).mean() > 0.8  # the same segmentation
 
 
 # --- the page in a real browser ------------------------------------------------------------------------------
+
 
 def _browser_or_skip():
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
@@ -189,8 +195,9 @@ def _fetch(src: str) -> np.ndarray:
     return np.asarray(Image.open(urllib.request.urlopen(src)).convert("RGB"))
 
 
-def _submit(driver, url, image: Path | None, vocabulary: str, unlabelled: str | None = None,
-            before: Path | None = None):
+def _submit(
+    driver, url, image: Path | None, vocabulary: str, unlabelled: str | None = None, before: Path | None = None
+):
     """Open the page fresh, upload image (if any), type the vocabulary, pick the unlabelled option (its label on
     the page), press Segment; returns the status text and the overlay's URL (None when the page shows a
     message). `before`: a screenshot once the upload is shown."""
@@ -234,10 +241,10 @@ def test_page_draws_the_overlay_of_c2s_predict(page, trained_run, project_params
     driver, url, project = page
     rng = np.random.default_rng(5)
     image = tmp_path / "scene.png"
-    pixels = rng.integers(0, 256, (128, 128, 3)).astype(np.uint8)               # a world image's size
+    pixels = rng.integers(0, 256, (128, 128, 3)).astype(np.uint8)  # a world image's size
     Image.fromarray(pixels).save(image)
     student, _, run = load_student(trained_run, cache_dir=trained_run.parent / "cache")
-    names = [*list(run.provenance["class_names"])[:2], "purple ring"]   # two trained names and a new one
+    names = [*list(run.provenance["class_names"])[:2], "purple ring"]  # two trained names and a new one
 
     status, src = _submit(driver, url, image, ", ".join(names), before=tmp_path / "serve-before.png")
     assert status == "" and src, status
@@ -249,17 +256,29 @@ def test_page_draws_the_overlay_of_c2s_predict(page, trained_run, project_params
     shown = _fetch(src)
 
     vocab = write_vocab(run.params, names, tmp_path / "vocab.pt")
-    out = predict.run(run.params, [str(image)], trained_run, tmp_path / "predicted", vocab=vocab,
-                      cache_dir=trained_run.parent / "cache")
+    out = predict.run(
+        run.params,
+        [str(image)],
+        trained_run,
+        tmp_path / "predicted",
+        vocab=vocab,
+        cache_dir=trained_run.parent / "cache",
+    )
     expected = np.asarray(Image.open(out / "scene_overlay.png").convert("RGB"))
     # the overlay, larger than the input: c2s predict's overlay, each pixel k x k (the legend beside it)
     assert shown.shape[0] >= 128 * k and shown.shape[1] > 128 * k
-    assert (shown[:128 * k:k, :128 * k:k] == expected[:128, :128]).all()
+    assert (shown[: 128 * k : k, : 128 * k : k] == expected[:128, :128]).all()
     # the share table: each present class and its percentage of predict's class map, largest first
-    pred = class_map(student, load_vocab(vocab)[1], run.params, project_params.eval, np.asarray(Image.open(image)),
-                     threshold=run.params.predict.threshold)
+    pred = class_map(
+        student,
+        load_vocab(vocab)[1],
+        run.params,
+        project_params.eval,
+        np.asarray(Image.open(image)),
+        threshold=run.params.predict.threshold,
+    )
     cells = driver.find_element(By.ID, "c2s-shares").text.split("\n")
-    cells = cells[cells.index(SHARE_HEADERS[1]) + 1:]                            # after the headers
+    cells = cells[cells.index(SHARE_HEADERS[1]) + 1 :]  # after the headers
     assert [[n, float(v)] for n, v in zip(cells[::2], cells[1::2])] == class_shares(pred, names)
     # the world's val images are offered as examples
     first_val = dataset_from_params(project_params, project_params.data.val_split).image_path(0).name
@@ -284,12 +303,13 @@ def test_the_background_option_leaves_the_pixels_c2s_predict_leaves(page, traine
     status, src = _submit(driver, url, image, ", ".join(names), unlabelled="leave background unlabelled")
     assert status == "" and src, status
     k = 512 // 80
-    shown = _fetch(src)[:64 * k:k, :80 * k:k]
+    shown = _fetch(src)[: 64 * k : k, : 80 * k : k]
 
     params = override(run.params, predict={"unlabelled": "background"})
     vocab = write_vocab(run.params, [*names, "background"], tmp_path / "vocab.pt")
-    out = predict.run(params, [str(image)], trained_run, tmp_path / "predicted", vocab=vocab,
-                      cache_dir=trained_run.parent / "cache")
+    out = predict.run(
+        params, [str(image)], trained_run, tmp_path / "predicted", vocab=vocab, cache_dir=trained_run.parent / "cache"
+    )
     expected = np.asarray(Image.open(out / "scene_overlay.png").convert("RGB"))[:64, :80]
     assert (shown == expected).all()
     vocab_names, emb = load_vocab(vocab)
@@ -297,7 +317,7 @@ def test_the_background_option_leaves_the_pixels_c2s_predict_leaves(page, traine
     pred = class_map(student, emb[order], run.params, project_params.eval, pixels, n_named=n_named)
     left = pred == UNLABELLED
     assert 0 < left.mean() < 1, "the test needs pixels of both kinds"
-    assert (shown[left] == pixels[left]).all()                   # transparent: the image itself
+    assert (shown[left] == pixels[left]).all()  # transparent: the image itself
     assert (shown[~left] != pixels[~left]).any(-1).mean() > 0.9  # named pixels carry their colour
 
 
@@ -317,7 +337,7 @@ def test_bad_input_is_a_message_on_the_page(page, tmp_path, case):
     }[case]
     status, src = _submit(driver, url, image, vocabulary)
     assert message in status and src is None, status
-    assert not driver.find_elements(By.CSS_SELECTOR, ".toast-body")          # no gradio error popup
+    assert not driver.find_elements(By.CSS_SELECTOR, ".toast-body")  # no gradio error popup
 
 
 # --- the page under load, on loopback ----------------------------------------------------------------------------
@@ -337,8 +357,12 @@ def flat_png(path: Path, width: int, height: int) -> Path:
     for _ in range(height):
         body.append(z.compress(row))
     body.append(z.flush())
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", b"".join(body)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", b"".join(body))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -362,11 +386,13 @@ def test_concurrent_hostile_requests_each_get_an_answer_in_bounded_memory(served
     broken = tmp_path / "broken.png"
     broken.write_text("not a picture")
     many = ", ".join(f"thing {i}" for i in range(20_000))
-    requests = [(flat_png(tmp_path / "huge.png", 12_000, 12_000), "red circle", "over c2s's limit of 64 MP"),
-                (ok, many, "20000 class names given"),
-                (flat_png(tmp_path / "big.png", 5_000, 5_000), "red circle, grey square", None),
-                (broken, "red circle", "corrupt or truncated, or not a JPEG/PNG"),
-                *[(ok, "red circle, grey square", None)] * 4]
+    requests = [
+        (flat_png(tmp_path / "huge.png", 12_000, 12_000), "red circle", "over c2s's limit of 64 MP"),
+        (ok, many, "20000 class names given"),
+        (flat_png(tmp_path / "big.png", 5_000, 5_000), "red circle, grey square", None),
+        (broken, "red circle", "corrupt or truncated, or not a JPEG/PNG"),
+        *[(ok, "red circle, grey square", None)] * 4,
+    ]
     assert (tmp_path / "huge.png").stat().st_size < 1_000_000
 
     def ask(request):

@@ -1,4 +1,5 @@
 """Student contracts over several smp architectures, and the C2S task's behaviour."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,10 +27,10 @@ def test_student_contract(arch, encoder):
         x = torch.randn(2, 3, size, size)
         feats = student(x)
         assert feats.shape[:2] == (2, 16) and size % feats.shape[-1] == 0
-        assert feats.shape[-1] < size or arch == "unet"               # D channels stay at the decoder stride
+        assert feats.shape[-1] < size or arch == "unet"  # D channels stay at the decoder stride
         logits = student.predict_logits(x, text, 50.0)
         assert logits.shape == (2, 5, size, size) and torch.isfinite(logits).all()
-        assert logits.abs().max() <= 50.0 + 1e-3                       # scaled cosine
+        assert logits.abs().max() <= 50.0 + 1e-3  # scaled cosine
         logits.mean().backward()
         assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
         student.zero_grad()
@@ -40,8 +41,11 @@ def test_student_contract(arch, encoder):
     torch.testing.assert_close(student(x), clone(x))
 
 
-@pytest.mark.parametrize("arch, encoder, head, dim", [(a, e, "linear", 32) for a, e in ARCHS]
-                         + [("fpn", "resnet18", "isometric", 256), ("linknet", "resnet18", "isometric", 32)])
+@pytest.mark.parametrize(
+    "arch, encoder, head, dim",
+    [(a, e, "linear", 32) for a, e in ARCHS]
+    + [("fpn", "resnet18", "isometric", 256), ("linknet", "resnet18", "isometric", 32)],
+)
 def test_predict_logits_equal_the_cosine_of_the_d_channel_map(arch, encoder, head, dim):
     """The inference path (text folded into a 1x1 head, or not) gives the training path's logits."""
     torch.manual_seed(0)
@@ -49,8 +53,9 @@ def test_predict_logits_equal_the_cosine_of_the_d_channel_map(arch, encoder, hea
     assert parametrize.is_parametrized(student.net.segmentation_head[0], "weight") == (head == "isometric")
     x, text = torch.randn(2, 3, 64, 64), torch.randn(7, dim)
     with torch.no_grad():
-        expected = torch.nn.functional.interpolate(class_logits(student(x), text, 50.0), size=(64, 64),
-                                                   mode="bilinear", align_corners=False)
+        expected = torch.nn.functional.interpolate(
+            class_logits(student(x), text, 50.0), size=(64, 64), mode="bilinear", align_corners=False
+        )
         torch.testing.assert_close(student.predict_logits(x, text, 50.0), expected, atol=1e-4, rtol=1e-4)
 
 
@@ -69,15 +74,16 @@ def test_isometric_head_keeps_orthonormal_columns_as_it_trains():
         opt.step()
         opt.zero_grad()
     weight = student.net.segmentation_head[0].weight[:, :, 0, 0]
-    assert weight.shape == (256, 128)                                 # fpn's decoder ends in 128 channels
+    assert weight.shape == (256, 128)  # fpn's decoder ends in 128 channels
     torch.testing.assert_close(weight.T @ weight, torch.eye(128), atol=1e-5, rtol=0)
     with torch.no_grad():
         after, expected = student.predict_logits(x, text, 50.0), up(class_logits(student(x), text, 50.0))
         assert (after - before).abs().max() > 1e-2
         torch.testing.assert_close(after, expected, atol=1e-4, rtol=1e-4)
         student.load_state_dict(Student("fpn", "resnet18", None, embed_dim=256, head="isometric").state_dict())
-        torch.testing.assert_close(student.predict_logits(x, text, 50.0), up(class_logits(student(x), text, 50.0)),
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            student.predict_logits(x, text, 50.0), up(class_logits(student(x), text, 50.0)), atol=1e-4, rtol=1e-4
+        )
 
 
 def test_isometric_head_needs_no_more_decoder_channels_than_embed_dim():
@@ -98,16 +104,21 @@ def fixed_batch(d=16, s=64, r=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     pm = torch.full((2, s, s), 255)
     pm[:, : s // 2, : s // 2] = 0
-    pm[:, s // 2:, :] = 1
-    pm[1, : s // 2, s // 2:] = 2
+    pm[:, s // 2 :, :] = 1
+    pm[1, : s // 2, s // 2 :] = 2
     region_class = torch.full((2, r), EMPTY_SLOT)
     region_class[:, 0], region_class[:, 1] = 2, LATENT
     region_class[1, 2] = LATENT
     label = torch.full((2, s, s), 255)
     label[:, : s // 2, : s // 2] = 2
-    return {"image": torch.randn(2, 3, s, s, generator=g), "pseudo_mask": pm, "region_class": region_class,
-            "local_cls": torch.randn(2, r, d, generator=g), "global_cls": torch.randn(2, d, generator=g),
-            "label": label}
+    return {
+        "image": torch.randn(2, 3, s, s, generator=g),
+        "pseudo_mask": pm,
+        "region_class": region_class,
+        "local_cls": torch.randn(2, r, d, generator=g),
+        "global_cls": torch.randn(2, d, generator=g),
+        "label": label,
+    }
 
 
 def make_task(cfg=LossConfig(), d=16):  # noqa: B008  (a frozen dataclass)
@@ -142,18 +153,23 @@ def test_toggles_zero_their_terms_and_baseline_ignores_the_teacher():
     task = make_task(baseline_cfg)
     assert task.generator is None
     a = task(batch)["loss"]
-    other = {**batch, "pseudo_mask": torch.zeros_like(batch["pseudo_mask"]), "local_cls": torch.randn(2, 6, 16),
-             "global_cls": torch.randn(2, 16)}
-    torch.testing.assert_close(task(other)["loss"], a)                # teacher outputs are not read
+    other = {
+        **batch,
+        "pseudo_mask": torch.zeros_like(batch["pseudo_mask"]),
+        "local_cls": torch.randn(2, 6, 16),
+        "global_cls": torch.randn(2, 16),
+    }
+    torch.testing.assert_close(task(other)["loss"], a)  # teacher outputs are not read
     relabelled = {**batch, "label": torch.full_like(batch["label"], 255)}
-    assert float(task(relabelled)["loss"]) != float(a)                  # ... but the seen labels are
+    assert float(task(relabelled)["loss"]) != float(a)  # ... but the seen labels are
 
 
 def test_latent_regions_add_channels_only_with_latent_on():
     batch = fixed_batch()
     with_latent = make_task()
-    logits, target, valid = with_latent._pseudo_logits(with_latent.student(batch["image"]), batch,
-                                                       *_protos(with_latent, batch))
+    logits, target, valid = with_latent._pseudo_logits(
+        with_latent.student(batch["image"]), batch, *_protos(with_latent, batch)
+    )
     assert logits.shape[1] == 4 + 2 and valid.tolist() == [[True] * 5 + [False], [True] * 6]
     assert set(target[0].unique().tolist()) == {2, 4, 255} and set(target[1].unique().tolist()) == {2, 4, 5}
 
@@ -166,12 +182,13 @@ def test_ce_of_the_pseudo_mask_is_grouped_by_default_and_pooled_on_request():
         feats = task.student(batch["image"])
         logits, target, valid = task._pseudo_logits(feats, batch, *_protos(task, batch))
         logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        per_pixel = F.cross_entropy(logits.masked_fill(~valid[..., None, None], -1e4), target, ignore_index=255,
-                                    reduction="none")
+        per_pixel = F.cross_entropy(
+            logits.masked_fill(~valid[..., None, None], -1e4), target, ignore_index=255, reduction="none"
+        )
         seen, latent = (target < 4), (target >= 4) & (target != 255)
         grouped = per_pixel[seen].mean() + per_pixel[latent].mean()
         pooled = per_pixel[seen | latent].mean()
-        assert abs(float(grouped - pooled)) > 0.1          # the batch tells the two apart
+        assert abs(float(grouped - pooled)) > 0.1  # the batch tells the two apart
         torch.testing.assert_close(task(batch)["ce_loss"], grouped)
         task.cfg = dataclasses.replace(task.cfg, ce_reduction="pooled")
         torch.testing.assert_close(task(batch)["ce_loss"], pooled)
@@ -197,19 +214,20 @@ def test_class_logits_equal_the_scaled_cosine_of_the_normalised_map():
     """Logits are (A F) / |F| (the map is never divided); the same numbers as A . (F / |F|)."""
     torch.manual_seed(0)
     features, text = torch.randn(2, 16, 8, 8), torch.randn(5, 16)
-    expected = 50.0 * torch.einsum("bdhw,cd->bchw", torch.nn.functional.normalize(features, dim=1),
-                                   torch.nn.functional.normalize(text, dim=-1))
+    expected = 50.0 * torch.einsum(
+        "bdhw,cd->bchw", torch.nn.functional.normalize(features, dim=1), torch.nn.functional.normalize(text, dim=-1)
+    )
     torch.testing.assert_close(class_logits(features, text, 50.0), expected)
-    features[0, :, 0, 0] = 0                                          # a zero feature scores 0, as F.normalize
+    features[0, :, 0, 0] = 0  # a zero feature scores 0, as F.normalize
     assert not class_logits(features, text, 50.0)[0, :, 0, 0].any()
 
 
 def test_class_logits_per_image_text_equals_shared_text_image_by_image():
     torch.manual_seed(0)
-    features, text = torch.randn(2, 8, 3, 5), torch.randn(2, 4, 8)        # a vocabulary per image
+    features, text = torch.randn(2, 8, 3, 5), torch.randn(2, 4, 8)  # a vocabulary per image
     per_image = class_logits(features, text, 50.0)
     for b in range(2):
-        torch.testing.assert_close(per_image[b], class_logits(features[b:b + 1], text[b], 50.0)[0])
+        torch.testing.assert_close(per_image[b], class_logits(features[b : b + 1], text[b], 50.0)[0])
     cos = torch.nn.functional.cosine_similarity(features[0, :, 1, 2], text[0, 3], dim=0)
     torch.testing.assert_close(per_image[0, 3, 1, 2], 50.0 * cos)
 
@@ -219,7 +237,7 @@ def test_training_and_evaluation_share_the_students_logit_scale():
     from c2s_pipeline.student.task import C2STask
 
     torch.manual_seed(0)
-    student = Student("fpn", "resnet18", None, embed_dim=8).eval()     # no dropout: one forward = another
+    student = Student("fpn", "resnet18", None, embed_dim=8).eval()  # no dropout: one forward = another
     text = torch.randn(3, 8)
     x = torch.randn(1, 3, 64, 64)
     for scale in (10.0, 50.0):
@@ -237,11 +255,12 @@ def test_encoder_weights_from_a_local_file_load_exactly_and_another_encoders_fil
     loaded = Student("fpn", "resnet18", str(path), embed_dim=16).net.encoder.state_dict()
     assert loaded.keys() == source.keys() and all(torch.equal(loaded[k], source[k]) for k in source)
     torch.manual_seed(1)
-    assert not torch.equal(Student("fpn", "resnet18", None, embed_dim=16).net.encoder.conv1.weight,
-                           source["conv1.weight"])
+    assert not torch.equal(
+        Student("fpn", "resnet18", None, embed_dim=16).net.encoder.conv1.weight, source["conv1.weight"]
+    )
     with pytest.raises(StudentError, match=r"encoder.pt does not fit the resnet34 encoder \(.*\); pass a state_dict"):
         Student("fpn", "resnet34", str(path), embed_dim=16)
     with pytest.raises(CheckpointError, match="missing.pt not found; pass a state_dict file of smp's resnet18 .* none"):
         Student("fpn", "resnet18", str(tmp_path / "missing.pt"), embed_dim=16)
-    with pytest.raises(CheckpointError, match="weights/enc not found"):         # path-like: not an smp name
+    with pytest.raises(CheckpointError, match="weights/enc not found"):  # path-like: not an smp name
         Student("fpn", "resnet18", str(tmp_path / "weights" / "enc"), embed_dim=16)

@@ -1,4 +1,5 @@
 """The frozen CLIP wrapper on the project's tiny open_clip config (random weights, no download)."""
+
 from __future__ import annotations
 
 import json
@@ -45,10 +46,10 @@ def _stripes(size: int) -> torch.Tensor:
 
 def test_teacher_downsizes_are_antialiased_like_preprocess(tiny):
     """The global CLS of a large view and each region crop see the image as `preprocess` would shrink it."""
-    big = tiny.preprocess(_stripes(256), 256)                          # 4x the native 64
-    shrunk = tiny.preprocess(_stripes(256), 64)                        # what open_clip's preprocess would give
+    big = tiny.preprocess(_stripes(256), 256)  # 4x the native 64
+    shrunk = tiny.preprocess(_stripes(256), 64)  # what open_clip's preprocess would give
     torch.testing.assert_close(tiny.encode_crops(big), tiny.encode_crops(shrunk))
-    whole = torch.zeros(256, 256, dtype=torch.long)                   # one region: the whole image
+    whole = torch.zeros(256, 256, dtype=torch.long)  # one region: the whole image
     crop = region_crops(big[0], whole, 1, 64)
     torch.testing.assert_close(crop, shrunk, atol=1e-5, rtol=1e-5)
 
@@ -67,7 +68,7 @@ def test_standard_dense_path_matches_the_models_own_patch_projection():
     x = clip.preprocess(_images(seed=1), 64)
     clip.visual.output_tokens = True
     with torch.no_grad():
-        _, tokens = clip.visual(x)                                        # (B, N, W) after ln_post
+        _, tokens = clip.visual(x)  # (B, N, W) after ln_post
         expected = F.normalize(tokens @ clip.visual.proj, dim=-1).view(2, 4, 4, -1)
     clip.visual.output_tokens = False
     torch.testing.assert_close(clip.encode_images(x).dense_tokens, expected, atol=1e-5, rtol=1e-5)
@@ -78,8 +79,14 @@ def _attention_pooled_clip() -> FrozenCLIP:
     (docs/decisions/0015-attention-pooling-not-kept.md)."""
     cfg = json.loads((MODEL_CONFIG_DIR / "c2s-tiny-vit.json").read_text())
     cfg["vision_cfg"].update(attentional_pool=True, attn_pooler_queries=1, attn_pooler_heads=2)
-    return FrozenCLIP(open_clip.CLIP(**cfg), "c2s-tiny-vit", image_size=64, device=torch.device("cpu"),
-                      dense_mode="maskclip", weights_digest="0")
+    return FrozenCLIP(
+        open_clip.CLIP(**cfg),
+        "c2s-tiny-vit",
+        image_size=64,
+        device=torch.device("cpu"),
+        dense_mode="maskclip",
+        weights_digest="0",
+    )
 
 
 def test_attention_pooled_dense_tokens_are_the_pool_applied_to_each_token_alone():
@@ -88,24 +95,28 @@ def test_attention_pooled_dense_tokens_are_the_pool_applied_to_each_token_alone(
     torch.manual_seed(2)
     clip = _attention_pooled_clip()
     v = clip.visual
-    with torch.no_grad():   # open_clip initialises these to 0 / 1: random values make each of them count
-        for p in (v.attn_pool.attn.in_proj_bias, v.attn_pool.attn.out_proj.bias, *v.attn_pool.ln_k.parameters(),
-                  *v.ln_post.parameters()):
+    with torch.no_grad():  # open_clip initialises these to 0 / 1: random values make each of them count
+        for p in (
+            v.attn_pool.attn.in_proj_bias,
+            v.attn_pool.attn.out_proj.bias,
+            *v.attn_pool.ln_k.parameters(),
+            *v.ln_post.parameters(),
+        ):
             p.copy_(torch.randn_like(p))
     x = clip.preprocess(_images(seed=2), 64)
     seen = {}
     hook = v.attn_pool.register_forward_pre_hook(lambda module, args: seen.update(tokens=args[0]))
     with torch.no_grad():
-        image = clip.model.encode_image(x)                                   # (B, D), the pool's input kept
+        image = clip.model.encode_image(x)  # (B, D), the pool's input kept
         hook.remove()
-        final = seen["tokens"][:, 1:]                                        # (B, 16, W) after every block
-        alone = torch.cat([v.attn_pool(final[:, [i]]) for i in range(final.shape[1])], 1)   # (B, 16, D)
+        final = seen["tokens"][:, 1:]  # (B, 16, W) after every block
+        alone = torch.cat([v.attn_pool(final[:, [i]]) for i in range(final.shape[1])], 1)  # (B, 16, D)
         expected = (v.ln_post(alone) @ v.proj).view(2, 4, 4, -1)
         tokens = clip._dense_tokens(x)
         pooled = v.ln_post(v.attn_pool(seen["tokens"]))[:, 0] @ v.proj
         clip.dense_mode = "sclip"
         edited = clip._dense_tokens(x)
-    torch.testing.assert_close(pooled, image)                                # the hook saw the real forward
+    torch.testing.assert_close(pooled, image)  # the hook saw the real forward
     torch.testing.assert_close(tokens, expected, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(edited, tokens, atol=1e-3)
 
@@ -117,25 +128,26 @@ def test_world_teacher_embeds_an_image_as_the_mean_of_its_patch_tokens():
     clip = load_clip("c2s-world-vit", None, image_size=64, dense_mode="standard")
     x = clip.preprocess(_images(seed=2, size=64), 64)
     with torch.no_grad():
-        tokens = clip._dense_tokens(x)                                    # (B, 8, 8, D), not normalised
-        image = clip.model.encode_image(x)                                # (B, D)
+        tokens = clip._dense_tokens(x)  # (B, 8, 8, D), not normalised
+        image = clip.model.encode_image(x)  # (B, D)
     assert clip.visual.pool_type == "avg" and tokens.shape == (2, 8, 8, 128)
     torch.testing.assert_close(tokens.mean((1, 2)), image, atol=1e-5, rtol=1e-5)
 
 
 def test_a_two_pool_coca_tower_is_refused_with_what_to_use():
     model = open_clip.create_model("c2s-tiny-vit", pretrained=None)
-    model.visual.attn_pool_contrastive = torch.nn.Identity()             # what 'parallel' / 'cascade' build
+    model.visual.attn_pool_contrastive = torch.nn.Identity()  # what 'parallel' / 'cascade' build
     with pytest.raises(TeacherError, match="two-pool .* no dense-token path here; use a class-token"):
-        FrozenCLIP(model, "c2s-tiny-vit", image_size=64, device=torch.device("cpu"), dense_mode="maskclip",
-                   weights_digest="0")
+        FrozenCLIP(
+            model, "c2s-tiny-vit", image_size=64, device=torch.device("cpu"), dense_mode="maskclip", weights_digest="0"
+        )
 
 
 def test_maskclip_block_is_the_value_path_with_residual_and_mlp(tiny):
     block = tiny.visual.transformer.resblocks[-1]
     x = torch.randn(2, 5, block.ln_1.normalized_shape[0])
     width = x.shape[-1]
-    w_v, b_v = block.attn.in_proj_weight[2 * width:], block.attn.in_proj_bias[2 * width:]
+    w_v, b_v = block.attn.in_proj_weight[2 * width :], block.attn.in_proj_bias[2 * width :]
     with torch.no_grad():
         v = block.ln_1(x) @ w_v.T + b_v
         y = x + block.attn.out_proj(v)
@@ -185,13 +197,16 @@ def test_a_checkpoint_recorded_under_another_config_is_refused(tmp_path, tiny):
     torch.save(tiny.model.state_dict(), path)
     recorded = open_clip.get_model_config("c2s-tiny-vit")
     (tmp_path / "clip.json").write_text(json.dumps({"model": "c2s-tiny-vit", "model_config": recorded}))
-    load_clip("c2s-tiny-vit", str(path), image_size=64)                       # the same config loads
+    load_clip("c2s-tiny-vit", str(path), image_size=64)  # the same config loads
     recorded["vision_cfg"]["pool_type"] = "avg"
     (tmp_path / "clip.json").write_text(json.dumps({"model": "c2s-tiny-vit", "model_config": recorded}))
-    with pytest.raises(TeacherError, match=r"pretrained under another c2s-tiny-vit config \(vision_cfg.pool_type "
-                                           r"'avg' -> None\); pretrain it again"):
+    with pytest.raises(
+        TeacherError,
+        match=r"pretrained under another c2s-tiny-vit config \(vision_cfg.pool_type "
+        r"'avg' -> None\); pretrain it again",
+    ):
         load_clip("c2s-tiny-vit", str(path), image_size=64)
-    (tmp_path / "clip.json").write_text(json.dumps({"loss_after": 1.0}))        # a record from before: unchecked
+    (tmp_path / "clip.json").write_text(json.dumps({"loss_after": 1.0}))  # a record from before: unchecked
     load_clip("c2s-tiny-vit", str(path), image_size=64)
 
 
@@ -229,5 +244,5 @@ def test_students_and_world_pretraining_normalise_pixels_exactly_as_the_teacher_
     teacher's preprocess at native size, bit for bit."""
     from c2s_pipeline.data.transforms import clip_normalise
 
-    images = _images(size=64, seed=4)                                     # (B, 64, 64, 3) uint8
+    images = _images(size=64, seed=4)  # (B, 64, 64, 3) uint8
     assert torch.equal(clip_normalise(images.permute(0, 3, 1, 2)), tiny.preprocess(images, 64))

@@ -1,4 +1,5 @@
 """The train stage on the tiny cache: exact resume after SIGKILL, no CLIP, the inductive gate, learning."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,8 +72,9 @@ def test_killed_training_resumes_to_identical_weights(cached, tmp_path):
     train.run(params, tmp_path / "straight", cache_dir=cache_dir)
     pickle.dump(params, open(tmp_path / "p.pkl", "wb"))
     run_dir = tmp_path / "killed"
-    proc = run_in_subprocess(KILLABLE, str(tmp_path / "p.pkl"), str(run_dir), str(cache_dir),
-                             str(torch.get_num_threads()))
+    proc = run_in_subprocess(
+        KILLABLE, str(tmp_path / "p.pkl"), str(run_dir), str(cache_dir), str(torch.get_num_threads())
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not (run_dir / CHECKPOINT_FILE).exists():
         time.sleep(0.05)
@@ -80,7 +82,7 @@ def test_killed_training_resumes_to_identical_weights(cached, tmp_path):
     proc.wait()
     ckpt = torch.load(run_dir / CHECKPOINT_FILE, weights_only=True)
     assert ckpt["iteration"] == 3 and not (run_dir / STUDENT_FILE).exists()
-    train.run(params, run_dir, cache_dir=cache_dir)                   # resumes at iteration 3
+    train.run(params, run_dir, cache_dir=cache_dir)  # resumes at iteration 3
     a = torch.load(tmp_path / "straight" / STUDENT_FILE, weights_only=True)["state_dict"]
     b = torch.load(run_dir / STUDENT_FILE, weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -102,9 +104,9 @@ def test_resume_logs_each_iteration_once(cached, tmp_path, monkeypatch):
 
     monkeypatch.setattr(C2STask, "forward", dies_in_iteration_five)
     with pytest.raises(RuntimeError, match="killed"):
-        train.run(params, tmp_path / "run", cache_dir=cache_dir)     # checkpoint at 3, rows 1..4
+        train.run(params, tmp_path / "run", cache_dir=cache_dir)  # checkpoint at 3, rows 1..4
     with (tmp_path / "run" / LOG_FILE).open("a") as f:
-        f.write('{"iter": 5, "lo')                                    # and a row cut short by the kill
+        f.write('{"iter": 5, "lo')  # and a row cut short by the kill
     monkeypatch.undo()
     train.run(params, tmp_path / "run", cache_dir=cache_dir)
     log = [json.loads(x) for x in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
@@ -138,8 +140,8 @@ def test_training_never_imports_open_clip(cached, tmp_path):
 
 def test_a_run_record_of_the_older_flat_layout_reads_the_same(tiny_params):
     run = RunRecord(tiny_params, {"teacher_store": "s.zarr", "fingerprint": "f", "class_names": ["a"]})
-    flat = {**run.to_dict()["params"], **run.provenance}          # how run folders were written before,
-    flat["loss"] = {**flat["loss"], "alpha": 50.0}                # with the training-only scale of then
+    flat = {**run.to_dict()["params"], **run.provenance}  # how run folders were written before,
+    flat["loss"] = {**flat["loss"], "alpha": 50.0}  # with the training-only scale of then
     assert RunRecord.from_dict(flat) == run
     assert RunRecord.from_dict(run.to_dict()) == run
 
@@ -192,11 +194,14 @@ def test_training_never_reads_an_unseen_text_row(cached, tmp_path, monkeypatch):
     full = cache_store.CacheReader(next(cache_dir.glob("*train*.zarr")), seen_only=False)
     unseen = {int(c) for c in np.flatnonzero(~full.class_seen())}
     assert len(unseen) == 5
-    with pytest.raises(pytest.fail.Exception, match="unseen text rows"):   # the guard bites on a full read
+    with pytest.raises(pytest.fail.Exception, match="unseen text rows"):  # the guard bites on a full read
         _RowGuard(full._open().array("text_embeddings"), unseen)[:]
     real_open = cache_store.CacheReader._open
-    monkeypatch.setattr(cache_store.CacheReader, "_open",
-                        lambda self: _GuardedBackend(real_open(self), unseen) if self.seen_only else real_open(self))
+    monkeypatch.setattr(
+        cache_store.CacheReader,
+        "_open",
+        lambda self: _GuardedBackend(real_open(self), unseen) if self.seen_only else real_open(self),
+    )
     train.run(params, tmp_path / "run", cache_dir=cache_dir)
     assert (tmp_path / "run" / STUDENT_FILE).exists()
 
@@ -224,8 +229,11 @@ def test_training_reads_only_seen_labels_and_seen_text(cached, tmp_path, monkeyp
         return item
 
     monkeypatch.setattr(cache_store.CacheReader, "__init__", spy_init)
-    monkeypatch.setattr(cache_store.CacheReader, "unseen_text_embeddings",
-                        lambda self: pytest.fail("the trainer asked for unseen text embeddings"))
+    monkeypatch.setattr(
+        cache_store.CacheReader,
+        "unseen_text_embeddings",
+        lambda self: pytest.fail("the trainer asked for unseen text embeddings"),
+    )
     monkeypatch.setattr(data_reader.SegmentationDataset, "load_label", spy_label)
     monkeypatch.setattr(DistillDataset, "__getitem__", spy_item)
     train.run(params, tmp_path / "run", cache_dir=cache_dir)
@@ -254,15 +262,16 @@ def test_schedule_warms_up_then_decays_to_min_lr(tiny_params):
     factors = [lr_factor(i, cfg, 1e-3) for i in range(11)]
     assert factors[:2] == [0.5, 1.0]
     assert factors[2] == 1.0 and all(a > b for a, b in zip(factors[2:10], factors[3:11]))
-    assert factors[10] == pytest.approx(0.01)                          # min_lr / lr
-    assert factors[6] == pytest.approx(0.99 * 0.5 ** 0.9 + 0.01)
+    assert factors[10] == pytest.approx(0.01)  # min_lr / lr
+    assert factors[6] == pytest.approx(0.99 * 0.5**0.9 + 0.01)
 
 
 @pytest.mark.slow
 def test_160_steps_reduce_every_loss_term(cached, tmp_path):
     params, cache_dir = cached
-    tc = dataclasses.replace(params.train, iterations=160, batch_size=4, warmup_iters=20, checkpoint_every=160,
-                             log_every=1, lr=5e-4)
+    tc = dataclasses.replace(
+        params.train, iterations=160, batch_size=4, warmup_iters=20, checkpoint_every=160, log_every=1, lr=5e-4
+    )
     train.run(dataclasses.replace(params, train=tc), tmp_path / "run", cache_dir=cache_dir)
     rows = [json.loads(x) for x in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
     for key in ("global_loss", "local_loss", "nel_loss", "ce_loss", "loss"):
@@ -274,9 +283,11 @@ def test_160_steps_reduce_every_loss_term(cached, tmp_path):
 def test_an_isometric_student_trains_and_loads_with_its_head(cached, tmp_path):
     """student.head reaches the saved student: it reloads with the orthonormal head it was trained with."""
     params, cache_dir = cached
-    params = dataclasses.replace(params, student=dataclasses.replace(params.student, arch="linknet", head="isometric",
-                                                                     encoder="resnet18"),
-                                 train=dataclasses.replace(params.train, iterations=2))
+    params = dataclasses.replace(
+        params,
+        student=dataclasses.replace(params.student, arch="linknet", head="isometric", encoder="resnet18"),
+        train=dataclasses.replace(params.train, iterations=2),
+    )
     run_dir = train.run(params, tmp_path / "run", cache_dir=cache_dir)
     saved = torch.load(run_dir / STUDENT_FILE, weights_only=True)["state_dict"]
     assert "net.segmentation_head.0.parametrizations.weight.original" in saved
@@ -298,9 +309,10 @@ def test_a_training_item_is_one_stored_view_with_that_views_global_cls(cached):
     dataset = dataset_from_params(params, "train", seen_only=True)
     distill = DistillDataset(reader, dataset, 128, dataclasses.replace(params.train, flip=False))
     image = resize_pair(dataset[0].image, dataset[0].label, 128)[0]
-    views = [image_to_tensor(view_crop_flip(image, window=w, size=128, flip=False, rng=None)[0])
-             for w in reader.views()]
-    stored = reader.read(0).global_cls.astype(np.float32)                     # (V, D)
+    views = [
+        image_to_tensor(view_crop_flip(image, window=w, size=128, flip=False, rng=None)[0]) for w in reader.views()
+    ]
+    stored = reader.read(0).global_cls.astype(np.float32)  # (V, D)
     shown = set()
     for step in range(16):
         item = distill[(0, step)]
@@ -308,7 +320,7 @@ def test_a_training_item_is_one_stored_view_with_that_views_global_cls(cached):
         assert len(match) == 1, "the student was shown pixels of no stored view"
         np.testing.assert_array_equal(item["global_cls"].numpy(), stored[match[0]])
         shown.add(match[0])
-    assert len(shown) > 2                                                     # augmentation picks among them
+    assert len(shown) > 2  # augmentation picks among them
 
 
 @pytest.mark.parametrize("saved", [[1, 2], {"params": "x"}, {"params": {"train": {"no_such_key": 1}}}])
@@ -328,14 +340,25 @@ def test_training_starts_from_the_encoder_weights_file(cached, tmp_path, monkeyp
     torch.save(source, tmp_path / "encoder.pt")
     started = []
     real_task = C2STask
-    monkeypatch.setattr("c2s_pipeline.engines.train.C2STask", lambda student, *a, **k: started.append(
-        {k: v.clone() for k, v in student.net.encoder.state_dict().items()}) or real_task(student, *a, **k))
+    monkeypatch.setattr(
+        "c2s_pipeline.engines.train.C2STask",
+        lambda student, *a, **k: (
+            started.append({k: v.clone() for k, v in student.net.encoder.state_dict().items()})
+            or real_task(student, *a, **k)
+        ),
+    )
     weights = str(tmp_path / "encoder.pt")
-    params = dataclasses.replace(params, train=dataclasses.replace(params.train, iterations=1),
-                                 student=dataclasses.replace(params.student, encoder_weights=weights))
+    params = dataclasses.replace(
+        params,
+        train=dataclasses.replace(params.train, iterations=1),
+        student=dataclasses.replace(params.student, encoder_weights=weights),
+    )
     train.run(params, tmp_path / "from_file", cache_dir=cache_dir)
-    train.run(dataclasses.replace(params, student=dataclasses.replace(params.student, encoder_weights=None)),
-              tmp_path / "scratch", cache_dir=cache_dir)
+    train.run(
+        dataclasses.replace(params, student=dataclasses.replace(params.student, encoder_weights=None)),
+        tmp_path / "scratch",
+        cache_dir=cache_dir,
+    )
     assert all(torch.equal(started[0][k], v) for k, v in source.items())
     first = next(k for k, v in source.items() if v.is_floating_point())
     assert not torch.equal(started[1][first], source[first])
@@ -350,7 +373,7 @@ def test_resume_is_refused_when_the_encoder_weights_file_has_other_contents():
     def record(sha: str) -> RunRecord:
         return RunRecord(Params(), {"fingerprint": "fp", "class_names": ["a"], "encoder_weights_sha256": sha})
 
-    check_resumable("models/x/checkpoint.pt", record("aa").to_dict(), record("aa"))     # same file: resumes
+    check_resumable("models/x/checkpoint.pt", record("aa").to_dict(), record("aa"))  # same file: resumes
     with pytest.raises(CheckpointError, match="encoder_weights_sha256 'aa' -> 'bb'.*--no-resume"):
         check_resumable("models/x/checkpoint.pt", record("aa").to_dict(), record("bb"))
 

@@ -1,4 +1,5 @@
 """The two storage backends behind one tiny interface: zarr (default, fsspec URLs) and HDF5 (one file)."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ class ZarrBackend:
 
     def __init__(self, group):
         self.group = group
-        self._arrays = {}   # opening an array reads its metadata: ~1 ms, once per name, not per row
+        self._arrays = {}  # opening an array reads its metadata: ~1 ms, once per name, not per row
 
     @classmethod
     def exists(cls, path) -> bool:
@@ -67,7 +68,7 @@ class ZarrBackend:
         pass
 
     def publish(self) -> None:
-        pass                 # every chunk is its own file: a zarr store needs no final step
+        pass  # every chunk is its own file: a zarr store needs no final step
 
     def close(self) -> None:
         pass
@@ -109,8 +110,15 @@ class H5Backend:
         with h5py.File(partial_path(path), "w") as f:
             for name, (dims, dtype, fill) in shape.arrays().items():
                 chunks = (1, *dims[1:]) if name in PER_IMAGE else None
-                f.create_dataset(name, shape=dims, dtype=dtype, chunks=chunks, fillvalue=fill,
-                                 compression="gzip" if chunks else None, compression_opts=1 if chunks else None)
+                f.create_dataset(
+                    name,
+                    shape=dims,
+                    dtype=dtype,
+                    chunks=chunks,
+                    fillvalue=fill,
+                    compression="gzip" if chunks else None,
+                    compression_opts=1 if chunks else None,
+                )
             f.attrs[MANIFEST] = json.dumps(manifest)
         return cls.open(path, writable=True)
 

@@ -2,6 +2,7 @@
 
 Student, loss, train and eval parameters never enter it, so every training experiment reuses a store.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,26 +64,51 @@ def file_sha256(path: str | Path) -> str:
     return sha.hexdigest()
 
 
-def fingerprint_inputs(*, dataset: str, split: str, ids: list[str], data: str, clip_model: str,
-                       model_config: str | None, weights_digest: str, image_size: int, dense_mode: str,
-                       crop_size: int, templates: str | list[str], mining, max_regions: int, unseen: list[int],
-                       view_crops: tuple[float, ...], dense_tokens: bool, view_bank: dict | None = None) -> dict:
+def fingerprint_inputs(
+    *,
+    dataset: str,
+    split: str,
+    ids: list[str],
+    data: str,
+    clip_model: str,
+    model_config: str | None,
+    weights_digest: str,
+    image_size: int,
+    dense_mode: str,
+    crop_size: int,
+    templates: str | list[str],
+    mining,
+    max_regions: int,
+    unseen: list[int],
+    view_crops: tuple[float, ...],
+    dense_tokens: bool,
+    view_bank: dict | None = None,
+) -> dict:
     """Everything the teacher's outputs depend on, as a JSON-able dict (view_bank: the bank's recipe, for a
     store of teacher.views bank)."""
     is_record = dataclasses.is_dataclass(mining) and not isinstance(mining, type)
     mining_dict = dataclasses.asdict(mining) if is_record else dict(mining)
     inputs = {
         "schema_version": SCHEMA_VERSION,
-        "dataset": dataset, "split": split, "num_images": len(ids), "file_list": file_list_digest(ids),
+        "dataset": dataset,
+        "split": split,
+        "num_images": len(ids),
+        "file_list": file_list_digest(ids),
         "data": data,
         "unseen": sorted(int(u) for u in unseen),
-        "clip_model": clip_model, "weights": weights_digest, "image_size": image_size,
-        "dense_mode": dense_mode, "crop_size": crop_size, "templates": templates,
-        "mining": json.loads(json.dumps(mining_dict)), "max_regions": max_regions,
-        "view_crops": [float(f) for f in view_crops], "dense_tokens": bool(dense_tokens),
+        "clip_model": clip_model,
+        "weights": weights_digest,
+        "image_size": image_size,
+        "dense_mode": dense_mode,
+        "crop_size": crop_size,
+        "templates": templates,
+        "mining": json.loads(json.dumps(mining_dict)),
+        "max_regions": max_regions,
+        "view_crops": [float(f) for f in view_crops],
+        "dense_tokens": bool(dense_tokens),
     }
-    if view_bank is not None:             # only then: corner-view stores keep their fingerprints
+    if view_bank is not None:  # only then: corner-view stores keep their fingerprints
         inputs["view_bank"] = json.loads(json.dumps(view_bank))
-    if model_config is not None:          # only then: stores of open_clip's own models keep their fingerprints
+    if model_config is not None:  # only then: stores of open_clip's own models keep their fingerprints
         inputs["model_config"] = model_config
     return inputs

@@ -1,4 +1,5 @@
 """`c2s cache ls` and `c2s cache verify`: what stores exist, and whether a store is sound."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,10 +32,21 @@ def list_stores(cache_dir: str | Path) -> list[dict]:
             continue
         m = reader.manifest
         done = sum(reader.is_done(i) for i in range(len(reader)))
-        rows.append({**row, "dataset": m.get("dataset"), "split": m.get("split"), "fingerprint": reader.fingerprint,
-                     "format": reader.format, "images_done": done, "images": len(reader),
-                     "bytes_per_image": round(size / max(done, 1)), "dense_tokens": reader.shape.dense_tokens,
-                     "status": "complete" if done == len(reader) else "incomplete", "created": m.get("created")})
+        rows.append(
+            {
+                **row,
+                "dataset": m.get("dataset"),
+                "split": m.get("split"),
+                "fingerprint": reader.fingerprint,
+                "format": reader.format,
+                "images_done": done,
+                "images": len(reader),
+                "bytes_per_image": round(size / max(done, 1)),
+                "dense_tokens": reader.shape.dense_tokens,
+                "status": "complete" if done == len(reader) else "incomplete",
+                "created": m.get("created"),
+            }
+        )
     return rows
 
 
@@ -58,29 +70,48 @@ def verify_store(path) -> dict:
             continue
         checks = {
             "global_cls shape": rec.global_cls.shape == (s.num_views, s.embed_dim),
-            "dense_tokens shape": not s.dense_tokens or (rec.dense_tokens is not None
-                                                         and rec.dense_tokens.shape == (*s.grid, s.embed_dim)),
+            "dense_tokens shape": not s.dense_tokens
+            or (rec.dense_tokens is not None and rec.dense_tokens.shape == (*s.grid, s.embed_dim)),
             "pseudo_mask shape": rec.pseudo_mask.shape == (s.mask_size, s.mask_size),
             "region_count <= max_regions": 0 <= rec.region_count <= s.max_regions,
-            "pseudo_mask ids < region_count": bool(np.all((rec.pseudo_mask < rec.region_count)
-                                                          | (rec.pseudo_mask == NO_REGION))),
-            "view_boxes fit": not s.view_boxes or (rec.view_boxes is not None
-                                                   and _boxes_fit(rec.view_boxes, s.mask_size)),
+            "pseudo_mask ids < region_count": bool(
+                np.all((rec.pseudo_mask < rec.region_count) | (rec.pseudo_mask == NO_REGION))
+            ),
+            "view_boxes fit": not s.view_boxes
+            or (rec.view_boxes is not None and _boxes_fit(rec.view_boxes, s.mask_size)),
             "global_cls of unit norm": _unit(rec.global_cls),
-            "local_cls of unit norm": _unit(rec.local_cls[:rec.region_count]),
-            "finite values": all(np.isfinite(a.astype(np.float32)).all()
-                                 for a in (rec.global_cls, rec.dense_tokens, rec.local_cls) if a is not None),
+            "local_cls of unit norm": _unit(rec.local_cls[: rec.region_count]),
+            "finite values": all(
+                np.isfinite(a.astype(np.float32)).all()
+                for a in (rec.global_cls, rec.dense_tokens, rec.local_cls)
+                if a is not None
+            ),
         }
         problems += [f"image {i}: {name} failed" for name, ok in checks.items() if not ok]
-    return {"path": str(path), "fingerprint": reader.fingerprint, "images": len(reader), "images_done": done,
-            "problems": problems}
+    return {
+        "path": str(path),
+        "fingerprint": reader.fingerprint,
+        "images": len(reader),
+        "images_done": done,
+        "problems": problems,
+    }
 
 
 def _boxes_fit(boxes: np.ndarray, size: int) -> bool:
     """Every bank view's window lies inside its resized image and fits the S x S input."""
     rh, rw, top, left, ch, cw = np.asarray(boxes, np.int64).T
-    return bool(np.all((top >= 0) & (left >= 0) & (ch > 0) & (cw > 0) & (ch <= size) & (cw <= size)
-                       & (top + ch <= rh) & (left + cw <= rw)))
+    return bool(
+        np.all(
+            (top >= 0)
+            & (left >= 0)
+            & (ch > 0)
+            & (cw > 0)
+            & (ch <= size)
+            & (cw <= size)
+            & (top + ch <= rh)
+            & (left + cw <= rw)
+        )
+    )
 
 
 def _unit(rows: np.ndarray) -> bool:

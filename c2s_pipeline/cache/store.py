@@ -1,4 +1,5 @@
 """Writer and reader of a teacher store; the reader checks schema and fingerprint before anything else."""
+
 from __future__ import annotations
 
 import contextlib
@@ -35,7 +36,7 @@ class StoreIdentity:
     and labels); inputs may be None when not known (then a mismatch cannot say what differs).
     """
 
-    fingerprint: str | None   # None: a manifest that records none (refused by check_identity)
+    fingerprint: str | None  # None: a manifest that records none (refused by check_identity)
     inputs: dict | None = None
 
 
@@ -44,18 +45,24 @@ def check_identity(path, manifest: dict, expect: StoreIdentity) -> None:
     split = manifest.get("split", "?")
     if manifest.get("schema_version") not in READABLE_SCHEMAS:
         readable = " and ".join(map(str, READABLE_SCHEMAS))
-        raise CacheError(f"store {path} has schema {manifest.get('schema_version')}, this c2s reads {readable}; "
-                         f"delete it and run `c2s precompute --split {split}` to rebuild it")
+        raise CacheError(
+            f"store {path} has schema {manifest.get('schema_version')}, this c2s reads {readable}; "
+            f"delete it and run `c2s precompute --split {split}` to rebuild it"
+        )
     if manifest.get("fingerprint") != expect.fingerprint:
         old, new = flatten(manifest.get("inputs") or {}), flatten(expect.inputs or {})
         diffs = changes(old, new, [k for k in new if k != "data"])
         if "data" in old and not diffs and old["data"] != new.get("data"):
-            raise CacheError(f"the images or labels of split '{split}' changed since store {path} was computed "
-                             f"from them (a file's size or modification time differs), so its teacher outputs are "
-                             f"stale; run `c2s precompute --split {split}` to compute the store of the current files")
+            raise CacheError(
+                f"the images or labels of split '{split}' changed since store {path} was computed "
+                f"from them (a file's size or modification time differs), so its teacher outputs are "
+                f"stale; run `c2s precompute --split {split}` to compute the store of the current files"
+            )
         diffs = changes(old, new, list(new)) or changes(manifest, {"fingerprint": expect.fingerprint}, ["fingerprint"])
-        raise CacheError(f"store {path} was computed under other settings: {first_few(diffs)}; pass the store of "
-                         f"these settings, or run `c2s precompute` with them")
+        raise CacheError(
+            f"store {path} was computed under other settings: {first_few(diffs)}; pass the store of "
+            f"these settings, or run `c2s precompute` with them"
+        )
 
 
 @contextlib.contextmanager
@@ -69,8 +76,13 @@ def store_lock(path):
         yield
         return
     lock = Path(f"{path}.lock")
-    with exclusive_lock(lock, CacheError(f"store {path} is being written by another c2s precompute (it holds "
-                                         f"{lock.name}); wait for it to finish, then run again")):
+    with exclusive_lock(
+        lock,
+        CacheError(
+            f"store {path} is being written by another c2s precompute (it holds "
+            f"{lock.name}); wait for it to finish, then run again"
+        ),
+    ):
         yield
 
 
@@ -82,7 +94,7 @@ def is_complete(path, expect: StoreIdentity) -> bool:
     try:
         backend = backend_cls.open(path, writable=False)
     except OSError:
-        return False          # unreadable: CacheWriter.open says what it is
+        return False  # unreadable: CacheWriter.open says what it is
     manifest = backend.manifest()
     backend.close()
     if manifest is None or manifest.get("status") != "complete":
@@ -113,9 +125,17 @@ def store_path(cache_dir, dataset: str, split: str, fingerprint: str, fmt: str =
 
 def _shape_of(manifest: dict) -> CacheShape:
     s = manifest["shape"]
-    return CacheShape(s["num_images"], s["embed_dim"], tuple(s["grid"]), s["mask_size"],
-                      s["max_regions"], s["num_classes"], s["num_views"], s.get("dense_tokens", True),
-                      s.get("view_boxes", False))
+    return CacheShape(
+        s["num_images"],
+        s["embed_dim"],
+        tuple(s["grid"]),
+        s["mask_size"],
+        s["max_regions"],
+        s["num_classes"],
+        s["num_views"],
+        s.get("dense_tokens", True),
+        s.get("view_boxes", False),
+    )
 
 
 class CacheWriter:
@@ -126,8 +146,7 @@ class CacheWriter:
         self._done = backend.array(S.DONE)
 
     @classmethod
-    def open(cls, path, shape: CacheShape, manifest: dict, fmt: str | None = None,
-             create: bool = True) -> CacheWriter:
+    def open(cls, path, shape: CacheShape, manifest: dict, fmt: str | None = None, create: bool = True) -> CacheWriter:
         """Create the store, or reopen it when schema and fingerprint (settings and data digest) match (resume).
 
         create=False only reopens (non-zero ranks after rank 0 created it behind a barrier). A mismatched
@@ -135,13 +154,24 @@ class CacheWriter:
         """
         fmt = fmt or format_of(path)
         backend_cls = backend_for(fmt)
-        manifest = {**manifest, "schema_version": SCHEMA_VERSION, "format": fmt, "status": "incomplete",
-                    "shape": {"num_images": shape.num_images, "embed_dim": shape.embed_dim,
-                              "grid": list(shape.grid), "mask_size": shape.mask_size,
-                              "max_regions": shape.max_regions, "num_classes": shape.num_classes,
-                              "num_views": shape.num_views, "dense_tokens": shape.dense_tokens,
-                              "view_boxes": shape.view_boxes},
-                    "created": manifest.get("created", time.strftime("%Y-%m-%dT%H:%M:%S"))}
+        manifest = {
+            **manifest,
+            "schema_version": SCHEMA_VERSION,
+            "format": fmt,
+            "status": "incomplete",
+            "shape": {
+                "num_images": shape.num_images,
+                "embed_dim": shape.embed_dim,
+                "grid": list(shape.grid),
+                "mask_size": shape.mask_size,
+                "max_regions": shape.max_regions,
+                "num_classes": shape.num_classes,
+                "num_views": shape.num_views,
+                "dense_tokens": shape.dense_tokens,
+                "view_boxes": shape.view_boxes,
+            },
+            "created": manifest.get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
+        }
         if backend_cls.exists(path):
             try:
                 existing = _manifest_of(backend_cls, path)
@@ -173,13 +203,18 @@ class CacheWriter:
     def write_image(self, i: int, rec: TeacherRecord) -> None:
         """Write every per-image array of image i, then its done flag."""
         arrays = self.shape.arrays()
-        values = {S.GLOBAL_CLS: rec.global_cls, S.VIEW_BOXES: rec.view_boxes, S.DENSE_TOKENS: rec.dense_tokens,
-                  S.PSEUDO_MASK: rec.pseudo_mask,
-                  S.REGION_CLASS: rec.region_class, S.LOCAL_CLS: rec.local_cls,
-                  S.REGION_COUNT: np.asarray(rec.region_count)}
+        values = {
+            S.GLOBAL_CLS: rec.global_cls,
+            S.VIEW_BOXES: rec.view_boxes,
+            S.DENSE_TOKENS: rec.dense_tokens,
+            S.PSEUDO_MASK: rec.pseudo_mask,
+            S.REGION_CLASS: rec.region_class,
+            S.LOCAL_CLS: rec.local_cls,
+            S.REGION_COUNT: np.asarray(rec.region_count),
+        }
         for name, value in values.items():
             if name not in arrays:
-                continue                  # dense tokens of a store that does not keep them
+                continue  # dense tokens of a store that does not keep them
             want_shape, dtype, _ = arrays[name]
             value = np.asarray(value)
             if value.shape != want_shape[1:]:
@@ -198,8 +233,11 @@ class CacheWriter:
         """Mark the store complete when every image is done; returns the manifest."""
         manifest = self.backend.manifest()
         done = len(self.done_indices())
-        manifest.update(images_done=int(done), status="complete" if done == self.shape.num_images else "incomplete",
-                        finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        manifest.update(
+            images_done=int(done),
+            status="complete" if done == self.shape.num_images else "incomplete",
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
         self.backend.set_manifest(manifest)
         self.backend.flush()
         if manifest["status"] == "complete":
@@ -228,13 +266,15 @@ def _manifest_of(backend_cls, path) -> dict | None:
     try:
         backend = backend_cls.open(path, writable=False)
     except OSError as err:
-        raise CacheError(f"store {path} cannot be opened ({err.__class__.__name__}: {err}); if no other process "
-                         "holds it, delete it and run `c2s precompute` again") from None
-    except ValueError as err:   # unreadable metadata JSON (zarr), or a file that is no store at all
+        raise CacheError(
+            f"store {path} cannot be opened ({err.__class__.__name__}: {err}); if no other process "
+            "holds it, delete it and run `c2s precompute` again"
+        ) from None
+    except ValueError as err:  # unreadable metadata JSON (zarr), or a file that is no store at all
         raise _damaged(path, err) from None
     try:
         manifest = backend.manifest()
-    except ValueError as err:   # unreadable manifest JSON (h5)
+    except ValueError as err:  # unreadable manifest JSON (h5)
         raise _damaged(path, err) from None
     finally:
         backend.close()
@@ -245,15 +285,18 @@ def _manifest_of(backend_cls, path) -> dict | None:
 
 
 def _damaged(path, reason) -> CacheError:
-    return CacheError(f"store {path} is damaged ({str(reason).splitlines()[0]}); delete it and run "
-                      "`c2s precompute` again to compute it afresh")
+    return CacheError(
+        f"store {path} is damaged ({str(reason).splitlines()[0]}); delete it and run "
+        "`c2s precompute` again to compute it afresh"
+    )
 
 
 class CacheReader:
     """Read access for training and evaluation; opens lazily so DataLoader workers each get a handle."""
 
-    def __init__(self, path, *, expect: StoreIdentity | None = None, seen_only: bool = True,
-                 require_complete: bool = True):
+    def __init__(
+        self, path, *, expect: StoreIdentity | None = None, seen_only: bool = True, require_complete: bool = True
+    ):
         self.path, self.seen_only = path, seen_only
         self.format = format_of(path)
         if not backend_for(self.format).exists(path):
@@ -269,7 +312,7 @@ class CacheReader:
         self.ids = list(self.manifest.get("ids", []))
         self.class_names = list(self.manifest.get("class_names", []))
         self._seen = np.asarray(self._open().array(S.CLASS_SEEN)[:], bool)
-        self._complete = require_complete   # then every row is done: read() need not look at each
+        self._complete = require_complete  # then every row is done: read() need not look at each
         if require_complete and not np.asarray(self._open().array(S.DONE)[:]).all():
             raise CacheError(f"store {path} is incomplete; run `c2s precompute` again to finish it (it resumes)")
 
@@ -298,20 +341,27 @@ class CacheReader:
         if not self._complete and not self.is_done(i):
             raise CacheError(f"image {i} of store {self.path} is not done; run `c2s precompute` to finish it")
         if dense and not self.shape.dense_tokens:
-            raise CacheError(f"store {self.path} keeps no dense tokens (teacher.dense_tokens: eval stores them for "
-                             "evaluation splits only); run `c2s precompute` for this split with "
-                             "teacher.dense_tokens: all")
+            raise CacheError(
+                f"store {self.path} keeps no dense tokens (teacher.dense_tokens: eval stores them for "
+                "evaluation splits only); run `c2s precompute` for this split with "
+                "teacher.dense_tokens: all"
+            )
         b = self._open()
         try:
             return TeacherRecord(
                 global_cls=read_row(b.array(S.GLOBAL_CLS), i),
                 dense_tokens=read_row(b.array(S.DENSE_TOKENS), i) if dense else None,
-                pseudo_mask=read_row(b.array(S.PSEUDO_MASK), i), region_class=read_row(b.array(S.REGION_CLASS), i),
-                local_cls=read_row(b.array(S.LOCAL_CLS), i), region_count=int(read_row(b.array(S.REGION_COUNT), i)),
-                view_boxes=read_row(b.array(S.VIEW_BOXES), i) if self.shape.view_boxes else None)
+                pseudo_mask=read_row(b.array(S.PSEUDO_MASK), i),
+                region_class=read_row(b.array(S.REGION_CLASS), i),
+                local_cls=read_row(b.array(S.LOCAL_CLS), i),
+                region_count=int(read_row(b.array(S.REGION_COUNT), i)),
+                view_boxes=read_row(b.array(S.VIEW_BOXES), i) if self.shape.view_boxes else None,
+            )
         except Exception as err:  # noqa: BLE001 - a damaged chunk fails in the codec, zarr or h5py
-            raise CacheError(f"store {self.path}: image {i} is unreadable ({err.__class__.__name__}); run `c2s cache "
-                             "verify` on it, then delete the store and run `c2s precompute` again") from None
+            raise CacheError(
+                f"store {self.path}: image {i} is unreadable ({err.__class__.__name__}); run `c2s cache "
+                "verify` on it, then delete the store and run `c2s precompute` again"
+            ) from None
 
     def views(self) -> list[tuple[int, int, int]]:
         """The (top, left, side) windows of a corners store's global CLS views, in pseudo-mask pixels (a bank
@@ -323,7 +373,7 @@ class CacheReader:
     def dense_tokens(self, i: int) -> np.ndarray:
         """(h, w, D) float16 teacher tokens of image i (the CLIP dense baseline)."""
         tokens = self.read(i, dense=True).dense_tokens
-        assert tokens is not None   # read(dense=True) refuses a store without them
+        assert tokens is not None  # read(dense=True) refuses a store without them
         return tokens
 
     def class_seen(self) -> np.ndarray:
@@ -342,6 +392,7 @@ class CacheReader:
 
     def unseen_text_embeddings(self) -> np.ndarray:
         if self.seen_only:
-            raise UnseenAccessError(f"a seen-only reader of {self.path} was asked for unseen text embeddings; "
-                                    "training must never read them")
+            raise UnseenAccessError(
+                f"a seen-only reader of {self.path} was asked for unseen text embeddings; training must never read them"
+            )
         return np.asarray(self._open().array(S.TEXT_EMBEDDINGS)[:], np.float32)[~self._seen]

@@ -1,4 +1,5 @@
 """What every dataset reader shares: the class spec, the sample type and the seen-only gate."""
+
 from __future__ import annotations
 
 import logging
@@ -38,12 +39,12 @@ def _reraise_from_workers(batches):
             if not (text.startswith("Caught ") and "DataLoader worker" in text.split("\n", 1)[0]):
                 raise
             log.debug("%s", text)
-            last = text.rstrip().splitlines()[-1]             # "package.module.Type: the original message"
+            last = text.rstrip().splitlines()[-1]  # "package.module.Type: the original message"
             raise _rebuilt(type(err), last.split(": ", 1)[-1]) from err
         yield batch
 
 
-_OS_ERROR = re.compile(r"\[Errno (\d+)\] (.*?)(?:: '(.*)')?$")   # str(OSError(errno, strerror, filename))
+_OS_ERROR = re.compile(r"\[Errno (\d+)\] (.*?)(?:: '(.*)')?$")  # str(OSError(errno, strerror, filename))
 
 
 def _rebuilt(kind: type, message: str) -> Exception:
@@ -87,8 +88,8 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class Sample:
-    image: np.ndarray   # (H, W, 3) uint8 RGB
-    label: np.ndarray   # (H, W) uint8 class ids 0..C-1, IGNORE_INDEX elsewhere
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    label: np.ndarray  # (H, W) uint8 class ids 0..C-1, IGNORE_INDEX elsewhere
     id: str
 
 

@@ -9,6 +9,7 @@ a list of your own sentences with one {} each, e.g. ["an aerial photo of {}."]),
 `reduce_zero_label` (true: mask value 0 is unlabelled and value k is class k - 1, as ADE20K's) and `ignore_index`
 (default 255). The zero-shot split is `data.unseen` (class names) in params.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -30,8 +31,10 @@ from c2s_pipeline.data.reader import (
     require_dir,
 )
 
-FOLDER_LAYOUT = ("<root>/{classes.yaml | classes.txt, img_dir/{train,val}/<id>.jpg|.png, "
-                 "ann_dir/{train,val}/<id>.png} (mmseg's custom layout)")
+FOLDER_LAYOUT = (
+    "<root>/{classes.yaml | classes.txt, img_dir/{train,val}/<id>.jpg|.png, "
+    "ann_dir/{train,val}/<id>.png} (mmseg's custom layout)"
+)
 CLASSES_FILES = ("classes.yaml", "classes.txt")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -41,14 +44,17 @@ def folder_meta(root: str | Path) -> dict[str, Any]:
     root = Path(root)
     found = [root / f for f in CLASSES_FILES if (root / f).is_file()]
     if not found:
-        raise DatasetError(f"no classes file in {root}; write classes.txt (one class name per line, in id "
-                           f"order) or classes.yaml; expected layout: {FOLDER_LAYOUT}")
+        raise DatasetError(
+            f"no classes file in {root}; write classes.txt (one class name per line, in id "
+            f"order) or classes.yaml; expected layout: {FOLDER_LAYOUT}"
+        )
     path = found[0]
     meta: dict[str, Any]
     try:
         if path.suffix == ".txt":
-            meta = {"classes": [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()
-                                if line.strip()]}
+            meta = {
+                "classes": [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+            }
         else:
             meta = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
@@ -59,12 +65,15 @@ def folder_meta(root: str | Path) -> dict[str, Any]:
     if len(set(names)) != len(names):
         repeated = sorted(n for n, k in Counter(names).items() if k > 1)
         raise DatasetError(f"{path}: class names must be distinct; repeated: {', '.join(repeated)}")
-    meta = {"classes": [n.strip() for n in names], "templates": meta.get("templates", "single"),
-            "reduce_zero_label": meta.get("reduce_zero_label", False), "ignore_index": meta.get("ignore_index",
-                                                                                               IGNORE_INDEX)}
+    meta = {
+        "classes": [n.strip() for n in names],
+        "templates": meta.get("templates", "single"),
+        "reduce_zero_label": meta.get("reduce_zero_label", False),
+        "ignore_index": meta.get("ignore_index", IGNORE_INDEX),
+    }
     try:
         if not isinstance(meta["templates"], str):
-            given = meta["templates"]   # a list of sentences, or something template_list refuses
+            given = meta["templates"]  # a list of sentences, or something template_list refuses
             meta["templates"] = template_list(given if isinstance(given, list) else [repr(given)])
         else:
             template_list(meta["templates"])
@@ -85,12 +94,14 @@ def folder_spec(root: str | Path, unseen: tuple[str, ...] = (), meta: dict | Non
     names = meta["classes"]
     unknown = [u for u in unseen if u not in names]
     if unknown:
-        raise DatasetError(f"data.unseen names {', '.join(unknown)}, not classes of {root}; classes: "
-                           f"{', '.join(names)}")
+        raise DatasetError(
+            f"data.unseen names {', '.join(unknown)}, not classes of {root}; classes: {', '.join(names)}"
+        )
     if len(set(unseen)) == len(names):
         raise DatasetError("data.unseen names every class, which leaves no seen class to train on")
-    return DatasetSpec("folder", tuple(names), tuple(sorted(names.index(u) for u in set(unseen))),
-                       templates=meta["templates"])
+    return DatasetSpec(
+        "folder", tuple(names), tuple(sorted(names.index(u) for u in set(unseen))), templates=meta["templates"]
+    )
 
 
 def folder_lut(meta: dict) -> tuple[np.ndarray, str]:
@@ -125,14 +136,21 @@ class FolderDataset(SegmentationDataset):
         ids = label_ids(label_dir, ".png", f"expected layout: {FOLDER_LAYOUT}")
         suffixes = Counter(p.suffix for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         lut, valid_range = folder_lut(meta)
-        super().__init__(spec, split, ids, image_dir, label_dir, lut,
-                         image_suffix=suffixes.most_common(1)[0][0] if suffixes else ".jpg",
-                         seen_only=seen_only, valid_range=valid_range)
+        super().__init__(
+            spec,
+            split,
+            ids,
+            image_dir,
+            label_dir,
+            lut,
+            image_suffix=suffixes.most_common(1)[0][0] if suffixes else ".jpg",
+            seen_only=seen_only,
+            valid_range=valid_range,
+        )
         self.root = root
 
 
-def check_folder(root: str | Path, splits: tuple[str, ...] = ("train", "val"),
-                 unseen: tuple[str, ...] = ()) -> dict:
+def check_folder(root: str | Path, splits: tuple[str, ...] = ("train", "val"), unseen: tuple[str, ...] = ()) -> dict:
     """Every problem of a folder before any compute, and what it holds.
 
     Returns {"problems": ["<file>: <what is wrong>; <what to do>", ...], "splits": {split: {"images": n,
@@ -152,10 +170,14 @@ def check_folder(root: str | Path, splits: tuple[str, ...] = ("train", "val"),
             continue
         images = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
         masks = {p.stem: p for p in label_dir.glob("*.png")}
-        problems += [f"{images[i]}: no mask {label_dir / (i + '.png')}; add it, or remove the image"
-                     for i in sorted(images.keys() - masks.keys())]
-        problems += [f"{masks[i]}: no image of this id in {image_dir}; add it, or remove the mask"
-                     for i in sorted(masks.keys() - images.keys())]
+        problems += [
+            f"{images[i]}: no mask {label_dir / (i + '.png')}; add it, or remove the image"
+            for i in sorted(images.keys() - masks.keys())
+        ]
+        problems += [
+            f"{masks[i]}: no image of this id in {image_dir}; add it, or remove the mask"
+            for i in sorted(masks.keys() - images.keys())
+        ]
         pixels = np.zeros(spec.num_classes, np.int64)
         for i in sorted(images.keys() & masks.keys()):
             try:
@@ -165,11 +187,19 @@ def check_folder(root: str | Path, splits: tuple[str, ...] = ("train", "val"),
                 problems.append(str(err))
                 continue
             if image.shape[:2] != raw.shape:
-                problems.append(f"{masks[i]}: {raw.shape[1]}x{raw.shape[0]}, its image is {image.shape[1]}x"
-                                f"{image.shape[0]}; resize or re-export the pair")
+                problems.append(
+                    f"{masks[i]}: {raw.shape[1]}x{raw.shape[0]}, its image is {image.shape[1]}x"
+                    f"{image.shape[0]}; resize or re-export the pair"
+                )
                 continue
             pixels += np.bincount(mapped[mapped != IGNORE_INDEX].ravel(), minlength=spec.num_classes)
-        report[split] = {"images": len(images.keys() & masks.keys()),
-                         "pixels": dict(zip(spec.class_names, pixels.tolist()))}
-    return {"problems": problems, "splits": report, "classes": list(spec.class_names),
-            "unseen": [spec.class_names[i] for i in spec.unseen]}
+        report[split] = {
+            "images": len(images.keys() & masks.keys()),
+            "pixels": dict(zip(spec.class_names, pixels.tolist())),
+        }
+    return {
+        "problems": problems,
+        "splits": report,
+        "classes": list(spec.class_names),
+        "unseen": [spec.class_names[i] for i in spec.unseen],
+    }

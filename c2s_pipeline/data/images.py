@@ -4,6 +4,7 @@ Only the formats datasets ship are decoded (PIL's other plugins stay closed: its
 PostScript file, whatever its name), and the pixel count is checked from the header, before any decoding, so a
 small file that decodes to gigabytes is refused with one line (docs/reliability.md).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +18,7 @@ from c2s_pipeline.config import ConfigError
 
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF")
 MAX_PIXELS_ENV = "C2S_MAX_IMAGE_PIXELS"
-DEFAULT_MAX_PIXELS = 64_000_000   # a 64-megapixel photo; COCO's largest image is 0.3 MP, ADE20K's about 5 MP
+DEFAULT_MAX_PIXELS = 64_000_000  # a 64-megapixel photo; COCO's largest image is 0.3 MP, ADE20K's about 5 MP
 
 
 class ImageError(ValueError):
@@ -38,8 +39,9 @@ def max_pixels() -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise ConfigError(f"{MAX_PIXELS_ENV}={raw!r} is not a positive whole number of pixels; e.g. "
-                          f"{MAX_PIXELS_ENV}=200000000")
+        raise ConfigError(
+            f"{MAX_PIXELS_ENV}={raw!r} is not a positive whole number of pixels; e.g. {MAX_PIXELS_ENV}=200000000"
+        )
     return value
 
 
@@ -53,23 +55,28 @@ def open_image(path: str | Path, name: str | None = None):
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, cap)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # the cap below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap below decides
             im = Image.open(path, formats=IMAGE_FORMATS)
     except FileNotFoundError:
         raise ImageError(shown, "not found") from None
     except Image.DecompressionBombError:
-        raise ImageError(shown, f"has over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, more than PIL decodes",
-                         "resize it") from None
+        raise ImageError(
+            shown, f"has over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, more than PIL decodes", "resize it"
+        ) from None
     except UnidentifiedImageError:
-        raise ImageError(shown, f"is corrupt or truncated, or not a {names} file",
-                         "re-download it, or convert it to JPEG or PNG") from None
-    except (OSError, SyntaxError, ValueError) as err:    # a known format whose header is damaged
+        raise ImageError(
+            shown, f"is corrupt or truncated, or not a {names} file", "re-download it, or convert it to JPEG or PNG"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as err:  # a known format whose header is damaged
         raise _corrupt(shown, err) from None
     with im:
         width, height = im.size
         if width * height > cap:
-            raise ImageError(shown, f"is {width} x {height} ({width * height / 1e6:.0f} MP), over c2s's limit "
-                             f"of {cap / 1e6:.0f} MP", f"resize it, or raise the limit with {MAX_PIXELS_ENV}=<pixels>")
+            raise ImageError(
+                shown,
+                f"is {width} x {height} ({width * height / 1e6:.0f} MP), over c2s's limit of {cap / 1e6:.0f} MP",
+                f"resize it, or raise the limit with {MAX_PIXELS_ENV}=<pixels>",
+            )
         yield im
 
 
@@ -83,7 +90,7 @@ def decode(path: str | Path, mode: str | None = "RGB", name: str | None = None):
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 im.load()
                 return im.convert(mode) if mode else im.copy()
-        except (OSError, SyntaxError, ValueError) as err:   # PIL signals truncation and corruption with these
+        except (OSError, SyntaxError, ValueError) as err:  # PIL signals truncation and corruption with these
             raise _corrupt(shown, err) from None
 
 

@@ -1,4 +1,5 @@
 """The reader every dataset shares: image folder + label folder + id list, labels mapped by a lookup table."""
+
 from __future__ import annotations
 
 import glob
@@ -12,7 +13,7 @@ from c2s_pipeline.data.images import ImageError, decode
 
 logger = logging.getLogger(__name__)
 
-_INDEX_MODES = ("P", "L", "I", "I;16")   # PIL modes whose pixels are class indices, not colours
+_INDEX_MODES = ("P", "L", "I", "I;16")  # PIL modes whose pixels are class indices, not colours
 
 
 def require_dir(path: Path, what: str, layout: str) -> Path:
@@ -43,8 +44,9 @@ def find_base(root: str | Path, below: tuple[str, ...], marker: str) -> Path:
     return existing[-1] if existing else root
 
 
-def images_and_annotations(root: str | Path, split: str, splits: dict[str, str], below: str, layout: str,
-                           name: str) -> tuple[Path, Path, Path]:
+def images_and_annotations(
+    root: str | Path, split: str, splits: dict[str, str], below: str, layout: str, name: str
+) -> tuple[Path, Path, Path]:
     """(base, image folder, label folder) of a dataset laid out as `<below>/{images,annotations}/<folder>`,
     the folder of `split` given by `splits` (COCO-Stuff's and ADE20K's mmseg layouts); one-line errors."""
     folder = splits.get(split, split)
@@ -52,8 +54,11 @@ def images_and_annotations(root: str | Path, split: str, splits: dict[str, str],
         raise DatasetError(f"unknown {name} split '{split}'; choose one of {', '.join(splits)}")
     base = find_base(root, (below,), marker="annotations")
     require_dir(base, "dataset root", layout)
-    return (base, require_dir(base / "images" / folder, "image", layout),
-            require_dir(base / "annotations" / folder, "label", layout))
+    return (
+        base,
+        require_dir(base / "images" / folder, "image", layout),
+        require_dir(base / "annotations" / folder, "label", layout),
+    )
 
 
 def label_ids(label_dir: Path, suffix: str, fix: str) -> list[str]:
@@ -71,7 +76,7 @@ def read_split(path: Path, layout: str) -> list[str]:
         hint = f"available splits: {', '.join(found)}; " if found else ""
         raise DatasetError(f"split file {path} not found; {hint}expected layout: {layout}")
     ids = []
-    for line in path.read_text(encoding="utf-8-sig").splitlines():   # a BOM or CRLF line ends read cleanly
+    for line in path.read_text(encoding="utf-8-sig").splitlines():  # a BOM or CRLF line ends read cleanly
         if line.strip():
             token = line.split()[0]
             ids.append(Path(token).stem if "/" in token or token.endswith(".jpg") else token)
@@ -97,11 +102,14 @@ def read_label(path: Path) -> np.ndarray:
     try:
         im = decode(path, mode=None)
     except ImageError as err:
-        raise DatasetError(f"label {path} {err.problem}; labels are index PNGs: re-download the dataset's label "
-                           "files") from None
+        raise DatasetError(
+            f"label {path} {err.problem}; labels are index PNGs: re-download the dataset's label files"
+        ) from None
     if im.mode not in _INDEX_MODES:
-        raise DatasetError(f"label {path} has mode {im.mode}; expected an index PNG (mode P or L), "
-                           "not colours: convert it or re-download the dataset's label files")
+        raise DatasetError(
+            f"label {path} has mode {im.mode}; expected an index PNG (mode P or L), "
+            "not colours: convert it or re-download the dataset's label files"
+        )
     arr = np.asarray(im)
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         bad = int(arr.max()) if arr.max() > 255 else int(arr.min())
@@ -122,13 +130,15 @@ def lookup_table(mapping: dict[int, int], valid: set[int]) -> np.ndarray:
 
 def map_label(raw: np.ndarray, lut: np.ndarray, path: Path, valid_range: str) -> np.ndarray:
     """(H, W) uint8 raw -> (H, W) uint8 mapped ids; a raw value outside the encoding is a DatasetError."""
-    mapped = lut[raw]                                   # (H, W) int16, -1 where out of range
+    mapped = lut[raw]  # (H, W) int16, -1 where out of range
     bad = mapped < 0
     if bad.any():
         values = sorted(set(np.unique(raw[bad]).tolist()))
-        raise DatasetError(f"label {path} has value {values[0]} outside {valid_range} "
-                           f"({int(bad.sum())} pixels, values {values[:5]}); the file does not match this "
-                           "dataset's label encoding: re-download or re-convert it")
+        raise DatasetError(
+            f"label {path} has value {values[0]} outside {valid_range} "
+            f"({int(bad.sum())} pixels, values {values[:5]}); the file does not match this "
+            "dataset's label encoding: re-download or re-convert it"
+        )
     return mapped.astype(np.uint8)
 
 
@@ -148,13 +158,24 @@ class SegmentationDataset:
         valid_range: human-readable raw range for error messages, e.g. "0..20 or 255".
     """
 
-    LAYOUT = ""                                # expected folder layout, one line (subclasses set both)
-    DEFAULT_SPLITS: tuple[str, ...] = ()       # (training split, evaluation split)
+    LAYOUT = ""  # expected folder layout, one line (subclasses set both)
+    DEFAULT_SPLITS: tuple[str, ...] = ()  # (training split, evaluation split)
     MISSING_IMAGE_FIX = "restore it or remove its id from the split file"
 
-    def __init__(self, spec: DatasetSpec, split: str, ids: list[str], image_dir: Path, label_dir: Path,
-                 lut: np.ndarray, *, image_suffix: str = ".jpg", label_suffix: str = ".png",
-                 seen_only: bool = False, valid_range: str = ""):
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        split: str,
+        ids: list[str],
+        image_dir: Path,
+        label_dir: Path,
+        lut: np.ndarray,
+        *,
+        image_suffix: str = ".jpg",
+        label_suffix: str = ".png",
+        seen_only: bool = False,
+        valid_range: str = "",
+    ):
         self.spec, self.split, self.ids = spec, split, list(ids)
         self.image_dir, self.label_dir = Path(image_dir), Path(label_dir)
         self.image_suffix, self.label_suffix = image_suffix, label_suffix
@@ -162,8 +183,10 @@ class SegmentationDataset:
         logger.debug("%r: images %s, labels %s", self, self.image_dir, self.label_dir)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.spec.name!r}, split={self.split!r}, n={len(self.ids)}, "
-                f"seen_only={self.seen_only})")
+        return (
+            f"{type(self).__name__}({self.spec.name!r}, split={self.split!r}, n={len(self.ids)}, "
+            f"seen_only={self.seen_only})"
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -195,6 +218,8 @@ class SegmentationDataset:
         i = i % len(self.ids)
         image, label = self.load_image(i), self.load_label(i)
         if image.shape[:2] != label.shape:
-            raise DatasetError(f"image {self.image_path(i)} is {image.shape[1]}x{image.shape[0]} but its label "
-                               f"{self.label_path(i)} is {label.shape[1]}x{label.shape[0]}; fix or remove the pair")
+            raise DatasetError(
+                f"image {self.image_path(i)} is {image.shape[1]}x{image.shape[0]} but its label "
+                f"{self.label_path(i)} is {label.shape[1]}x{label.shape[0]}; fix or remove the pair"
+            )
         return Sample(image=image, label=label, id=self.ids[i])

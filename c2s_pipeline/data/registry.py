@@ -1,4 +1,5 @@
 """Dataset names -> reader classes; the one place that lists what `--dataset` accepts."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,9 +32,16 @@ def dataset_class(name: str) -> type[SegmentationDataset]:
     return DATASETS[name]
 
 
-def build_dataset(name: str, root: str | Path, split: str, *, seen_only: bool = False,
-                  context_unseen_split: str = "A", world_unseen: tuple[str, ...] | None = None,
-                  unseen: tuple[str, ...] = ()) -> SegmentationDataset:
+def build_dataset(
+    name: str,
+    root: str | Path,
+    split: str,
+    *,
+    seen_only: bool = False,
+    context_unseen_split: str = "A",
+    world_unseen: tuple[str, ...] | None = None,
+    unseen: tuple[str, ...] = (),
+) -> SegmentationDataset:
     """A reader over `root` in the dataset's standard layout.
 
     Args:
@@ -45,7 +53,7 @@ def build_dataset(name: str, root: str | Path, split: str, *, seen_only: bool = 
         world_unseen: unseen class names, used by "world" only (None = its default split).
         unseen: unseen class names, used by "folder" and "ade20k" only (`data.unseen`).
     """
-    cls: Any = dataset_class(name)   # each reader's own constructor
+    cls: Any = dataset_class(name)  # each reader's own constructor
     if cls in (FolderDataset, ADE20KDataset):
         return cls(root, split, seen_only=seen_only, unseen=unseen)
     if cls is ContextDataset:
@@ -58,13 +66,20 @@ def build_dataset(name: str, root: str | Path, split: str, *, seen_only: bool = 
 def dataset_from_params(params: Params, split: str, *, seen_only: bool = False) -> SegmentationDataset:
     """The dataset `params` describe (data section, Context split, world split), for one split."""
     d = params.data
-    return build_dataset(d.dataset, d.root, split, seen_only=seen_only,
-                         context_unseen_split=d.context_unseen_split, world_unseen=params.world.unseen,
-                         unseen=d.unseen)
+    return build_dataset(
+        d.dataset,
+        d.root,
+        split,
+        seen_only=seen_only,
+        context_unseen_split=d.context_unseen_split,
+        world_unseen=params.world.unseen,
+        unseen=d.unseen,
+    )
 
 
-def dataset_spec(name: str, root: str | Path | None = None, context_unseen_split: str = "A",
-                 unseen: tuple[str, ...] = ()) -> DatasetSpec:
+def dataset_spec(
+    name: str, root: str | Path | None = None, context_unseen_split: str = "A", unseen: tuple[str, ...] = ()
+) -> DatasetSpec:
     """Classes and unseen split of `name` without reading images ("world" reads root/world.json, "folder" its
     classes file, with `unseen` by name)."""
     cls = dataset_class(name)
@@ -97,8 +112,13 @@ def describe_datasets(world_root: str | Path | None = None, context_unseen_split
         except DatasetError as err:
             row["note"] = str(err)
         else:
-            row.update(classes=spec.num_classes, seen=len(spec.seen), unseen=len(spec.unseen),
-                       unseen_names=[spec.class_names[i] for i in spec.unseen], templates=spec.templates)
+            row.update(
+                classes=spec.num_classes,
+                seen=len(spec.seen),
+                unseen=len(spec.unseen),
+                unseen_names=[spec.class_names[i] for i in spec.unseen],
+                templates=spec.templates,
+            )
         row.update(splits=list(cls.DEFAULT_SPLITS), layout=cls.LAYOUT)
         rows.append(row)
     return rows

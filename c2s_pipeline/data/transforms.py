@@ -1,5 +1,6 @@
 """Geometric transforms applied identically to an image and its masks (bilinear image, nearest masks), the
 view bank's crops (MMSeg's training geometry), photometric distortion, and the pixel normalisations."""
+
 from __future__ import annotations
 
 import hashlib
@@ -58,8 +59,9 @@ def _check_inputs(image: np.ndarray, masks: tuple[np.ndarray, ...]) -> None:
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
     for m in masks:
         if m.shape != image.shape[:2] or not np.issubdtype(m.dtype, np.integer):
-            raise ValueError(f"masks must be integer arrays of the image's size {image.shape[:2]}, "
-                             f"got {m.shape} {m.dtype}")
+            raise ValueError(
+                f"masks must be integer arrays of the image's size {image.shape[:2]}, got {m.shape} {m.dtype}"
+            )
 
 
 def resize_pair(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,8 +95,9 @@ def view_windows(size: int, crop_fractions: tuple[float, ...]) -> list[tuple[int
     return views
 
 
-def view_crop_flip(image: np.ndarray, *masks: np.ndarray, window: tuple[int, int, int], size: int, flip: bool,
-                   rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+def view_crop_flip(
+    image: np.ndarray, *masks: np.ndarray, window: tuple[int, int, int], size: int, flip: bool, rng: np.random.Generator
+) -> tuple[np.ndarray, ...]:
     """Cut one stored view out of an image and its masks, resize to size x size, maybe flip horizontally.
 
     Args:
@@ -137,8 +140,17 @@ def image_seed(image_id: str) -> int:
     return int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], "little")
 
 
-def draw_bank_views(label: np.ndarray, image_id: str, *, count: int, crop: int, scale: tuple[int, int],
-                    ratio: tuple[float, float], cat_max_ratio: float, ignore_index: int = 255) -> np.ndarray:
+def draw_bank_views(
+    label: np.ndarray,
+    image_id: str,
+    *,
+    count: int,
+    crop: int,
+    scale: tuple[int, int],
+    ratio: tuple[float, float],
+    cat_max_ratio: float,
+    ignore_index: int = 255,
+) -> np.ndarray:
     """`count` training crops of one image, drawn as MMSeg's pipeline draws them, as (count, 6) BOX_FIELDS rows.
 
     View k is seeded by (image id, k) alone, so a store is reproducible and resumable in any order. Resize:
@@ -155,14 +167,14 @@ def draw_bank_views(label: np.ndarray, image_id: str, *, count: int, crop: int, 
     for k in range(count):
         rng = np.random.default_rng([seed, k])
         r = rng.uniform(*ratio)
-        rh, rw = keep_ratio_size(h, w, int(scale[0] * r), int(scale[1] * r))   # MMSeg truncates the scale
+        rh, rw = keep_ratio_size(h, w, int(scale[0] * r), int(scale[1] * r))  # MMSeg truncates the scale
         resized = _resize_mask(label, rh, rw) if cat_max_ratio < 1 else None
         ch, cw = min(crop, rh), min(crop, rw)
         window = lambda: (int(rng.integers(max(rh - crop, 0) + 1)), int(rng.integers(max(rw - crop, 0) + 1)))  # noqa: E731, B023
         top, left = window()
         for _ in range(10 if resized is not None else 0):
-            assert resized is not None   # the loop runs only with a resized mask
-            ids, counts = np.unique(resized[top:top + ch, left:left + cw], return_counts=True)
+            assert resized is not None  # the loop runs only with a resized mask
+            ids, counts = np.unique(resized[top : top + ch, left : left + cw], return_counts=True)
             counts = counts[ids != ignore_index]
             if len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
                 break
@@ -197,6 +209,7 @@ def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.nd
     """MMSeg's PhotoMetricDistortion on (H, W, 3) uint8: brightness +-32, contrast x[0.5, 1.5] (before or after
     the HSV steps), saturation x[0.5, 1.5], hue in [-18, 17] (OpenCV's 0-180 scale); each with probability 0.5,
     each truncated back to uint8 as MMSeg's `convert` does. HSV is PIL's (hue on 0-255) rather than OpenCV's."""
+
     def convert(x: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
         return np.clip(x.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
 
@@ -210,7 +223,7 @@ def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.nd
         hsv = np.asarray(Image.fromarray(image).convert("HSV"))
         if saturate:
             hsv = np.concatenate([hsv[..., :1], convert(hsv[..., 1:2], alpha=rng.uniform(0.5, 1.5)), hsv[..., 2:]], -1)
-        if shift:   # PIL's hue spans 0-255 for OpenCV's 0-180
+        if shift:  # PIL's hue spans 0-255 for OpenCV's 0-180
             hue = (hsv[..., 0].astype(np.int32) + round(int(rng.integers(-18, 18)) * 256 / 180)) % 256
             hsv = np.concatenate([hue[..., None].astype(np.uint8), hsv[..., 1:]], -1)
         image = np.asarray(Image.fromarray(np.ascontiguousarray(hsv), "HSV").convert("RGB"))

@@ -1,4 +1,5 @@
 """PASCAL VOC 2012 (+ SBD aug) in the VOCdevkit layout, and the VOC-layout reader the generated world reuses."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,13 +13,32 @@ from c2s_pipeline.data.reader import SegmentationDataset, find_base, lookup_tabl
 # Unseen = the last five, the inductive split of ZegFormer and ZegCLIP (ZegCLIP
 # configs/voc12/vpt_seg_zero_vit-b_512x512_20k_12_10.py, `novel_class`): pottedplant, sheep, sofa, train, tvmonitor.
 VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
 )
 VOC_SPEC = DatasetSpec("voc", VOC_CLASSES, unseen=(15, 16, 17, 18, 19), templates="single")
-VOC_LAYOUT = ("VOCdevkit/VOC2012/{JPEGImages/*.jpg, SegmentationClassAug/*.png and/or SegmentationClass/*.png, "
-              "ImageSets/Segmentation/{train_aug or trainaug,train,val}.txt}")
+VOC_LAYOUT = (
+    "VOCdevkit/VOC2012/{JPEGImages/*.jpg, SegmentationClassAug/*.png and/or SegmentationClass/*.png, "
+    "ImageSets/Segmentation/{train_aug or trainaug,train,val}.txt}"
+)
 # The two common SBD-augmented layouts name the augmented train list differently: the DeepLab
 # SegmentationClassAug zip has train_aug.txt, mmsegmentation's voc_aug converter trainaug.txt (+ aug.txt).
 SPLIT_ALIASES = {"train_aug": "trainaug", "trainaug": "train_aug"}
@@ -27,8 +47,10 @@ AUG_SPLITS = ("train_aug", "trainaug", "aug")
 
 def voc_lookup(num_classes: int) -> np.ndarray:
     """(256,) table for the VOC encoding: raw 0 = background -> ignore, k -> k-1, 255 stays ignore."""
-    return lookup_table({0: IGNORE_INDEX, **{k: k - 1 for k in range(1, num_classes + 1)}},
-                        valid=set(range(num_classes + 1)) | {IGNORE_INDEX})
+    return lookup_table(
+        {0: IGNORE_INDEX, **{k: k - 1 for k in range(1, num_classes + 1)}},
+        valid=set(range(num_classes + 1)) | {IGNORE_INDEX},
+    )
 
 
 class VOCLayoutDataset(SegmentationDataset):
@@ -58,8 +80,16 @@ class VOCLayoutDataset(SegmentationDataset):
             split = SPLIT_ALIASES[split]
         ids = read_split(split_dir / f"{split}.txt", layout)
         n = spec.num_classes
-        super().__init__(spec, split, ids, image_dir, self.label_dirs[0], voc_lookup(n), seen_only=seen_only,
-                         valid_range=f"0..{n} or 255")
+        super().__init__(
+            spec,
+            split,
+            ids,
+            image_dir,
+            self.label_dirs[0],
+            voc_lookup(n),
+            seen_only=seen_only,
+            valid_range=f"0..{n} or 255",
+        )
         self.root = base
 
     def label_path(self, i: int) -> Path:

@@ -1,4 +1,5 @@
 """The generated world: the VOC layout directly under its root, classes and unseen split from root/world.json."""
+
 from __future__ import annotations
 
 import json
@@ -26,18 +27,23 @@ def world_spec(root: str | Path, unseen: tuple[str, ...] = DEFAULT_UNSEEN) -> Da
     try:
         names = json.loads(path.read_text())["class_names"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-        raise DatasetError(f"{path} is not a world description ({err.__class__.__name__}: {err}); "
-                           "it needs 'class_names': regenerate the world") from None
+        raise DatasetError(
+            f"{path} is not a world description ({err.__class__.__name__}: {err}); "
+            "it needs 'class_names': regenerate the world"
+        ) from None
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
         raise DatasetError(f"{path}: 'class_names' must be a non-empty list of strings; regenerate the world")
     unknown = [u for u in unseen if u not in names]
     if unknown or len(set(unseen)) != len(unseen):
-        raise DatasetError(f"world.unseen {list(unseen)} must name distinct classes of the world "
-                           f"({'unknown: ' + ', '.join(unknown) if unknown else 'each once'}); "
-                           f"classes: {', '.join(names)}")
+        raise DatasetError(
+            f"world.unseen {list(unseen)} must name distinct classes of the world "
+            f"({'unknown: ' + ', '.join(unknown) if unknown else 'each once'}); "
+            f"classes: {', '.join(names)}"
+        )
     if len(set(unseen)) == len(names):
-        raise DatasetError("world.unseen names every class, which leaves no seen class to train on; "
-                           "keep at least one class out of it")
+        raise DatasetError(
+            "world.unseen names every class, which leaves no seen class to train on; keep at least one class out of it"
+        )
     return DatasetSpec("world", tuple(names), tuple(sorted(names.index(u) for u in unseen)), templates="single")
 
 
@@ -54,7 +60,8 @@ class WorldDataset(VOCLayoutDataset):
     LAYOUT = WORLD_LAYOUT
     DEFAULT_SPLITS = ("train", "val")
 
-    def __init__(self, root: str | Path, split: str, *, seen_only: bool = False,
-                 unseen: tuple[str, ...] = DEFAULT_UNSEEN):
-        spec = world_spec(root, unseen)   # first: a missing world gets "generate it", not a layout lecture
+    def __init__(
+        self, root: str | Path, split: str, *, seen_only: bool = False, unseen: tuple[str, ...] = DEFAULT_UNSEEN
+    ):
+        spec = world_spec(root, unseen)  # first: a missing world gets "generate it", not a layout lecture
         super().__init__(Path(root), split, spec, seen_only=seen_only, layout=WORLD_LAYOUT)

@@ -4,6 +4,7 @@ vocabulary (`c2s evaluate --dataset`).
 Apart from engines/evaluate.py because it may embed the target's names with the run's teacher (CLIP, once), which
 the benchmarks' evaluation never loads.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,9 @@ from c2s_pipeline.student.torch_files import safe_load
 log = logging.getLogger(__name__)
 
 
-def vocab_for(params: Params, names: list[str], templates: str, weights: str, *, vocab: str | Path | None,
-              cache_dir: str | Path) -> torch.Tensor:
+def vocab_for(
+    params: Params, names: list[str], templates: str, weights: str, *, vocab: str | Path | None, cache_dir: str | Path
+) -> torch.Tensor:
     """(C, D) text embeddings of a target vocabulary by the teacher of `params` (weights digest `weights`).
 
     From `vocab` (a `c2s vocab --dataset` file) when given; otherwise embedded once and kept in cache_dir as
@@ -44,8 +46,11 @@ def vocab_for(params: Params, names: list[str], templates: str, weights: str, *,
         vocab = Path(cache_dir) / f"vocab-{key}.pt"
         if not vocab.is_file():
             log.info("embedding the %d target class names once into %s", len(names), vocab)
-            write_vocab(dataclasses.replace(params, teacher=dataclasses.replace(params.teacher, templates=templates)),
-                        names, vocab)
+            write_vocab(
+                dataclasses.replace(params, teacher=dataclasses.replace(params.teacher, templates=templates)),
+                names,
+                vocab,
+            )
     fix = "rebuild it with `c2s vocab --dataset NAME --root PATH -o FILE` and the run's params"
     saved = safe_load(vocab, "vocabulary", fix, keys=("class_names", "text_embeddings"))
     if list(saved["class_names"]) != names:
@@ -60,33 +65,59 @@ def _target(dataset: str, root: str | Path, split: str | None):
     return build_dataset(dataset, root, split or dataset_class(dataset).DEFAULT_SPLITS[-1], world_unseen=())
 
 
-def write_target_vocab(params: Params, out: str | Path, *, dataset: str, root: str | Path,
-                       split: str | None = None) -> Path:
+def write_target_vocab(
+    params: Params, out: str | Path, *, dataset: str, root: str | Path, split: str | None = None
+) -> Path:
     """`c2s vocab --dataset`: a dataset's class names embedded by params' teacher with the dataset's prompt set
     (as cross-dataset evaluation would embed them), for `c2s evaluate --dataset ... --vocab`."""
     spec = _target(dataset, root, split).spec
     templates = spec.prompt_set(params.teacher.templates)
-    return write_vocab(dataclasses.replace(params, teacher=dataclasses.replace(params.teacher, templates=templates)),
-                       list(spec.class_names), out)
+    return write_vocab(
+        dataclasses.replace(params, teacher=dataclasses.replace(params.teacher, templates=templates)),
+        list(spec.class_names),
+        out,
+    )
 
 
-def _write(name: str, iou: torch.Tensor, names: list[str], trained: np.ndarray, pixel_acc: float,
-           out_json: str | Path) -> Path:
+def _write(
+    name: str, iou: torch.Tensor, names: list[str], trained: np.ndarray, pixel_acc: float, out_json: str | Path
+) -> Path:
     """mIoU over the target's classes, over those named like a class trained on and over the rest (numbers only,
     as DVC's metrics are), and per-class IoU in a CSV beside it."""
     scores = summarize(iou.cpu(), trained, pixel_acc)
-    payload = {"mIoU": scores["mIoU"], "mIoU_trained_names": scores["sIoU"], "mIoU_new_names": scores["uIoU"],
-               "trained_names": int(trained.sum()), "classes": len(names), "pixel_acc": scores["pixel_acc"]}
+    payload = {
+        "mIoU": scores["mIoU"],
+        "mIoU_trained_names": scores["sIoU"],
+        "mIoU_new_names": scores["uIoU"],
+        "trained_names": int(trained.sum()),
+        "classes": len(names),
+        "pixel_acc": scores["pixel_acc"],
+    }
     write_per_class_csv(per_class_rows(iou.cpu(), names, trained), Path(out_json).with_suffix(".csv"))
-    log.info("%s: mIoU %.2f (%d names trained on: %.2f; the other %d: %.2f)", name, payload["mIoU"],
-             payload["trained_names"], payload["mIoU_trained_names"], len(names) - payload["trained_names"],
-             payload["mIoU_new_names"])
+    log.info(
+        "%s: mIoU %.2f (%d names trained on: %.2f; the other %d: %.2f)",
+        name,
+        payload["mIoU"],
+        payload["trained_names"],
+        payload["mIoU_trained_names"],
+        len(names) - payload["trained_names"],
+        payload["mIoU_new_names"],
+    )
     return write_json(Path(out_json), payload)
 
 
-def evaluate_run_on(params: Params, run_dir: str | Path, out_json: str | Path, *, dataset: str, root: str | Path,
-                    split: str | None = None, cache_dir: str | Path,
-                    store: str | Path | None = None, vocab: str | Path | None = None) -> Path:
+def evaluate_run_on(
+    params: Params,
+    run_dir: str | Path,
+    out_json: str | Path,
+    *,
+    dataset: str,
+    root: str | Path,
+    split: str | None = None,
+    cache_dir: str | Path,
+    store: str | Path | None = None,
+    vocab: str | Path | None = None,
+) -> Path:
     """A student scored against another dataset's whole vocabulary (every class a name it may never have been
     trained on): mIoU over the target's classes, and over those named like a class it was trained on (seen)
     and the rest. Eval mode and flip of params; no seen bias (the target has no seen split)."""
@@ -105,17 +136,29 @@ def evaluate_run_on(params: Params, run_dir: str | Path, out_json: str | Path, *
     return _write(f"{Path(run_dir).name} on {dataset}", cm.iou(), names, trained, cm.pixel_accuracy(), out_json)
 
 
-def evaluate_teacher_on(params: Params, out_json: str | Path, *, dataset: str, root: str | Path,
-                        split: str | None = None, cache_dir: str | Path,
-                        vocab: str | Path | None = None) -> Path:
+def evaluate_teacher_on(
+    params: Params,
+    out_json: str | Path,
+    *,
+    dataset: str,
+    root: str | Path,
+    split: str | None = None,
+    cache_dir: str | Path,
+    vocab: str | Path | None = None,
+) -> Path:
     """The teacher's own dense zero-shot map (params' CLIP, dense mode and image size, as its store holds it) on
     another dataset's vocabulary: what a student of this teacher could at best inherit there. Names are split
     into trained / new by the seen classes of params' own dataset."""
     from c2s_pipeline.teacher.clip import load_clip
 
     t = params.teacher
-    clip = load_clip(t.clip_model, t.pretrained, image_size=params.data.image_size,
-                     device=resolve_device(t.device), dense_mode=t.dense_mode)
+    clip = load_clip(
+        t.clip_model,
+        t.pretrained,
+        image_size=params.data.image_size,
+        device=resolve_device(t.device),
+        dense_mode=t.dense_mode,
+    )
     own = dataset_from_params(params, params.data.val_split).spec
     target = _target(dataset, root, split)
     names = list(target.spec.class_names)
@@ -123,8 +166,13 @@ def evaluate_teacher_on(params: Params, out_json: str | Path, *, dataset: str, r
     text = vocab_for(params, names, prompts, clip.weights_digest, vocab=vocab, cache_dir=cache_dir)
     seen_names = {own.class_names[i] for i in np.nonzero(own.seen_mask())[0]}
     trained = np.array([n in seen_names for n in names])
-    tokens = lambda sample, _: clip.encode_images(  # noqa: E731  (h, w, D)
-        clip.preprocess(sample.image[None], params.data.image_size)).dense_tokens[0].cpu()
-    cm = confusion_matrix(target, dense_map_predictor(tokens, text, np.zeros(len(names), bool), 0.0),
-                          desc=f"evaluate the teacher's dense map on {dataset}")
+
+    def tokens(sample, _):  # (h, w, D)
+        return clip.encode_images(clip.preprocess(sample.image[None], params.data.image_size)).dense_tokens[0].cpu()
+
+    cm = confusion_matrix(
+        target,
+        dense_map_predictor(tokens, text, np.zeros(len(names), bool), 0.0),
+        desc=f"evaluate the teacher's dense map on {dataset}",
+    )
     return _write(f"the teacher's dense map on {dataset}", cm.iou(), names, trained, cm.pixel_accuracy(), out_json)

@@ -1,4 +1,5 @@
 """Evaluate: sIoU / uIoU / hIoU of a trained student (or of CLIP's own dense map), no CLIP loaded."""
+
 from __future__ import annotations
 
 import logging
@@ -32,9 +33,11 @@ def check_same_split(run_dir, store_seen: np.ndarray, dataset) -> None:
     if len(store_seen) != len(seen) or not np.array_equal(store_seen, seen):
         names = dataset.spec.class_names
         own = [names[i] for i in np.nonzero(~store_seen)[0]] if len(store_seen) == len(seen) else "another vocabulary"
-        raise EvaluationError(f"run {run_dir} was trained with unseen classes {own}, these params make "
-                              f"{[names[i] for i in dataset.spec.unseen]} unseen: evaluate it with the params it was "
-                              "trained with (its config.json)")
+        raise EvaluationError(
+            f"run {run_dir} was trained with unseen classes {own}, these params make "
+            f"{[names[i] for i in dataset.spec.unseen]} unseen: evaluate it with the params it was "
+            "trained with (its config.json)"
+        )
 
 
 def _val_dataset(params: Params, split: str | None):
@@ -57,8 +60,15 @@ def _finish(name: str, cm: ConfusionMatrix, dataset, extra: dict, out_json: Path
     return write_json(out_json, payload)
 
 
-def evaluate_run(params: Params, run_dir: str | Path, out_json: str | Path, *, split: str | None = None,
-        cache_dir: str | Path, store: str | Path | None = None) -> Path:
+def evaluate_run(
+    params: Params,
+    run_dir: str | Path,
+    out_json: str | Path,
+    *,
+    split: str | None = None,
+    cache_dir: str | Path,
+    store: str | Path | None = None,
+) -> Path:
     """Evaluate the student in `run_dir` on the full-label split; writes metrics JSON + per-class CSV. The run's
     teacher store is found by fingerprint in cache_dir, or is `store` (checkpoint.run_store)."""
     e = params.eval
@@ -78,14 +88,14 @@ def evaluate_run(params: Params, run_dir: str | Path, out_json: str | Path, *, s
     return _finish(Path(run_dir).name, cm, dataset, extra, Path(out_json))
 
 
-def evaluate_clip_dense(params: Params, out_json: str | Path, *, split: str | None = None,
-                      cache_dir: str | Path) -> Path:
+def evaluate_clip_dense(
+    params: Params, out_json: str | Path, *, split: str | None = None, cache_dir: str | Path
+) -> Path:
     """CLIP's own dense zero-shot map: cached dense tokens of the split vs all text embeddings."""
     dataset = _val_dataset(params, split)
     reader = open_store(params, split or params.data.val_split, cache_dir=cache_dir, seen_only=False)
-    text = torch.from_numpy(reader.text_embeddings()).float()               # (C, D)
+    text = torch.from_numpy(reader.text_embeddings()).float()  # (C, D)
     stored = lambda _, i: torch.from_numpy(reader.dense_tokens(i).astype(np.float32))  # noqa: E731  (h, w, D)
     predict = dense_map_predictor(stored, text, dataset.spec.seen_mask(), params.eval.seen_bias)
     cm = confusion_matrix(dataset, predict, desc="evaluate clip dense")
     return _finish("clip_dense", cm, dataset, {}, Path(out_json))
-

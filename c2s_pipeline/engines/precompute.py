@@ -1,4 +1,5 @@
 """Build a teacher store: the frozen CLIP once per image of a split into the content-addressed store."""
+
 from __future__ import annotations
 
 import contextlib
@@ -54,8 +55,15 @@ class _Resized(Dataset):
         if self.bank is None:
             return item
         t = self.bank
-        boxes = draw_bank_views(sample.label, self.dataset.ids[i], count=t.view_count, crop=self.size,
-                                scale=t.view_scale, ratio=t.view_ratio, cat_max_ratio=t.cat_max_ratio)
+        boxes = draw_bank_views(
+            sample.label,
+            self.dataset.ids[i],
+            count=t.view_count,
+            crop=self.size,
+            scale=t.view_scale,
+            ratio=t.view_ratio,
+            cat_max_ratio=t.cat_max_ratio,
+        )
         views = np.stack([pad_to(bank_view(sample.image, box=box)[0], self.size, 0) for box in boxes])
         return (*item, torch.from_numpy(views), torch.from_numpy(boxes))
 
@@ -65,8 +73,16 @@ def shard_indices(todo: list[int], rank: int, world_size: int) -> list[int]:
     return [i for i in todo if i % world_size == rank]
 
 
-def build_store(params: Params, *, split: str, cache_dir: str | Path,
-        rank: int = 0, world_size: int = 1, barrier=None, limit: int | None = None) -> Path:
+def build_store(
+    params: Params,
+    *,
+    split: str,
+    cache_dir: str | Path,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier=None,
+    limit: int | None = None,
+) -> Path:
     """Precompute the teacher store for `split`; resumes a store that a killed run left behind.
 
     A complete store of these settings and files is left as it is (nothing is written, CLIP is not loaded);
@@ -98,36 +114,64 @@ def _point_to(path: Path, identity: StoreIdentity, pointer: Path) -> None:
         write_text(pointer, text)
 
 
-def _compute(params: Params, split: str, dataset, path: Path, identity: StoreIdentity, rank: int,
-             world_size: int, barrier, limit: int | None) -> None:
+def _compute(
+    params: Params,
+    split: str,
+    dataset,
+    path: Path,
+    identity: StoreIdentity,
+    rank: int,
+    world_size: int,
+    barrier,
+    limit: int | None,
+) -> None:
     """Create or resume the store and write this rank's missing images (rank 0: vocabulary and manifest)."""
     d, t = params.data, params.teacher
     device = resolve_device(t.device)
-    clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device=device,
-                     dense_mode=t.dense_mode)
+    clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device=device, dense_mode=t.dense_mode)
     crop_size = t.crop_size or clip.native_size
     bank = uses_view_bank(params, split)
     windows = view_windows(d.image_size, t.view_crops)
-    shape = CacheShape(num_images=len(dataset), embed_dim=clip.embed_dim, grid=tuple(clip.grid),
-                       mask_size=d.image_size, max_regions=t.max_regions,
-                       num_classes=dataset.spec.num_classes,
-                       num_views=t.view_count if bank else len(windows),
-                       dense_tokens=stores_dense_tokens(params, split), view_boxes=bank)
-    manifest = {"fingerprint": identity.fingerprint, "inputs": identity.inputs,
-                "dataset": d.dataset, "split": split, "ids": list(dataset.ids),
-                "views": "bank" if bank else [list(v) for v in windows],
-                "class_names": list(dataset.spec.class_names), "config": to_dict(params),
-                "c2s_version": __version__}
+    shape = CacheShape(
+        num_images=len(dataset),
+        embed_dim=clip.embed_dim,
+        grid=tuple(clip.grid),
+        mask_size=d.image_size,
+        max_regions=t.max_regions,
+        num_classes=dataset.spec.num_classes,
+        num_views=t.view_count if bank else len(windows),
+        dense_tokens=stores_dense_tokens(params, split),
+        view_boxes=bank,
+    )
+    manifest = {
+        "fingerprint": identity.fingerprint,
+        "inputs": identity.inputs,
+        "dataset": d.dataset,
+        "split": split,
+        "ids": list(dataset.ids),
+        "views": "bank" if bank else [list(v) for v in windows],
+        "class_names": list(dataset.spec.class_names),
+        "config": to_dict(params),
+        "c2s_version": __version__,
+    }
     writer = _open_writer(path, shape, manifest, t.store_format, rank, barrier)
     if rank == 0:
         text = clip.encode_text(list(dataset.spec.class_names), templates=dataset.spec.prompt_set(t.templates))
         writer.write_vocab(text.cpu().numpy().astype(np.float32), dataset.spec.seen_mask())
     todo = [i for i in range(len(dataset)) if not writer.is_done(i)][:limit]
     mine = shard_indices(todo, rank, world_size)
-    log.info("store %s: %d/%d images done, %d to compute on this rank", path.name,
-             len(dataset) - len(todo), len(dataset), len(mine))
-    loader = DataLoader(_Resized(dataset, mine, d.image_size, t if bank else None), batch_size=t.batch_size,
-                        num_workers=t.workers if mine else 0)
+    log.info(
+        "store %s: %d/%d images done, %d to compute on this rank",
+        path.name,
+        len(dataset) - len(todo),
+        len(dataset),
+        len(mine),
+    )
+    loader = DataLoader(
+        _Resized(dataset, mine, d.image_size, t if bank else None),
+        batch_size=t.batch_size,
+        num_workers=t.workers if mine else 0,
+    )
     start = time.perf_counter()
     with tqdm(total=len(mine), desc=f"precompute {split}", unit="img", disable=rank != 0) as bar:
         for idx, images, labels, *bank_views in as_in_main_process(loader):

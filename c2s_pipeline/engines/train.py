@@ -1,7 +1,9 @@
 """Train a student: distil a teacher store into an smp student. Never imports open_clip."""
+
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 
@@ -29,8 +31,16 @@ def baseline_params(params: Params) -> Params:
     return dataclasses.replace(params, loss=loss)
 
 
-def train_student(params: Params, run_dir: str | Path, *, cache: str | Path | None = None,
-        cache_dir: str | Path, resume: bool = True, rank: int = 0, world_size: int = 1) -> Path:
+def train_student(
+    params: Params,
+    run_dir: str | Path,
+    *,
+    cache: str | Path | None = None,
+    cache_dir: str | Path,
+    resume: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Path:
     """Train a student from the teacher store of the train split; returns the run folder.
 
     Under torchrun (world_size > 1) each rank takes batch_size / world_size of every global batch and
@@ -43,33 +53,58 @@ def train_student(params: Params, run_dir: str | Path, *, cache: str | Path | No
     cache = reader.path
     # The single gate: training reads labels through seen_only=True only.
     dataset = dataset_from_params(params, d.train_split, seen_only=True)
-    distill = DistillDataset(reader, dataset, d.image_size, tc, seed=tc.seed,
-                             normalisation=params.student.normalisation)
-    student = Student(params.student.arch, params.student.encoder, params.student.encoder_weights,
-                      embed_dim=reader.shape.embed_dim, head=params.student.head,
-                      logits=params.student.seen_logits)
-    seen_text = torch.from_numpy(reader.text_embeddings()).float()       # (C_s, D) seen rows only
+    distill = DistillDataset(
+        reader, dataset, d.image_size, tc, seed=tc.seed, normalisation=params.student.normalisation
+    )
+    student = Student(
+        params.student.arch,
+        params.student.encoder,
+        params.student.encoder_weights,
+        embed_dim=reader.shape.embed_dim,
+        head=params.student.head,
+        logits=params.student.seen_logits,
+    )
+    seen_text = torch.from_numpy(reader.text_embeddings()).float()  # (C_s, D) seen rows only
     task = C2STask(student, seen_text, params.loss, params.student.logit_scale)
-    provenance = {"teacher_store": str(cache), "fingerprint": reader.fingerprint,
-                  "class_names": list(reader.class_names), "c2s_version": __version__}
+    provenance = {
+        "teacher_store": str(cache),
+        "fingerprint": reader.fingerprint,
+        "class_names": list(reader.class_names),
+        "c2s_version": __version__,
+    }
     weights = params.student.encoder_weights
-    if weights is not None and is_weights_file(weights):   # a path says where, not which weights: record which
+    if weights is not None and is_weights_file(weights):  # a path says where, not which weights: record which
         provenance["encoder_weights_sha256"] = file_sha256(weights)
     run = RunRecord(params, provenance)
-    log.info("training %s/%s on %s (%d images, %d seen classes)", params.student.arch,
-             params.student.encoder, Path(str(cache)).name, len(distill), seen_text.shape[0])
+    log.info(
+        "training %s/%s on %s (%d images, %d seen classes)",
+        params.student.arch,
+        params.student.encoder,
+        Path(str(cache)).name,
+        len(distill),
+        seen_text.shape[0],
+    )
     device = resolve_device(tc.device)
     if world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     if tc.batch_size % world_size:
-        raise ConfigError(f"train.batch_size {tc.batch_size} is not divisible by the {world_size} ranks; give a "
-                          f"multiple of {world_size}")
+        raise ConfigError(
+            f"train.batch_size {tc.batch_size} is not divisible by the {world_size} ranks; give a "
+            f"multiple of {world_size}"
+        )
     local = dataclasses.replace(tc, batch_size=tc.batch_size // world_size)
     wrap = None
     if world_size > 1:
         # broadcast_buffers off: the CLS bank is kept identical by gathering, not by broadcast;
         # unused parameters: a batch without latent regions leaves the generator out of the graph.
-        wrap = lambda m: DistributedDataParallel(m, broadcast_buffers=False,  # noqa: E731
-                                                 find_unused_parameters=True)
-    return train(task, lambda start: make_loader(distill, local, start, rank, world_size), tc, run_dir,
-                 run=run, device=device, resume=resume, wrap=wrap)
+        wrap = functools.partial(DistributedDataParallel, broadcast_buffers=False, find_unused_parameters=True)
+    return train(
+        task,
+        lambda start: make_loader(distill, local, start, rank, world_size),
+        tc,
+        run_dir,
+        run=run,
+        device=device,
+        resume=resume,
+        wrap=wrap,
+    )

@@ -1,4 +1,5 @@
 """Dense prediction of a student: whole-image or sliding-window logits, flip, seen-bias calibration."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -35,16 +36,24 @@ def _slide(logits_fn: LogitsFn, x: torch.Tensor, crop: int, stride: int) -> torc
     count = x.new_zeros(1, 1, h, w)
     for y in ys:
         for x0 in xs:
-            out = logits_fn(x[..., y:y + crop, x0:x0 + crop])
+            out = logits_fn(x[..., y : y + crop, x0 : x0 + crop])
             total = x.new_zeros(1, out.shape[1], h, w) if total is None else total
-            total[..., y:y + crop, x0:x0 + crop] += out
-            count[..., y:y + crop, x0:x0 + crop] += 1
-    assert total is not None   # at least one window: H, W >= crop
+            total[..., y : y + crop, x0 : x0 + crop] += out
+            count[..., y : y + crop, x0 : x0 + crop] += 1
+    assert total is not None  # at least one window: H, W >= crop
     return total / count
 
 
-def predict_logits(logits_fn: LogitsFn, image: torch.Tensor, *, mode: str = "whole", crop: int = 512,
-                   stride: int = 426, flip: bool = False, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+def predict_logits(
+    logits_fn: LogitsFn,
+    image: torch.Tensor,
+    *,
+    mode: str = "whole",
+    crop: int = 512,
+    stride: int = 426,
+    flip: bool = False,
+    out_size: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """(1, 3, H, W) -> (1, C, H, W) logits at the image's own resolution (or at out_size).
 
     whole: the image resized to crop x crop (the training view). slide: the image rescaled keeping its ratio
@@ -62,11 +71,12 @@ def predict_logits(logits_fn: LogitsFn, image: torch.Tensor, *, mode: str = "who
     return F.interpolate(logits, size=out_size or (h, w), mode="bilinear", align_corners=False)
 
 
-CLIP_LOGIT_SCALE = 100.0   # CLIP's own temperature, so calibration acts on real class probabilities
+CLIP_LOGIT_SCALE = 100.0  # CLIP's own temperature, so calibration acts on real class probabilities
 
 
-def dense_text_logits(tokens: torch.Tensor, text: torch.Tensor, size: tuple[int, int],
-                      scale: float = CLIP_LOGIT_SCALE) -> torch.Tensor:
+def dense_text_logits(
+    tokens: torch.Tensor, text: torch.Tensor, size: tuple[int, int], scale: float = CLIP_LOGIT_SCALE
+) -> torch.Tensor:
     """CLIP's dense zero-shot map: tokens (h, w, D) vs text (C, D) -> (1, C, H, W) scaled cosine, upsampled."""
     logits = class_logits(tokens.float().permute(2, 0, 1)[None], text.float(), scale)
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
@@ -75,8 +85,9 @@ def dense_text_logits(tokens: torch.Tensor, text: torch.Tensor, size: tuple[int,
 CALIBRATIONS = ("softmax", "sigmoid")
 
 
-def apply_seen_bias(logits: torch.Tensor, seen_mask: torch.Tensor, bias: float, dim: int = 1,
-                    calibration: str = "softmax") -> torch.Tensor:
+def apply_seen_bias(
+    logits: torch.Tensor, seen_mask: torch.Tensor, bias: float, dim: int = 1, calibration: str = "softmax"
+) -> torch.Tensor:
     """Class scores with `bias` subtracted from seen classes (ZegCLIP): softmax over `dim`, or each class's
     sigmoid (ZegCLIP's own)."""
     if calibration not in CALIBRATIONS:
@@ -89,8 +100,14 @@ def apply_seen_bias(logits: torch.Tensor, seen_mask: torch.Tensor, bias: float, 
     return probs - bias * seen_mask.to(probs.device, probs.dtype).view(shape)
 
 
-def segment(logits_fn: LogitsFn, image: torch.Tensor, seen_mask: torch.Tensor, bias: float,
-            calibration: str = "softmax", **kwargs) -> torch.Tensor:
+def segment(
+    logits_fn: LogitsFn,
+    image: torch.Tensor,
+    seen_mask: torch.Tensor,
+    bias: float,
+    calibration: str = "softmax",
+    **kwargs,
+) -> torch.Tensor:
     """(1, 3, H, W) -> (H, W) class ids. Each window's logits are calibrated before windows (and flips)
     are merged, as ZegCLIP's slide inference does."""
     calibrated = lambda t: apply_seen_bias(logits_fn(t), seen_mask, bias, calibration=calibration)  # noqa: E731

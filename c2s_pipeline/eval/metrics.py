@@ -1,5 +1,6 @@
 """Confusion matrix at label resolution, the zero-shot summaries sIoU / uIoU / hIoU, and the pixels that
 cross the seen / unseen split."""
+
 from __future__ import annotations
 
 import math
@@ -23,10 +24,12 @@ class ConfusionMatrix:
         keep = label != self.ignore_index
         pred, label = pred[keep], label[keep]
         if len(label) and int(label.max()) >= self.num_classes:
-            raise ValueError(f"label value {int(label.max())} is outside 0..{self.num_classes - 1} "
-                             f"and not the ignore index {self.ignore_index}")
+            raise ValueError(
+                f"label value {int(label.max())} is outside 0..{self.num_classes - 1} "
+                f"and not the ignore index {self.ignore_index}"
+            )
         idx = label * self.num_classes + pred
-        self.mat += torch.bincount(idx, minlength=self.num_classes ** 2).view(self.num_classes, -1)
+        self.mat += torch.bincount(idx, minlength=self.num_classes**2).view(self.num_classes, -1)
 
     def all_reduce(self) -> None:
         """Sum the counts over a torch.distributed world (no-op without one)."""
@@ -61,8 +64,7 @@ def summarize(iou: torch.Tensor, seen_mask, pixel_acc: float) -> dict:
     """mIoU, sIoU, uIoU, hIoU and pixel accuracy, in percent."""
     seen = torch.as_tensor(np.asarray(seen_mask), dtype=torch.bool)
     s, u = _nanmean(iou[seen]) * 100, _nanmean(iou[~seen]) * 100
-    return {"mIoU": _nanmean(iou) * 100, "sIoU": s, "uIoU": u, "hIoU": harmonic(s, u),
-            "pixel_acc": pixel_acc * 100}
+    return {"mIoU": _nanmean(iou) * 100, "sIoU": s, "uIoU": u, "hIoU": harmonic(s, u), "pixel_acc": pixel_acc * 100}
 
 
 def split_confusion(mat: torch.Tensor, seen_mask) -> dict:
@@ -82,5 +84,7 @@ def split_confusion(mat: torch.Tensor, seen_mask) -> dict:
 
 def per_class_rows(iou: torch.Tensor, class_names: list[str], seen_mask) -> list[dict]:
     seen = np.asarray(seen_mask, dtype=bool)
-    return [{"class": name, "iou": None if math.isnan(v) else round(v * 100, 4), "seen": bool(seen[i])}
-            for i, (name, v) in enumerate(zip(class_names, iou.tolist()))]
+    return [
+        {"class": name, "iou": None if math.isnan(v) else round(v * 100, 4), "seen": bool(seen[i])}
+        for i, (name, v) in enumerate(zip(class_names, iou.tolist()))
+    ]

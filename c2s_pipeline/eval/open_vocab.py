@@ -1,5 +1,6 @@
 """What `c2s predict` and `c2s serve` share: images from users, a class map over any vocabulary, and CLIP's
 text tower for names the student was not trained with."""
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,11 @@ def text_encoder(params: Params):
     from c2s_pipeline.teacher.clip import load_clip  # CLIP stays out of every other command
 
     t, d = params.teacher, params.data
-    templates = dataset_spec(d.dataset, d.root, d.context_unseen_split, d.unseen).prompt_set(t.templates) \
-        if t.templates == "auto" else t.templates
+    templates = (
+        dataset_spec(d.dataset, d.root, d.context_unseen_split, d.unseen).prompt_set(t.templates)
+        if t.templates == "auto"
+        else t.templates
+    )
     clip = load_clip(t.clip_model, t.pretrained, image_size=d.image_size, device="cpu", dense_mode=t.dense_mode)
     return clip, templates
 
@@ -38,7 +42,7 @@ def text_encoder(params: Params):
 # the argmax of scores at the image's resolution; above, scores are taken at a size within the bound and the
 # class map is upsampled (nearest).
 MAX_INPUT_PIXELS = 16_000_000
-MAX_SCORE_VALUES = 2 ** 26          # 256 MB of float32 scores: 20 classes at 3.4 MP, 171 at 0.4 MP
+MAX_SCORE_VALUES = 2**26  # 256 MB of float32 scores: 20 classes at 3.4 MP, 171 at 0.4 MP
 
 
 def within(height: int, width: int, budget: float) -> tuple[int, int]:
@@ -47,8 +51,8 @@ def within(height: int, width: int, budget: float) -> tuple[int, int]:
     return max(1, int(height * scale)), max(1, int(width * scale))
 
 
-UNLABELLED = -1   # a pixel no typed name fits (PredictConfig.unlabelled): drawn without colour
-MAX_CLASSES = 2 ** 15 - 1   # class maps are int16
+UNLABELLED = -1  # a pixel no typed name fits (PredictConfig.unlabelled): drawn without colour
+MAX_CLASSES = 2**15 - 1  # class maps are int16
 
 
 def class_scores(student, emb: torch.Tensor, run_params: Params, ev: EvalConfig, image: np.ndarray) -> torch.Tensor:
@@ -64,8 +68,15 @@ def class_scores(student, emb: torch.Tensor, run_params: Params, ev: EvalConfig,
     x = image_to_tensor(image, run_params.student.normalisation).unsqueeze(0).to(emb.device)
     probs = lambda t: student.predict_logits(t, emb, run_params.student.logit_scale).softmax(1)  # noqa: E731
     with torch.inference_mode():
-        return predict_logits(probs, x, mode=ev.mode, crop=size, stride=slide_stride(ev.stride, size), flip=ev.flip,
-                              out_size=within(height, width, MAX_SCORE_VALUES / len(emb)))[0]
+        return predict_logits(
+            probs,
+            x,
+            mode=ev.mode,
+            crop=size,
+            stride=slide_stride(ev.stride, size),
+            flip=ev.flip,
+            out_size=within(height, width, MAX_SCORE_VALUES / len(emb)),
+        )[0]
 
 
 def label_pixels(scores, n_named: int, threshold: float = 0.0) -> np.ndarray:
@@ -94,16 +105,18 @@ def split_background(names: list[str], cfg: PredictConfig) -> tuple[list[int], i
     """(row order, n_named) for label_pixels: with cfg.unlabelled background, the vocabulary's background names
     (cfg.background) move after the typed ones, and their pixels will be unlabelled; else every row is named."""
     if not names:
-        raise PredictError("the vocabulary has no names; give at least one, e.g. --classes \"cat,dog\"")
+        raise PredictError('the vocabulary has no names; give at least one, e.g. --classes "cat,dog"')
     if cfg.unlabelled != "background":
         return list(range(len(names))), len(names)
     named = [i for i, n in enumerate(names) if n not in cfg.background]
     background = [i for i, n in enumerate(names) if n in cfg.background]
     if not background:
         listed = ",".join([*names, *cfg.background])
-        raise PredictError(f"predict.unlabelled background needs a text embedding of {', '.join(cfg.background)}; "
-                           f"build a vocabulary with them: c2s vocab \"{listed}\" -o vocab.pt, and pass --vocab "
-                           "vocab.pt (or choose predict.unlabelled none or threshold)")
+        raise PredictError(
+            f"predict.unlabelled background needs a text embedding of {', '.join(cfg.background)}; "
+            f'build a vocabulary with them: c2s vocab "{listed}" -o vocab.pt, and pass --vocab '
+            "vocab.pt (or choose predict.unlabelled none or threshold)"
+        )
     if not named:
         raise PredictError("every name of the vocabulary is a background name (predict.background); type a class")
     return named + background, len(named)
@@ -129,8 +142,16 @@ def prepare(names: list[str], cfg: PredictConfig) -> tuple[list[int], int, float
     return order, n_named, cfg.threshold if cfg.unlabelled == "threshold" else 0.0
 
 
-def class_map(student, emb: torch.Tensor, run_params: Params, ev: EvalConfig, image: np.ndarray, *,
-              n_named: int | None = None, threshold: float = 0.0) -> np.ndarray:
+def class_map(
+    student,
+    emb: torch.Tensor,
+    run_params: Params,
+    ev: EvalConfig,
+    image: np.ndarray,
+    *,
+    n_named: int | None = None,
+    threshold: float = 0.0,
+) -> np.ndarray:
     """(H, W) int16 class ids over the vocabulary emb (C, D), UNLABELLED as label_pixels says (n_named None:
     every row is a typed name); memory bounded as class_scores."""
     scores = class_scores(student, emb, run_params, ev, image)
@@ -151,11 +172,19 @@ def write_vocab(params: Params, class_names: list[str], out: str | Path) -> Path
     """Text embeddings of new class names, saved for `predict --vocab` and `export --vocab`."""
     names = [c.strip() for c in class_names if c.strip()]
     if not names:
-        raise PredictError("no class names given; pass e.g. \"cat,dog,grass\"")
+        raise PredictError('no class names given; pass e.g. "cat,dog,grass"')
     clip, templates = text_encoder(params)
     text = clip.encode_text(names, templates=templates).cpu().float()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"class_names": names, "text_embeddings": text, "clip_model": params.teacher.clip_model,
-                "weights_digest": clip.weights_digest, "templates": as_json(templates)}, out)
+    torch.save(
+        {
+            "class_names": names,
+            "text_embeddings": text,
+            "clip_model": params.teacher.clip_model,
+            "weights_digest": clip.weights_digest,
+            "templates": as_json(templates),
+        },
+        out,
+    )
     return out

@@ -1,5 +1,6 @@
 """Human-facing outputs: the metrics table, per-class bar chart, per-class CSV, colour overlays, and the tables and
 marker-delimited excerpts of the generated docs pages."""
+
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,10 @@ def metrics_table(rows: list[dict]) -> str:
     """Markdown table, one row per evaluated model (2 decimals)."""
     head = "| model | " + " | ".join(TABLE_COLUMNS) + " |"
     sep = "|---|" + "---:|" * len(TABLE_COLUMNS)
-    body = ["| " + r["name"] + " | " + " | ".join(f"{r.get(c, float('nan')):.2f}" for c in TABLE_COLUMNS) + " |"
-            for r in rows]
+    body = [
+        "| " + r["name"] + " | " + " | ".join(f"{r.get(c, float('nan')):.2f}" for c in TABLE_COLUMNS) + " |"
+        for r in rows
+    ]
     return "\n".join([head, sep, *body])
 
 
@@ -27,15 +30,18 @@ def write_per_class_csv(rows: list[dict], path: str | Path) -> Path:
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["class", "iou", "seen"])
         writer.writeheader()
-        writer.writerows({"class": r["class"], "iou": "" if r["iou"] is None else r["iou"], "seen": r["seen"]}
-                         for r in rows)
+        writer.writerows(
+            {"class": r["class"], "iou": "" if r["iou"] is None else r["iou"], "seen": r["seen"]} for r in rows
+        )
     return path
 
 
 def read_per_class_csv(path: str | Path) -> list[dict]:
     with Path(path).open() as f:
-        return [{"class": r["class"], "iou": float(r["iou"]) if r["iou"] else None, "seen": r["seen"] == "True"}
-                for r in csv.DictReader(f)]
+        return [
+            {"class": r["class"], "iou": float(r["iou"]) if r["iou"] else None, "seen": r["seen"] == "True"}
+            for r in csv.DictReader(f)
+        ]
 
 
 def per_class_bar_chart(results: dict[str, list[dict]], out_png: str | Path) -> Path:
@@ -80,8 +86,9 @@ def legend_entries(pred: np.ndarray, class_names: list[str]) -> list[tuple[int, 
     return [(int(c), class_names[int(c)]) for c in np.unique(pred) if 0 <= c < len(class_names)]
 
 
-def overlay_image(image: np.ndarray, pred: np.ndarray, class_names: list[str], alpha: float = 0.5,
-                  legend_top: int = 4) -> Image.Image:
+def overlay_image(
+    image: np.ndarray, pred: np.ndarray, class_names: list[str], alpha: float = 0.5, legend_top: int = 4
+) -> Image.Image:
     """Image blended with the class colours (none where pred is outside the names: unlabelled), and a legend
     panel on the right naming present classes from `legend_top` pixels down."""
     colours = palette(len(class_names))
@@ -103,8 +110,9 @@ def overlay_image(image: np.ndarray, pred: np.ndarray, class_names: list[str], a
     return canvas
 
 
-def overlay_png(image: np.ndarray, pred: np.ndarray, class_names: list[str], out_path: str | Path,
-                alpha: float = 0.5) -> Path:
+def overlay_png(
+    image: np.ndarray, pred: np.ndarray, class_names: list[str], out_path: str | Path, alpha: float = 0.5
+) -> Path:
     """overlay_image written as a PNG."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,8 +140,10 @@ def per_class_table(rows: list[dict], before: str, after: str, headers: tuple[st
     head_before, head_after = headers or (before, after)
     lines = [f"| class | split | {head_before} | {head_after} | difference |", "|---|---|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['class']} | {'seen' if r['seen'] else 'unseen'} | {r[before]:.1f} | {r[after]:.1f} | "
-                     f"{r[after] - r[before]:+.1f} |")
+        lines.append(
+            f"| {r['class']} | {'seen' if r['seen'] else 'unseen'} | {r[before]:.1f} | {r[after]:.1f} | "
+            f"{r[after] - r[before]:+.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -146,6 +156,6 @@ def replace_between_markers(text: str, name: str, body: str) -> str:
     i, j = text.find(start), text.find(end)
     if i < 0 or j < i:
         raise KeyError(f"no {start} ... {end} pair in the text")
-    inner = text[i + len(start):j]
+    inner = text[i + len(start) : j]
     sep = "\n" if inner.startswith("\n") else ""
-    return text[:i + len(start)] + sep + body + sep + text[j:]
+    return text[: i + len(start)] + sep + body + sep + text[j:]

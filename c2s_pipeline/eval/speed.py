@@ -1,4 +1,5 @@
 """Inference speed and size: FPS by the Cascade-CLIP protocol (batch 1, warm-up, synchronised)."""
+
 from __future__ import annotations
 
 import time
@@ -14,8 +15,9 @@ def _sync(device) -> None:
 
 
 @torch.inference_mode()
-def measure_fps(fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, warmup: int, iters: int,
-                device) -> float:
+def measure_fps(
+    fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, warmup: int, iters: int, device
+) -> float:
     for _ in range(warmup):
         fn(example)
     _sync(device)

@@ -1,4 +1,5 @@
 """What the command line shares: logging (the device, seeds and allocator are the library's: runtime.py)."""
+
 from __future__ import annotations
 
 import logging
@@ -7,5 +8,8 @@ log = logging.getLogger("c2s")
 
 
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )

@@ -1,4 +1,5 @@
 """torchrun integration: rank/world from the environment, gloo on CPU and nccl on GPU."""
+
 from __future__ import annotations
 
 import logging

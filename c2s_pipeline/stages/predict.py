@@ -1,4 +1,5 @@
 """Stages `vocab` and `predict`: open-vocabulary overlays from the student plus saved text embeddings."""
+
 from __future__ import annotations
 
 import json
@@ -26,29 +27,42 @@ from c2s_pipeline.student.export import IMAGE, METADATA_KEY, SCORES, TEXT
 log = logging.getLogger(__name__)
 
 
-def _vocabulary(names: list[str], emb: torch.Tensor, vocab: str | Path | None,
-                classes: list[str] | None) -> tuple[list[str], torch.Tensor]:
+def _vocabulary(
+    names: list[str], emb: torch.Tensor, vocab: str | Path | None, classes: list[str] | None
+) -> tuple[list[str], torch.Tensor]:
     """Class names and embeddings to predict with: a vocab file, or the training vocabulary (names, emb);
     `classes` keeps those names only."""
     if vocab is not None:
         vocab_names, vocab_emb = load_vocab(vocab)
         if vocab_emb.shape[1] != emb.shape[1]:
-            raise PredictError(f"{vocab}: embedding width {vocab_emb.shape[1]} does not match "
-                               f"the student's {emb.shape[1]}; rebuild it with `c2s vocab` for this teacher")
+            raise PredictError(
+                f"{vocab}: embedding width {vocab_emb.shape[1]} does not match "
+                f"the student's {emb.shape[1]}; rebuild it with `c2s vocab` for this teacher"
+            )
         names, emb = vocab_names, vocab_emb.to(emb.device)
     if classes:
         missing = [c for c in classes if c not in names]
         if missing:
-            raise PredictError(f"no text embedding for {', '.join(missing)}; run `c2s vocab "
-                               f"\"{','.join(classes)}\" -o vocab.pt` and pass --vocab vocab.pt")
+            raise PredictError(
+                f"no text embedding for {', '.join(missing)}; run `c2s vocab "
+                f'"{",".join(classes)}" -o vocab.pt` and pass --vocab vocab.pt'
+            )
         keep = [names.index(c) for c in classes]
         names, emb = classes, emb[keep]
     return names, emb
 
 
-def run(params: Params, images: list[str], run_dir: str | Path, out_dir: str | Path, *,
-        vocab: str | Path | None = None, classes: list[str] | None = None,
-        cache_dir: str | Path, store: str | Path | None = None) -> Path:
+def run(
+    params: Params,
+    images: list[str],
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    vocab: str | Path | None = None,
+    classes: list[str] | None = None,
+    cache_dir: str | Path,
+    store: str | Path | None = None,
+) -> Path:
     """Write one overlay PNG with a legend per input image; returns the output folder. The run's teacher store
     (its vocabulary's text embeddings) is found as checkpoint.run_store finds it."""
     device = resolve_device(params.eval.device)
@@ -67,8 +81,15 @@ def run(params: Params, images: list[str], run_dir: str | Path, out_dir: str | P
     return out_dir
 
 
-def run_onnx(images: list[str], model_path: str | Path, out_dir: str | Path, *, vocab: str | Path | None = None,
-             classes: list[str] | None = None, params: Params | None = None) -> Path:
+def run_onnx(
+    images: list[str],
+    model_path: str | Path,
+    out_dir: str | Path,
+    *,
+    vocab: str | Path | None = None,
+    classes: list[str] | None = None,
+    params: Params | None = None,
+) -> Path:
     """The same overlays as `run`, from an exported graph through onnxruntime (no student code, no CLIP)."""
     try:
         import onnxruntime
@@ -80,8 +101,10 @@ def run_onnx(images: list[str], model_path: str | Path, out_dir: str | Path, *, 
         if not {"mode", "class_names"} <= set(meta) or (meta["mode"] != "folded" and "text_embeddings" not in meta):
             raise KeyError("incomplete metadata")
     except Exception as err:  # noqa: BLE001 - onnxruntime reports a bad file with its own exception types
-        raise PredictError(f"{model_path} is not a c2s ONNX model ({err.__class__.__name__}); "
-                           "export one with `c2s export --run RUN --out model.onnx`") from None
+        raise PredictError(
+            f"{model_path} is not a c2s ONNX model ({err.__class__.__name__}); "
+            "export one with `c2s export --run RUN --out model.onnx`"
+        ) from None
     folded = meta["mode"] == "folded"
     names = list(meta["class_names"])
     if folded and vocab is not None:
@@ -95,8 +118,10 @@ def run_onnx(images: list[str], model_path: str | Path, out_dir: str | Path, *, 
     except PredictError as err:
         if not folded:
             raise
-        raise PredictError(f"{model_path} has its vocabulary folded in: {err}; export it again with a --vocab "
-                           "that holds every name needed") from None
+        raise PredictError(
+            f"{model_path} has its vocabulary folded in: {err}; export it again with a --vocab "
+            "that holds every name needed"
+        ) from None
     keep = [list(meta["class_names"]).index(names[i]) for i in order] if folded else None
     names, emb = [names[i] for i in order[:n_named]], emb[order]
     out_dir = Path(out_dir)
@@ -106,8 +131,8 @@ def run_onnx(images: list[str], model_path: str | Path, out_dir: str | Path, *, 
         feed = {IMAGE: image.transpose(2, 0, 1)[None].astype(np.float32)}
         if not folded:
             feed[TEXT] = emb.numpy().astype(np.float32)
-        scores = session.run([SCORES], feed)[0][0]                           # (C, H, W) probabilities
-        if keep is not None:       # a folded graph's softmax spans its whole vocabulary: over the names kept
+        scores = session.run([SCORES], feed)[0][0]  # (C, H, W) probabilities
+        if keep is not None:  # a folded graph's softmax spans its whole vocabulary: over the names kept
             scores = scores[keep] / np.maximum(scores[keep].sum(0, keepdims=True), np.finfo(np.float32).tiny)
         pred = label_pixels(scores, n_named, threshold)
         overlay_png(image, pred, names, out_dir / f"{Path(image_path).stem}_overlay.png", params.predict.opacity)

@@ -1,4 +1,5 @@
 """Stage `report`: the C2S / seen-only / CLIP-dense rows side by side, as markdown and a bar chart."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,10 @@ def run(metric_files: Sequence[str | Path], out_dir: str | Path, cross: Sequence
     per_class_bar_chart(per_class, out_dir / BAR_CHART)
     text = f"# c2s results\n\n{table}\n\nUnseen classes are marked * in {BAR_CHART}.\n"
     if cross:
-        text += ("\n## Another dataset's vocabulary\n\nmIoU over the target's classes, over those named like a "
-                 f"class the run trained on, and over the rest:\n\n{cross_table(cross)}\n")
+        text += (
+            "\n## Another dataset's vocabulary\n\nmIoU over the target's classes, over those named like a "
+            f"class the run trained on, and over the rest:\n\n{cross_table(cross)}\n"
+        )
     (out_dir / REPORT_MD).write_text(text)
     print(text)
     return out_dir / REPORT_MD

@@ -1,6 +1,7 @@
 """The run folder's files (student.pt, checkpoint.pt, config.json, log.jsonl), what a checkpoint may be resumed
 under, and the student loaded for inference; every torch file is read by student.torch_files.safe_load.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 STUDENT_FILE = "student.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
-LOSS_CSV = "loss.csv"   # the log again, for `dvc plots` (which reads no JSON lines)
-LOCK_FILE = ".lock"          # held by the process training into the folder (student.loop.train)
+LOSS_CSV = "loss.csv"  # the log again, for `dvc plots` (which reads no JSON lines)
+LOCK_FILE = ".lock"  # held by the process training into the folder (student.loop.train)
 CONFIG_FILE = "config.json"
 
 
@@ -53,10 +54,13 @@ class RunRecord:
             raise CheckpointError(f"{path} has no readable run record (params and provenance); retrain it")
         if "params" not in saved:
             provenance_keys = ("teacher_store", "fingerprint", "class_names")
-            saved = {"params": {k: v for k, v in saved.items() if k not in provenance_keys},
-                     "provenance": {k: saved[k] for k in provenance_keys if k in saved}}
-        params = {section: dict(values) if isinstance(values, dict) else values
-                  for section, values in saved["params"].items()}
+            saved = {
+                "params": {k: v for k, v in saved.items() if k not in provenance_keys},
+                "provenance": {k: saved[k] for k in provenance_keys if k in saved},
+            }
+        params = {
+            section: dict(values) if isinstance(values, dict) else values for section, values in saved["params"].items()
+        }
         # A record written before the teacher's pretraining section was renamed calls it `pretrain`.
         if "pretrain" in params and RENAMED_SECTIONS["pretrain"] not in params:
             params[RENAMED_SECTIONS["pretrain"]] = params.pop("pretrain")
@@ -94,21 +98,30 @@ def check_resumable(path: str | Path, saved: dict | None, current: RunRecord) ->
     """Refuse to continue a checkpoint under other settings than it was written with; names what differs."""
     old, new = RunRecord.from_dict(saved or {}, path).flat(), current.flat()
     by_content = {k for k, digest in RESUME_BY_CONTENT.items() if old.get(digest) and old[digest] == new.get(digest)}
-    keys = sorted(k for k in old.keys() | new.keys()
-                  if k.split(".")[0] in RESUME_COMPARED and k not in RESUME_MAY_CHANGE and k not in by_content)
+    keys = sorted(
+        k
+        for k in old.keys() | new.keys()
+        if k.split(".")[0] in RESUME_COMPARED and k not in RESUME_MAY_CHANGE and k not in by_content
+    )
     diffs = changes(old, new, keys)
     before, after = old.get("train.iterations"), new.get("train.iterations")
     if before is not None and after is not None and after < before:
         diffs.append(f"train.iterations {before} -> {after} (it may only grow)")
     if diffs:
-        raise CheckpointError(f"{path} was written under other settings: {first_few(diffs)}; restore "
-                              "them, or pass --no-resume to start this run afresh")
+        raise CheckpointError(
+            f"{path} was written under other settings: {first_few(diffs)}; restore "
+            "them, or pass --no-resume to start this run afresh"
+        )
 
 
 def load_vocab(path: str | Path) -> tuple[list[str], torch.Tensor]:
     """(class names, (C, D) text embeddings) of a `c2s vocab` file, loaded safely."""
-    v = safe_load(path, "vocabulary", f"rebuild it with `c2s vocab \"cat,dog,...\" -o {path}`",
-                  keys=("class_names", "text_embeddings"))
+    v = safe_load(
+        path,
+        "vocabulary",
+        f'rebuild it with `c2s vocab "cat,dog,..." -o {path}`',
+        keys=("class_names", "text_embeddings"),
+    )
     return list(v["class_names"]), v["text_embeddings"].float()
 
 
@@ -116,8 +129,9 @@ FINGERPRINT = re.compile(r"[0-9a-f]{8,64}")
 STORE_SUFFIXES = (".zarr", ".h5")
 
 
-def run_store(run: RunRecord, path: str | Path, *, cache_dir: str | Path,
-              store: str | Path | None = None) -> CacheReader:
+def run_store(
+    run: RunRecord, path: str | Path, *, cache_dir: str | Path, store: str | Path | None = None
+) -> CacheReader:
     """The full (all-class) reader of the teacher store a run was trained from: `store` when the user names one,
     else the store of the run's fingerprint in cache_dir. Never the location the run file records: a downloaded
     student.pt must not choose what c2s opens (a URL, a device). Refused unless its fingerprint is the run's."""
@@ -125,7 +139,7 @@ def run_store(run: RunRecord, path: str | Path, *, cache_dir: str | Path,
     if not FINGERPRINT.fullmatch(fingerprint):
         raise CheckpointError(f"{path} names no valid teacher fingerprint; it is not a c2s run file: retrain it")
     if store is None:
-        if is_url(cache_dir):    # a URL the user passed: the store's name there, as precompute names it
+        if is_url(cache_dir):  # a URL the user passed: the store's name there, as precompute names it
             d = run.params.data
             url = store_path(cache_dir, d.dataset, d.train_split, fingerprint, "zarr")
             found = [url] if ZarrBackend.exists(url) else []
@@ -133,27 +147,32 @@ def run_store(run: RunRecord, path: str | Path, *, cache_dir: str | Path,
             found = sorted(p for p in Path(cache_dir).glob(f"*-{fingerprint}.*") if p.suffix in STORE_SUFFIXES)
         if not found:
             recorded = run.provenance.get("teacher_store", "?")
-            raise CheckpointError(f"the teacher store of {path} (fingerprint {fingerprint}) is not in {cache_dir}; "
-                                  f"pass --cache-dir with the folder that holds it, or --store with its path (it was "
-                                  f"trained from {recorded}; c2s opens no location a run file names)")
+            raise CheckpointError(
+                f"the teacher store of {path} (fingerprint {fingerprint}) is not in {cache_dir}; "
+                f"pass --cache-dir with the folder that holds it, or --store with its path (it was "
+                f"trained from {recorded}; c2s opens no location a run file names)"
+            )
         store = found[0]
     return CacheReader(store, expect=StoreIdentity(fingerprint), seen_only=False)
 
 
-def load_student(run_dir: str | Path, device: torch.device | str = "cpu", *,
-                 cache_dir: str | Path, store: str | Path | None = None):
+def load_student(
+    run_dir: str | Path, device: torch.device | str = "cpu", *, cache_dir: str | Path, store: str | Path | None = None
+):
     """(student in eval mode, all-class text embeddings of its teacher store (C, D), its RunRecord); the store is
     found as run_store finds it."""
     student, reader, run = load_run(run_dir, device, cache_dir=cache_dir, store=store)
     return student, torch.from_numpy(reader.text_embeddings()).float().to(device), run
 
 
-def load_run(run_dir: str | Path, device: torch.device | str = "cpu", *,
-             cache_dir: str | Path, store: str | Path | None = None):
+def load_run(
+    run_dir: str | Path, device: torch.device | str = "cpu", *, cache_dir: str | Path, store: str | Path | None = None
+):
     """(student in eval mode, full reader of its teacher store (run_store), its RunRecord)."""
     path = Path(run_dir) / STUDENT_FILE
-    ckpt = safe_load(path, "student", f"train it with `c2s train --run {run_dir}`",
-                     keys=("state_dict", "embed_dim", "config"))
+    ckpt = safe_load(
+        path, "student", f"train it with `c2s train --run {run_dir}`", keys=("state_dict", "embed_dim", "config")
+    )
     run = RunRecord.from_dict(ckpt["config"], path)
     s = run.params.student
     student = Student(s.arch, s.encoder, None, embed_dim=ckpt["embed_dim"], head=s.head, logits=s.seen_logits)
@@ -161,8 +180,9 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu", *,
         student.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, TypeError, AttributeError) as err:
         first = str(err).strip().splitlines()[0].strip()[:120]
-        raise CheckpointError(f"{path}: its weights do not fit the student its params describe ({first}); "
-                              "retrain it") from None
+        raise CheckpointError(
+            f"{path}: its weights do not fit the student its params describe ({first}); retrain it"
+        ) from None
     student.to(device).eval()
     # Evaluation sees every class: the store is opened with seen_only=False here, never in training.
     return student, run_store(run, path, cache_dir=cache_dir, store=store), run

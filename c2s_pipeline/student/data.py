@@ -1,4 +1,5 @@
 """The training dataset: dataset images + seen-only labels + the teacher store, augmented together."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,28 +31,32 @@ class DistillDataset(Dataset):
     Labels and seen regions are in seen-index space (0..C_s-1), the space of the seen text rows.
     """
 
-    def __init__(self, reader, dataset, image_size: int, cfg: TrainConfig, seed: int = 0,
-                 normalisation: str = "clip"):
+    def __init__(self, reader, dataset, image_size: int, cfg: TrainConfig, seed: int = 0, normalisation: str = "clip"):
         if not getattr(dataset, "seen_only", False):
             raise ValueError("training data must pass the seen-only gate: build the dataset with seen_only=True")
         if list(reader.ids) != list(dataset.ids):
-            raise ValueError(f"teacher store {reader.path} was computed for another image list; "
-                             "re-run `c2s precompute` for this dataset and split")
+            raise ValueError(
+                f"teacher store {reader.path} was computed for another image list; "
+                "re-run `c2s precompute` for this dataset and split"
+            )
         # The store's own seen flags decide which text rows and regions training reads: they must be the
         # dataset's under these params, whatever the store's manifest claims (a store edited or from elsewhere).
         spec = dataset.spec
-        if list(reader.class_names) != list(spec.class_names) or \
-                not np.array_equal(reader.class_seen(), spec.seen_mask()):
-            raise CacheError(f"teacher store {reader.path} names other classes, or other seen classes, than "
-                             f"{spec.name} under these params; use the store `c2s precompute` makes for them")
+        if list(reader.class_names) != list(spec.class_names) or not np.array_equal(
+            reader.class_seen(), spec.seen_mask()
+        ):
+            raise CacheError(
+                f"teacher store {reader.path} names other classes, or other seen classes, than "
+                f"{spec.name} under these params; use the store `c2s precompute` makes for them"
+            )
         self.reader, self.dataset, self.size, self.cfg, self.seed = reader, dataset, image_size, cfg, seed
         self.normalisation = normalisation
-        self.bank = reader.shape.view_boxes                                   # per-image boxes, else windows
-        self.views = None if self.bank else reader.views()                    # (top, left, side) windows
+        self.bank = reader.shape.view_boxes  # per-image boxes, else windows
+        self.views = None if self.bank else reader.views()  # (top, left, side) windows
         seen_ids = reader.class_ids()
         lut = np.full(256, IGNORE_INDEX, dtype=np.int64)
         lut[seen_ids] = np.arange(len(seen_ids))
-        self.seen_index = lut                                                 # class id -> seen index
+        self.seen_index = lut  # class id -> seen index
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -65,10 +70,11 @@ class DistillDataset(Dataset):
         if self.bank:
             image, label, pseudo = self._bank_item(sample, rec, view, rng)
         else:
-            assert self.views is not None   # a corners store's windows
+            assert self.views is not None  # a corners store's windows
             image, label = resize_pair(sample.image, sample.label, self.size)
-            image, label, pseudo = view_crop_flip(image, label, rec.pseudo_mask, window=self.views[view],
-                                                  size=self.size, flip=self.cfg.flip, rng=rng)
+            image, label, pseudo = view_crop_flip(
+                image, label, rec.pseudo_mask, window=self.views[view], size=self.size, flip=self.cfg.flip, rng=rng
+            )
             if self.cfg.photometric:
                 image = photometric_distortion(image, rng)
             image = image_to_tensor(image, self.normalisation)
@@ -78,11 +84,11 @@ class DistillDataset(Dataset):
         if (region_class[seen_slot] == IGNORE_INDEX).any():
             raise ValueError(f"store {self.reader.path} holds an unseen class as a seen region (image {i})")
         return {
-            "image": image,                                                    # (3, S, S)
-            "label": torch.from_numpy(self.seen_index[label]),                 # (S, S) seen index / 255
-            "pseudo_mask": torch.from_numpy(pseudo.astype(np.int64)),          # (S, S) slot ids / 255
-            "region_class": torch.from_numpy(region_class),                    # (R,)
-            "local_cls": torch.from_numpy(rec.local_cls.astype(np.float32)),   # (R, D)
+            "image": image,  # (3, S, S)
+            "label": torch.from_numpy(self.seen_index[label]),  # (S, S) seen index / 255
+            "pseudo_mask": torch.from_numpy(pseudo.astype(np.int64)),  # (S, S) slot ids / 255
+            "region_class": torch.from_numpy(region_class),  # (R,)
+            "local_cls": torch.from_numpy(rec.local_cls.astype(np.float32)),  # (R, D)
             "global_cls": torch.from_numpy(rec.global_cls[view].astype(np.float32)),  # (D,)
             "index": torch.tensor(i),
         }
@@ -129,9 +135,17 @@ class ResumableSampler(torch.utils.data.Sampler):
         return 2**62
 
 
-def make_loader(dataset: DistillDataset, cfg: TrainConfig, start_iter: int = 0, rank: int = 0,
-                world_size: int = 1) -> DataLoader:
+def make_loader(
+    dataset: DistillDataset, cfg: TrainConfig, start_iter: int = 0, rank: int = 0, world_size: int = 1
+) -> DataLoader:
     sampler = ResumableSampler(len(dataset), cfg.batch_size, cfg.seed, start_iter, rank, world_size)
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=True,
-                      persistent_workers=False, multiprocessing_context="fork" if cfg.num_workers else None)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=True,
+        persistent_workers=False,
+        multiprocessing_context="fork" if cfg.num_workers else None,
+    )

@@ -1,4 +1,5 @@
 """The training loop: AdamW, warm-up + poly, AMP on CUDA, clipping, atomic checkpoints, exact resume."""
+
 from __future__ import annotations
 
 import contextlib
@@ -63,10 +64,11 @@ def parameter_groups(task: C2STask, cfg: TrainConfig) -> list[dict]:
     decay_mult 0 reaches the backbone's norms only, since the `head` key wins for every decode-head parameter."""
     norms = set() if cfg.decay_norms else norm_parameter_ids(task.student.net.encoder)
     groups = []
-    for params, lr in ((task.student.encoder_parameters(), cfg.lr),
-                       (task.head_parameters(), cfg.lr * cfg.head_lr_mult)):
-        groups.append({"params": [p for p in params if id(p) not in norms], "lr": lr,
-                       "weight_decay": cfg.weight_decay})
+    for params, lr in (
+        (task.student.encoder_parameters(), cfg.lr),
+        (task.head_parameters(), cfg.lr * cfg.head_lr_mult),
+    ):
+        groups.append({"params": [p for p in params if id(p) not in norms], "lr": lr, "weight_decay": cfg.weight_decay})
         if norms:
             groups.append({"params": [p for p in params if id(p) in norms], "lr": lr, "weight_decay": 0.0})
     return [g for g in groups if g["params"]]
@@ -88,8 +90,13 @@ def build_optimizer(task: C2STask, cfg: TrainConfig):
 def _rng_state() -> dict:
     """Every RNG training draws from, as tensors and plain values so checkpoints load with weights_only=True."""
     kind, keys, pos, has_gauss, gauss = cast(tuple, np.random.get_state())
-    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                   "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    numpy_state = {
+        "kind": kind,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "gauss": float(gauss),
+    }
     state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -113,11 +120,13 @@ def atomic_save(obj, path: Path) -> None:
     try:
         with replacing(path) as tmp:
             torch.save(obj, tmp)
-    except (OSError, RuntimeError) as err:   # torch's zip writer reports a full disk as a RuntimeError
+    except (OSError, RuntimeError) as err:  # torch's zip writer reports a full disk as a RuntimeError
         log.debug("cannot write %s", path, exc_info=True)
         reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
-        raise CheckpointError(f"cannot write {path} ({reason}); the previous {path.name} is kept: free space or "
-                              "fix the folder, then run again (training resumes from the last checkpoint)") from None
+        raise CheckpointError(
+            f"cannot write {path} ({reason}); the previous {path.name} is kept: free space or "
+            "fix the folder, then run again (training resumes from the last checkpoint)"
+        ) from None
 
 
 def _trim_log(path: Path, last: int) -> None:
@@ -146,9 +155,17 @@ def _is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLoader], cfg: TrainConfig,
-          run_dir: str | Path, *, run: RunRecord, device: torch.device, resume: bool = True,
-          wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Path:
+def train(
+    task: C2STask,
+    loader_factory: Callable[[int], torch.utils.data.DataLoader],
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    run: RunRecord,
+    device: torch.device,
+    resume: bool = True,
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+) -> Path:
     """Train `task` for cfg.iterations; returns run_dir (with student.pt, checkpoint.pt, log.jsonl).
 
     loader_factory(start_iter) gives batches from that iteration on; `wrap` (e.g. DDP) wraps the task.
@@ -157,18 +174,21 @@ def train(task: C2STask, loader_factory: Callable[[int], torch.utils.data.DataLo
     a file.
     """
     run_dir = Path(run_dir)
-    busy = CheckpointError(f"run folder {run_dir} is in use by another c2s train (it holds {LOCK_FILE}); wait for "
-                           "it to finish, or train into another --run")
+    busy = CheckpointError(
+        f"run folder {run_dir} is in use by another c2s train (it holds {LOCK_FILE}); wait for "
+        "it to finish, or train into another --run"
+    )
     with exclusive_lock(run_dir / LOCK_FILE, busy) if _is_main() else contextlib.nullcontext():
         return _train(task, loader_factory, cfg, run_dir, run=run, device=device, resume=resume, wrap=wrap)
 
 
-def _train(task, loader_factory, cfg: TrainConfig, run_dir: Path, *, run: RunRecord, device: torch.device,
-           resume: bool, wrap) -> Path:
+def _train(
+    task, loader_factory, cfg: TrainConfig, run_dir: Path, *, run: RunRecord, device: torch.device, resume: bool, wrap
+) -> Path:
     saved = run.to_dict()
     run_dir.mkdir(parents=True, exist_ok=True)
     if _is_main():
-        for leftover in run_dir.glob("*.tmp"):   # of a write killed mid-way (files.replacing); we hold the lock
+        for leftover in run_dir.glob("*.tmp"):  # of a write killed mid-way (files.replacing); we hold the lock
             leftover.unlink()
     task.to(device)
     opt, sched = build_optimizer(task, cfg)
@@ -176,8 +196,12 @@ def _train(task, loader_factory, cfg: TrainConfig, run_dir: Path, *, run: RunRec
     ckpt_path = run_dir / CHECKPOINT_FILE
     if resume and ckpt_path.is_file():
         # On the CPU: RNG states must stay there, and load_state_dict moves the rest to the model's device.
-        ckpt = safe_load(ckpt_path, "checkpoint", "delete it, or pass --no-resume to start this run afresh",
-                         keys=("task", "optimizer", "scheduler", "rng", "iteration"))
+        ckpt = safe_load(
+            ckpt_path,
+            "checkpoint",
+            "delete it, or pass --no-resume to start this run afresh",
+            keys=("task", "optimizer", "scheduler", "rng", "iteration"),
+        )
         check_resumable(ckpt_path, ckpt.get("config"), run)
         task.load_state_dict(ckpt["task"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -199,19 +223,26 @@ def _train(task, loader_factory, cfg: TrainConfig, run_dir: Path, *, run: RunRec
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     task.train()
-    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=run_dir.name,
-               unit="it", disable=not _is_main())
+    bar = tqdm(
+        range(start, cfg.iterations),
+        initial=start,
+        total=cfg.iterations,
+        desc=run_dir.name,
+        unit="it",
+        disable=not _is_main(),
+    )
     t0 = time.perf_counter()
     for it in bar:
         batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             losses = model(batch)
-        if not torch.isfinite(losses["loss"]):       # before the step: no NaN reaches the weights or a checkpoint
+        if not torch.isfinite(losses["loss"]):  # before the step: no NaN reaches the weights or a checkpoint
             terms = [k for k in LOSS_KEYS[1:] if not torch.isfinite(losses[k])] or ["loss"]
             raise NonFiniteLossError(
                 f"the loss is not finite at iteration {it + 1} ({', '.join(terms)}); the weights were not updated "
                 f"and {ckpt_path} keeps the last good checkpoint: lower train.lr, or check the data and the "
-                "teacher store (c2s cache verify), then run again")
+                "teacher store (c2s cache verify), then run again"
+            )
         opt.zero_grad(set_to_none=True)
         scaler.scale(losses["loss"]).backward()
         if cfg.grad_clip > 0:
@@ -222,18 +253,39 @@ def _train(task, loader_factory, cfg: TrainConfig, run_dir: Path, *, run: RunRec
         sched.step()
         done = it + 1
         if _is_main() and (done % cfg.log_every == 0 or done == cfg.iterations):
-            row = {"iter": done, "lr": opt.param_groups[0]["lr"], "time": round(time.perf_counter() - t0, 3),
-                   **{k: float(losses[k].detach()) for k in LOSS_KEYS}}
+            row = {
+                "iter": done,
+                "lr": opt.param_groups[0]["lr"],
+                "time": round(time.perf_counter() - t0, 3),
+                **{k: float(losses[k].detach()) for k in LOSS_KEYS},
+            }
             with (run_dir / LOG_FILE).open("a") as f:
                 f.write(json.dumps(row) + "\n")
             bar.set_postfix(loss=f"{row['loss']:.3f}")
         if _is_main() and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
-            atomic_save({"task": task.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "rng": _rng_state(), "iteration": done, "config": saved, "seed": cfg.seed}, ckpt_path)
+            atomic_save(
+                {
+                    "task": task.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "rng": _rng_state(),
+                    "iteration": done,
+                    "config": saved,
+                    "seed": cfg.seed,
+                },
+                ckpt_path,
+            )
     bar.close()
     if _is_main():
-        atomic_save({"state_dict": task.student.state_dict(), "embed_dim": task.student.embed_dim,
-                     "config": saved, "seed": cfg.seed, "fingerprint": saved["provenance"].get("fingerprint")},
-                    run_dir / STUDENT_FILE)
+        atomic_save(
+            {
+                "state_dict": task.student.state_dict(),
+                "embed_dim": task.student.embed_dim,
+                "config": saved,
+                "seed": cfg.seed,
+                "fingerprint": saved["provenance"].get("fingerprint"),
+            },
+            run_dir / STUDENT_FILE,
+        )
         write_loss_csv(run_dir)
     return run_dir

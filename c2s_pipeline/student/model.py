@@ -8,6 +8,7 @@ free; `isometric` keeps its columns orthonormal (W^T W = I, needs K <= D), so th
 cosine divides by costs K per pixel at inference instead of K^2 (see _folded_logits).
 Why the isometric head is an option and not the default: docs/decisions/0008-isometric-head.md.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,30 +48,38 @@ def scaled_cosine(features: torch.Tensor, scaled_unit_text: torch.Tensor) -> tor
     backward is one matmul and one scaling instead of a normalize's passes over B x D x h x w.
     """
     b, _, h, w = features.shape
-    flat = features.flatten(2)                                                    # (B, D, hw)
-    inv_norm = 1.0 / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)              # (B, 1, hw), as F.normalize
+    flat = features.flatten(2)  # (B, D, hw)
+    inv_norm = 1.0 / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (B, 1, hw), as F.normalize
     return ((scaled_unit_text @ flat) * inv_norm).view(b, -1, h, w)
 
 
 def is_weights_file(encoder_weights: str | None) -> bool:
     """A local state_dict of the encoder (offline ImageNet weights, `c2s world pretrain-encoder`), not a name
     that smp downloads: a file, or anything path-like (so a missing file is named as such)."""
-    return encoder_weights is not None and (Path(encoder_weights).suffix in (".pt", ".pth") or "/" in encoder_weights
-                                            or Path(encoder_weights).is_file())
+    return encoder_weights is not None and (
+        Path(encoder_weights).suffix in (".pt", ".pth") or "/" in encoder_weights or Path(encoder_weights).is_file()
+    )
 
 
 class OrthonormalColumns(nn.Module):
     """Parametrization of a (D, K, 1, 1) conv weight as the Q of its QR (signs fixed so Q is a smooth map)."""
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        q, r = torch.linalg.qr(weight.flatten(1))                                 # (D, K), (K, K)
+        q, r = torch.linalg.qr(weight.flatten(1))  # (D, K), (K, K)
         sign = torch.where(torch.diagonal(r) < 0, -1.0, 1.0).to(q.dtype)
         return (q * sign).view_as(weight)
 
 
 class Student(nn.Module):
-    def __init__(self, arch: str = "segformer", encoder: str = "mit_b0", encoder_weights: str | None = None,
-                 embed_dim: int = 512, head: str = "linear", logits: str = "cosine"):
+    def __init__(
+        self,
+        arch: str = "segformer",
+        encoder: str = "mit_b0",
+        encoder_weights: str | None = None,
+        embed_dim: int = 512,
+        head: str = "linear",
+        logits: str = "cosine",
+    ):
         super().__init__()
         if head not in STUDENT_HEADS:
             raise StudentError(f"unknown student.head '{head}'; choose {' or '.join(STUDENT_HEADS)}")
@@ -79,12 +88,14 @@ class Student(nn.Module):
         self.logit_form = logits
         weights_file = is_weights_file(encoder_weights)
         try:
-            self.net = smp.create_model(arch, encoder_name=encoder, classes=embed_dim,
-                                        encoder_weights=None if weights_file else encoder_weights)
+            self.net = smp.create_model(
+                arch, encoder_name=encoder, classes=embed_dim, encoder_weights=None if weights_file else encoder_weights
+            )
         except KeyError as err:
             archs = ", ".join(sorted(getattr(smp, "MODEL_ARCHITECTURES_MAPPING", {}))) or "see smp docs"
-            raise StudentError(f"smp has no {err}; architectures: {archs}; "
-                               "encoders: smp.encoders.get_encoder_names()") from None
+            raise StudentError(
+                f"smp has no {err}; architectures: {archs}; encoders: smp.encoders.get_encoder_names()"
+            ) from None
         if weights_file and encoder_weights is not None:
             load_encoder_weights(self.net.encoder, encoder_weights, encoder)
         self.net.segmentation_head[1] = nn.Identity()  # keep D channels at the decoder's own stride
@@ -92,9 +103,11 @@ class Student(nn.Module):
         if head == "isometric":
             conv = self.net.segmentation_head[0]
             if conv.kernel_size != (1, 1) or conv.in_channels > embed_dim:
-                raise StudentError(f"student.head isometric needs a 1x1 head from at most embed_dim={embed_dim} "
-                                   f"decoder channels; {arch} has a {conv.kernel_size} head from "
-                                   f"{conv.in_channels}: use student.head linear")
+                raise StudentError(
+                    f"student.head isometric needs a 1x1 head from at most embed_dim={embed_dim} "
+                    f"decoder channels; {arch} has a {conv.kernel_size} head from "
+                    f"{conv.in_channels}: use student.head linear"
+                )
             parametrize.register_parametrization(conv, "weight", OrthonormalColumns())
 
     def _head_weight(self) -> torch.Tensor:
@@ -106,8 +119,12 @@ class Student(nn.Module):
             return conv.weight
         free = conv.parametrizations.weight.original
         source = getattr(self, "_frozen_head", (None,))[0]
-        if source is None or source.device != free.device or source.dtype != free.dtype \
-                or not torch.equal(source, free):
+        if (
+            source is None
+            or source.device != free.device
+            or source.dtype != free.dtype
+            or not torch.equal(source, free)
+        ):
             self._frozen_head = (free.detach().clone(), conv.weight.detach())
         return self._frozen_head[1]
 
@@ -146,15 +163,29 @@ class Student(nn.Module):
         if conv.kernel_size == (1, 1) and conv.bias is not None:
             self.net.check_input_shape(x)
             hidden = self.net.decoder(self.net.encoder(x))
-            logits = _folded_logits(hidden, self._head_weight()[:, :, 0, 0], conv.bias, text, scale,
-                                    orthonormal=self.head_type == "isometric", cosine=self.logit_form == "cosine")
+            logits = _folded_logits(
+                hidden,
+                self._head_weight()[:, :, 0, 0],
+                conv.bias,
+                text,
+                scale,
+                orthonormal=self.head_type == "isometric",
+                cosine=self.logit_form == "cosine",
+            )
         else:
             logits = class_logits(self(x), text, scale, self.logit_form)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def _folded_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, text: torch.Tensor,
-                   scale: float, orthonormal: bool = False, cosine: bool = True) -> torch.Tensor:
+def _folded_logits(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    text: torch.Tensor,
+    scale: float,
+    orthonormal: bool = False,
+    cosine: bool = True,
+) -> torch.Tensor:
     """scale * cos(W h + b, t) without forming W h + b: hidden (B, K, h, w), weight (D, K), bias (D,), text (C, D).
     With cosine False, scale * t.(W h + b) (the dot form): the numerator alone.
 
@@ -165,10 +196,10 @@ def _folded_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     """
     hidden, weight, bias = hidden.float(), weight.float(), bias.float()
     with torch.autocast(hidden.device.type, enabled=False):
-        unit_text = F.normalize(text.float(), dim=-1)                             # (C, D)
+        unit_text = F.normalize(text.float(), dim=-1)  # (C, D)
         # One 1x1 conv, as a plain C-class head: the C numerators and the norm's linear part 2 (W^T b).h + b.b.
-        rows = torch.cat([unit_text @ weight, 2 * (bias @ weight)[None]])         # (C + 1, K)
-        offsets = torch.cat([unit_text @ bias, (bias @ bias)[None]])              # (C + 1,)
+        rows = torch.cat([unit_text @ weight, 2 * (bias @ weight)[None]])  # (C + 1, K)
+        offsets = torch.cat([unit_text @ bias, (bias @ bias)[None]])  # (C + 1,)
         linear = F.conv2d(hidden, rows[:, :, None, None], offsets)
         if not cosine:
             return scale * linear[:, :-1]
@@ -180,8 +211,10 @@ def _folded_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 def load_encoder_weights(encoder: torch.nn.Module, path: str | Path, name: str) -> None:
     """Load a state_dict file into the student's smp encoder `name`, safely; a file of another encoder is one
     StudentError line."""
-    fix = (f"pass a state_dict file of smp's {name} encoder (`c2s world pretrain-encoder` writes one for "
-           f"student.encoder), or --encoder-weights imagenet or none (from scratch)")
+    fix = (
+        f"pass a state_dict file of smp's {name} encoder (`c2s world pretrain-encoder` writes one for "
+        f"student.encoder), or --encoder-weights imagenet or none (from scratch)"
+    )
     state = safe_load(path, "encoder weights", fix)
     try:
         encoder.load_state_dict(state)

@@ -7,6 +7,7 @@ with tau the student's logit scale (the paper's alpha; evaluation uses the same 
 With every C2S term off this is the plain supervised seen-only baseline on the dataset labels.
 Only seen-class text embeddings ever enter this module.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,7 +33,7 @@ LOSS_KEYS = ("loss", "global_loss", "local_loss", "nel_loss", "ce_loss")
 
 
 class C2STask(nn.Module):
-    seen_text: torch.Tensor   # buffers (register_buffer), declared for the type checker
+    seen_text: torch.Tensor  # buffers (register_buffer), declared for the type checker
     bank: torch.Tensor
     bank_count: torch.Tensor
     bank_ptr: torch.Tensor
@@ -42,11 +43,14 @@ class C2STask(nn.Module):
         self.student, self.cfg, self.logit_scale = student, cfg, logit_scale
         dim = seen_text.shape[1]
         if cfg.use_latent and dim % cfg.decoder_heads:
-            raise ConfigError(f"loss.decoder_heads: {cfg.decoder_heads} does not divide the teacher's width {dim}; "
-                              "choose a divisor of it")
-        self.register_buffer("seen_text", F.normalize(seen_text.float(), dim=-1))   # (C_s, D)
-        self.generator = LatentEmbeddingGenerator(dim, cfg.decoder_layers, cfg.decoder_heads) \
-            if cfg.use_latent else None
+            raise ConfigError(
+                f"loss.decoder_heads: {cfg.decoder_heads} does not divide the teacher's width {dim}; "
+                "choose a divisor of it"
+            )
+        self.register_buffer("seen_text", F.normalize(seen_text.float(), dim=-1))  # (C_s, D)
+        self.generator = (
+            LatentEmbeddingGenerator(dim, cfg.decoder_layers, cfg.decoder_heads) if cfg.use_latent else None
+        )
         self.register_buffer("bank", torch.zeros(cfg.bank_size, dim))
         self.register_buffer("bank_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("bank_ptr", torch.zeros((), dtype=torch.long))
@@ -63,8 +67,8 @@ class C2STask(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         with record_function("c2s.student"):
-            feats = self.student(batch["image"])                              # (B, D, h, w)
-        zero = feats.new_zeros(())                  # a term that is off: no gradient path through the map
+            feats = self.student(batch["image"])  # (B, D, h, w)
+        zero = feats.new_zeros(())  # a term that is off: no gradient path through the map
         out = dict.fromkeys(LOSS_KEYS[1:], zero)
         if cfg.use_global:
             with record_function("c2s.global"):
@@ -88,8 +92,10 @@ class C2STask(nn.Module):
             if (target != IGNORE_INDEX).any():
                 masked = logits.masked_fill(~valid[..., None, None], -1e4)
                 out["ce_loss"] = cfg.ce_weight * (
-                    group_cross_entropy(masked, target, len(self.seen_text)) if cfg.ce_reduction == "grouped"
-                    else F.cross_entropy(masked, target, ignore_index=IGNORE_INDEX))
+                    group_cross_entropy(masked, target, len(self.seen_text))
+                    if cfg.ce_reduction == "grouped"
+                    else F.cross_entropy(masked, target, ignore_index=IGNORE_INDEX)
+                )
         out["loss"] = out["global_loss"] + out["local_loss"] + out["nel_loss"] + out["ce_loss"]
         if cfg.use_global:
             self._push_bank(batch["global_cls"])
@@ -102,34 +108,34 @@ class C2STask(nn.Module):
     def _pseudo_logits(self, feats, batch, protos, present):
         """Logits over [seen classes; this image's latent regions] and the pseudo-mask target."""
         cfg = self.cfg
-        region_class = batch["region_class"]                                  # (B, R) seen index / LATENT / EMPTY
+        region_class = batch["region_class"]  # (B, R) seen index / LATENT / EMPTY
         num_seen = len(self.seen_text)
         latent = (region_class == LATENT) & present if cfg.use_latent else torch.zeros_like(present)
-        rank = latent.long().cumsum(1) - 1                                    # (B, R) latent order per image
+        rank = latent.long().cumsum(1) - 1  # (B, R) latent order per image
         slot_target = torch.where(region_class >= 0, region_class, torch.full_like(region_class, IGNORE_INDEX))
         slot_target = torch.where(latent, num_seen + rank, slot_target)
         slot_target = torch.cat([slot_target, slot_target.new_full((len(slot_target), 1), IGNORE_INDEX)], 1)
-        pm = batch["pseudo_mask"].long().clamp(max=region_class.shape[1])     # NO_REGION -> extra slot R
-        target = slot_target.gather(1, pm.flatten(1)).view_as(pm)             # (B, S, S)
+        pm = batch["pseudo_mask"].long().clamp(max=region_class.shape[1])  # NO_REGION -> extra slot R
+        target = slot_target.gather(1, pm.flatten(1)).view_as(pm)  # (B, S, S)
         u_max = int(latent.sum(1).max()) if latent.any() else 0
         valid = torch.ones(len(feats), num_seen + u_max, dtype=torch.bool, device=feats.device)
         if u_max == 0:
             return self._seen_logits(feats), target, valid
         b_idx, r_idx = torch.nonzero(latent, as_tuple=True)
         queries = feats.new_zeros(len(feats), u_max, feats.shape[1])
-        queries[b_idx, rank[b_idx, r_idx]] = protos[b_idx, r_idx]             # (B, U, D)
+        queries[b_idx, rank[b_idx, r_idx]] = protos[b_idx, r_idx]  # (B, U, D)
         query_pad = torch.ones(len(feats), u_max, dtype=torch.bool, device=feats.device)
         query_pad[b_idx, rank[b_idx, r_idx]] = False
-        memory = torch.cat([batch["global_cls"][:, None], batch["local_cls"]], 1)     # (B, 1+R, D)
+        memory = torch.cat([batch["global_cls"][:, None], batch["local_cls"]], 1)  # (B, 1+R, D)
         memory_pad = torch.cat([query_pad.new_zeros(len(feats), 1), region_class < LATENT], 1)
         with record_function("c2s.latent_decoder"):
-            generated = self.generator(queries, memory, query_pad, memory_pad)   # (B, U, D) = A'_u
-        latent_text = cfg.beta * F.normalize(generated, dim=-1)                          # (B, U, D)
+            generated = self.generator(queries, memory, query_pad, memory_pad)  # (B, U, D) = A'_u
+        latent_text = cfg.beta * F.normalize(generated, dim=-1)  # (B, U, D)
         if self.student.logit_form == "cosine":
             # [tau cos(F, A_s); beta cos(F, A'_u)] in one matmul: each scale rides on its unit-norm text rows.
             scaled_text = torch.cat([self.logit_scale * self.seen_text.expand(len(feats), -1, -1), latent_text], 1)
-            logits = scaled_cosine(feats, scaled_text)                                    # (B, C_s + U, h, w)
-        else:   # the paper's X = cat(alpha F^T A_s, beta cos(F, A'_u))
+            logits = scaled_cosine(feats, scaled_text)  # (B, C_s + U, h, w)
+        else:  # the paper's X = cat(alpha F^T A_s, beta cos(F, A'_u))
             logits = torch.cat([self._seen_logits(feats), scaled_cosine(feats, latent_text)], 1)
         valid[:, num_seen:] = ~query_pad
         return logits, target, valid

@@ -1,5 +1,6 @@
 """The one loader of torch files a user may get from elsewhere (student.pt, checkpoint.pt, vocab.pt, encoder
 weights): it never runs code, and every failure is one line that says what to do."""
+
 from __future__ import annotations
 
 import logging
@@ -34,12 +35,15 @@ def safe_load(path: str | Path, what: str, fix: str, *, keys: tuple[str, ...] = 
     except pickle.UnpicklingError:
         # torch's restricted unpickler refused it: a crafted pickle, or one too damaged to tell apart.
         log.debug("refused %s", path, exc_info=True)
-        raise CheckpointError(f"{path} is not a safe c2s {what} file: it asks for more than tensors and plain "
-                              f"values (code could run), so it was not loaded; {fix}") from None
+        raise CheckpointError(
+            f"{path} is not a safe c2s {what} file: it asks for more than tensors and plain "
+            f"values (code could run), so it was not loaded; {fix}"
+        ) from None
     except Exception as err:  # noqa: BLE001 - damage surfaces as RuntimeError, EOFError, KeyError, zip errors...
         log.debug("cannot read %s", path, exc_info=True)
-        raise CheckpointError(f"{path} is not a valid c2s {what} file: it is corrupt or truncated "
-                              f"({err.__class__.__name__}); {fix}") from None
+        raise CheckpointError(
+            f"{path} is not a valid c2s {what} file: it is corrupt or truncated ({err.__class__.__name__}); {fix}"
+        ) from None
     missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
     if missing:
         raise CheckpointError(f"{path} is not a c2s {what} file (no {', '.join(missing)}); {fix}")

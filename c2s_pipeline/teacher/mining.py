@@ -3,6 +3,7 @@
 Seen-labelled pixels keep their class exactly; latent clusters only ever fill unannotated pixels
 (background, unseen objects, ignore), so mining can never relabel a seen pixel.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MinedRegions:
-    pseudo_mask: np.ndarray   # (S, S) uint8 region slot id, NO_REGION elsewhere
+    pseudo_mask: np.ndarray  # (S, S) uint8 region slot id, NO_REGION elsewhere
     region_class: np.ndarray  # (R,) int16 class id, LATENT, or EMPTY_SLOT
     region_count: int
 
@@ -47,9 +48,9 @@ def window_seeds(tokens: np.ndarray, free: np.ndarray, window_sizes: tuple[int, 
         stride = max(1, size // 2)
         for y in range(0, h - size + 1, stride):
             for x in range(0, w - size + 1, stride):
-                n_free = free[y:y + size, x:x + size].sum()
+                n_free = free[y : y + size, x : x + size].sum()
                 if n_free * 2 >= size * size:
-                    seeds.append(zeroed[y:y + size, x:x + size].sum((0, 1)) / n_free)
+                    seeds.append(zeroed[y : y + size, x : x + size].sum((0, 1)) / n_free)
     if not seeds:
         return np.zeros((0, tokens.shape[-1]), np.float32)
     unique = np.unique(np.round(np.stack(seeds), 5), axis=0)
@@ -75,19 +76,19 @@ def merge_clusters(centroids: np.ndarray, threshold: float) -> np.ndarray:
 def latent_token_map(tokens: np.ndarray, free: np.ndarray, cfg: MiningConfig) -> np.ndarray:
     """(h, w) int: latent cluster index per unannotated token, -1 elsewhere, largest cluster first."""
     out = np.full(free.shape, -1, dtype=np.int64)
-    x = tokens[free]                                                    # (n_free, D)
+    x = tokens[free]  # (n_free, D)
     seeds = window_seeds(tokens, free, cfg.window_sizes)
     k = min(len(seeds), len(x))
     if k < 1 or len(x) < 2:
         return out
     with warnings.catch_warnings():  # duplicate points make sklearn warn; the result is still valid
         warnings.simplefilter("ignore")
-        km = KMeans(n_clusters=k, init=seeds[:k], n_init=1, max_iter=cfg.kmeans_iters,
-                    random_state=cfg.seed).fit(x)
+        km = KMeans(n_clusters=k, init=seeds[:k], n_init=1, max_iter=cfg.kmeans_iters, random_state=cfg.seed).fit(x)
     groups = merge_clusters(km.cluster_centers_, cfg.merge_threshold)[km.labels_]
     ids, sizes = np.unique(groups, return_counts=True)
-    keep = [g for g, n in sorted(zip(ids, sizes), key=lambda t: (-t[1], t[0]))
-            if n >= cfg.min_region_frac * free.size][: cfg.max_latent]
+    keep = [g for g, n in sorted(zip(ids, sizes), key=lambda t: (-t[1], t[0])) if n >= cfg.min_region_frac * free.size][
+        : cfg.max_latent
+    ]
     labels = np.full(len(x), -1)
     for rank, g in enumerate(keep):
         labels[groups == g] = rank
@@ -95,8 +96,7 @@ def latent_token_map(tokens: np.ndarray, free: np.ndarray, cfg: MiningConfig) ->
     return out
 
 
-def mine_pseudo_mask(dense_tokens, seen_label: np.ndarray, cfg: MiningConfig,
-                     max_regions: int) -> MinedRegions:
+def mine_pseudo_mask(dense_tokens, seen_label: np.ndarray, cfg: MiningConfig, max_regions: int) -> MinedRegions:
     """Pseudo mask Y_p = seen labels + mined latent clusters, as region slots.
 
     Args:
@@ -111,7 +111,7 @@ def mine_pseudo_mask(dense_tokens, seen_label: np.ndarray, cfg: MiningConfig,
     s = seen_label.shape[0]
     seen_pixels = seen_label != IGNORE_INDEX
     latent = latent_token_map(tokens, ~annotated_tokens(seen_label, (h, w)), cfg)
-    latent_px = latent[(np.arange(s) * h) // s][:, (np.arange(s) * w) // s]   # nearest upsample (S, S)
+    latent_px = latent[(np.arange(s) * h) // s][:, (np.arange(s) * w) // s]  # nearest upsample (S, S)
     latent_px[seen_pixels] = -1
 
     classes, class_sizes = np.unique(seen_label[seen_pixels], return_counts=True)
@@ -133,8 +133,7 @@ def mine_pseudo_mask(dense_tokens, seen_label: np.ndarray, cfg: MiningConfig,
     return MinedRegions(pseudo_mask=mask, region_class=region_class, region_count=len(regions))
 
 
-def region_crops(image: torch.Tensor, pseudo_mask: torch.Tensor, region_count: int,
-                 crop_size: int) -> torch.Tensor:
+def region_crops(image: torch.Tensor, pseudo_mask: torch.Tensor, region_count: int, crop_size: int) -> torch.Tensor:
     """(n, 3, crop, crop): each region's square bounding-box crop, pixels outside the region zeroed.
 
     Zero is the dataset mean after CLIP normalisation, so masked-out context carries no signal.
@@ -142,16 +141,19 @@ def region_crops(image: torch.Tensor, pseudo_mask: torch.Tensor, region_count: i
     crops = []
     side_max = image.shape[-1]
     for r in range(region_count):
-        inside = pseudo_mask == r                                        # (S, S)
+        inside = pseudo_mask == r  # (S, S)
         ys, xs = torch.nonzero(inside, as_tuple=True)
         y0, y1, x0, x1 = ys.min().item(), ys.max().item() + 1, xs.min().item(), xs.max().item() + 1
         side = min(max(y1 - y0, x1 - x0), side_max)
         cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
         top = min(max(cy - side // 2, 0), side_max - side)
         left = min(max(cx - side // 2, 0), side_max - side)
-        patch = (image * inside.to(image.dtype))[:, top:top + side, left:left + side]
-        crops.append(F.interpolate(patch[None], size=(crop_size, crop_size), mode="bilinear",
-                                   align_corners=False, antialias=True)[0])
+        patch = (image * inside.to(image.dtype))[:, top : top + side, left : left + side]
+        crops.append(
+            F.interpolate(
+                patch[None], size=(crop_size, crop_size), mode="bilinear", align_corners=False, antialias=True
+            )[0]
+        )
     if not crops:
         return image.new_zeros((0, image.shape[0], crop_size, crop_size))
     return torch.stack(crops)

@@ -4,6 +4,7 @@ without loading it (its weights' and config's digests, which a store's fingerpri
 open_clip is imported only by `register_model_configs`: the digests are read in processes (training) that never
 import open_clip.
 """
+
 from __future__ import annotations
 
 import json

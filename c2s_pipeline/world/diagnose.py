@@ -3,6 +3,7 @@
 Reads unseen-class labels for measurement only (crop accuracy, mining precision); nothing here feeds
 precompute or training.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from c2s_pipeline.teacher.clip import DENSE_MODES, FrozenCLIP
 
 log = logging.getLogger(__name__)
 
-MIN_OBJECT_PIXELS = 30   # smaller (mostly occluded) objects are not scored as crops
+MIN_OBJECT_PIXELS = 30  # smaller (mostly occluded) objects are not scored as crops
 # A crop is a single-object crop when other objects cover at most this share of it: with more, the crop
 # shows two things and either name is a fair answer.
 SINGLE_OBJECT_MAX_OTHER = 0.05
@@ -39,8 +40,12 @@ def text_similarity(text: torch.Tensor, class_names: list[str]) -> dict:
     pairs = [(i, j) for i in range(len(class_names)) for j in range(len(class_names)) if i != j]
     same_colour = [cos[i, j] for i, j in pairs if colour[i] == colour[j]]
     same_shape = [cos[i, j] for i, j in pairs if shape[i] == shape[j]]
-    return {"matrix": cos.round(4).tolist(), "same_colour_mean": float(np.mean(same_colour)),
-            "same_shape_mean": float(np.mean(same_shape)), "max_off_diagonal": float(max(cos[p] for p in pairs))}
+    return {
+        "matrix": cos.round(4).tolist(),
+        "same_colour_mean": float(np.mean(same_colour)),
+        "same_shape_mean": float(np.mean(same_shape)),
+        "max_off_diagonal": float(max(cos[p] for p in pairs)),
+    }
 
 
 def object_crops(image: np.ndarray, label: np.ndarray) -> list[tuple[np.ndarray, int, float]]:
@@ -54,9 +59,9 @@ def object_crops(image: np.ndarray, label: np.ndarray) -> list[tuple[np.ndarray,
         side = max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min())
         top = int(np.clip((ys.min() + ys.max() + 1 - side) // 2, 0, label.shape[0] - side))
         left = int(np.clip((xs.min() + xs.max() + 1 - side) // 2, 0, label.shape[1] - side))
-        window = label[top:top + side, left:left + side]
+        window = label[top : top + side, left : left + side]
         other = float(((window != c) & (window != IGNORE_INDEX)).mean())
-        out.append((image[top:top + side, left:left + side], int(c), other))
+        out.append((image[top : top + side, left : left + side], int(c), other))
     return out
 
 
@@ -78,8 +83,11 @@ def crop_zero_shot(clip: FrozenCLIP, dataset, text: torch.Tensor) -> dict:
             if other <= SINGLE_OBJECT_MAX_OTHER:
                 single[c].append(hit)
     per_class = {dataset.spec.class_names[c]: _percent(h) for c, h in single.items()}
-    return {"per_class": per_class, **_split_means(single, dataset.spec.unseen),
-            "all_crops": _split_means(hits, dataset.spec.unseen)}
+    return {
+        "per_class": per_class,
+        **_split_means(single, dataset.spec.unseen),
+        "all_crops": _split_means(hits, dataset.spec.unseen),
+    }
 
 
 @torch.no_grad()
@@ -112,9 +120,11 @@ def scene_top1(predicted: list[int], labels: list[np.ndarray], unseen) -> dict:
         if len(classes) == 1:
             (c,) = classes
             single.setdefault(c, []).append(top == c)
-    return {"present": _percent([h for v in present_hits.values() for h in v]),
-            "by_objects": {n: _percent(v) for n, v in sorted(present_hits.items())},
-            "single_object": _split_means(single, unseen)}
+    return {
+        "present": _percent([h for v in present_hits.values() for h in v]),
+        "by_objects": {n: _percent(v) for n, v in sorted(present_hits.items())},
+        "single_object": _split_means(single, unseen),
+    }
 
 
 def _percent(hits: list[bool]) -> float | None:
@@ -122,9 +132,11 @@ def _percent(hits: list[bool]) -> float | None:
 
 
 def _split_means(hits: dict[int, list[bool]], unseen) -> dict:
-    return {"seen_top1": _percent([h for c, v in hits.items() if c not in unseen for h in v]),
-            "unseen_top1": _percent([h for c, v in hits.items() if c in unseen for h in v]),
-            "crops": sum(len(v) for v in hits.values())}
+    return {
+        "seen_top1": _percent([h for c, v in hits.items() if c not in unseen for h in v]),
+        "unseen_top1": _percent([h for c, v in hits.items() if c in unseen for h in v]),
+        "crops": sum(len(v) for v in hits.values()),
+    }
 
 
 @torch.no_grad()
@@ -135,10 +147,15 @@ def dense_modes_miou(clip: FrozenCLIP, dataset, text: torch.Tensor, image_size: 
     try:
         for mode in [m for m in DENSE_MODES if m != "standard"]:
             clip.dense_mode = mode
-            tokens = lambda sample, _: clip.encode_images(  # noqa: E731
-                clip.preprocess(sample.image[None], image_size)).dense_tokens[0].cpu()
-            cm = confusion_matrix(dataset, dense_map_predictor(tokens, text, dataset.spec.seen_mask(), seen_bias),
-                                  desc=f"diagnose dense {mode}")
+
+            def tokens(sample, _):
+                return clip.encode_images(clip.preprocess(sample.image[None], image_size)).dense_tokens[0].cpu()
+
+            cm = confusion_matrix(
+                dataset,
+                dense_map_predictor(tokens, text, dataset.spec.seen_mask(), seen_bias),
+                desc=f"diagnose dense {mode}",
+            )
             results[mode] = summarize(cm.iou(), seen, cm.pixel_accuracy())
     finally:
         clip.dense_mode = original
@@ -159,8 +176,11 @@ def mining_quality(reader, dataset, image_size: int) -> dict:
         inter += int((latent & truth).sum())
         latent_px += int(latent.sum())
         unseen_px += int(truth.sum())
-    return {"precision": 100 * inter / max(latent_px, 1), "recall": 100 * inter / max(unseen_px, 1),
-            "latent_pixel_share": 100 * latent_px / (len(dataset) * image_size ** 2)}
+    return {
+        "precision": 100 * inter / max(latent_px, 1),
+        "recall": 100 * inter / max(unseen_px, 1),
+        "latent_pixel_share": 100 * latent_px / (len(dataset) * image_size**2),
+    }
 
 
 def student_summaries(run_dirs: dict[str, Path], metric_files: dict[str, Path]) -> dict:
@@ -170,8 +190,10 @@ def student_summaries(run_dirs: dict[str, Path], metric_files: dict[str, Path]) 
         log_file = Path(run_dir) / "log.jsonl"
         curve = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.is_file() else []
         metrics = Path(metric_files[name])
-        out[name] = {"loss_curve": [{"iter": r["iter"], "loss": r["loss"]} for r in curve],
-                     "metrics": json.loads(metrics.read_text()) if metrics.is_file() else None}
+        out[name] = {
+            "loss_curve": [{"iter": r["iter"], "loss": r["loss"]} for r in curve],
+            "metrics": json.loads(metrics.read_text()) if metrics.is_file() else None,
+        }
     return out
 
 

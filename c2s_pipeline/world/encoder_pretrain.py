@@ -5,6 +5,7 @@ too (sheep as 'ram', sofa as 'studio couch', ...). Here the student's smp encode
 thing, image classification over the world's classes, from the caption photos that pretrain the teacher.
 It never reads a segmentation label: the trainer's seen-only gate is untouched.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,9 @@ def classify(encoder: torch.nn.Module, head: torch.nn.Linear, x: torch.Tensor) -
     return head(encoder(x)[-1].mean((2, 3)))
 
 
-def pretrain_encoder(world_dir: str | Path, out_path: str | Path, encoder_name: str, cfg: EncoderPretrainConfig,
-                     device: str = "cpu") -> dict:
+def pretrain_encoder(
+    world_dir: str | Path, out_path: str | Path, encoder_name: str, cfg: EncoderPretrainConfig, device: str = "cpu"
+) -> dict:
     """Train smp's `encoder_name` from scratch as a classifier of the caption photos (AdamW, cosine decay,
     random batches and flips); writes the encoder's state_dict, for `student.encoder_weights`."""
     world_dir, out_path = Path(world_dir), Path(out_path)
@@ -75,10 +77,23 @@ def pretrain_encoder(world_dir: str | Path, out_path: str | Path, encoder_name: 
         bar.set_postfix(loss=f"{loss.item():.3f}")
     encoder.eval()
     with torch.no_grad():
-        hits = sum(int((classify(encoder, head, photo_batch(photos, slice(i, i + 100)).to(device)).argmax(1).cpu()
-                        == labels[i:i + 100]).sum()) for i in range(0, len(photos), 100))
-    metrics = {"encoder": encoder_name, "steps": cfg.steps, "seconds": round(time.perf_counter() - start, 1),
-               "first_loss": first_loss, "last_loss": loss.item(), "caption_top1": 100 * hits / len(photos)}
+        hits = sum(
+            int(
+                (
+                    classify(encoder, head, photo_batch(photos, slice(i, i + 100)).to(device)).argmax(1).cpu()
+                    == labels[i : i + 100]
+                ).sum()
+            )
+            for i in range(0, len(photos), 100)
+        )
+    metrics = {
+        "encoder": encoder_name,
+        "steps": cfg.steps,
+        "seconds": round(time.perf_counter() - start, 1),
+        "first_loss": first_loss,
+        "last_loss": loss.item(),
+        "caption_top1": 100 * hits / len(photos),
+    }
     with replacing(out_path) as tmp:
         torch.save(encoder.state_dict(), tmp)
     write_text(out_path.with_suffix(".json"), json.dumps(metrics, indent=2))
@@ -90,7 +105,8 @@ def run_pretrain_encoder(params: Params, world_dir: str | Path, out_path: str | 
     """Train `student.encoder` as a classifier of the caption photos; writes its state_dict."""
     seed_everything(params.encoder_pretrain.seed)
     device = resolve_device(params.train.device)
-    metrics = pretrain_encoder(Path(world_dir), Path(out_path), params.student.encoder, params.encoder_pretrain,
-                               device=str(device))
+    metrics = pretrain_encoder(
+        Path(world_dir), Path(out_path), params.student.encoder, params.encoder_pretrain, device=str(device)
+    )
     log.info("student encoder written to %s: %s", out_path, metrics)
     return Path(out_path)

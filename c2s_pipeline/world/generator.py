@@ -5,6 +5,7 @@
 classes); the images do not depend on it. Each caption photo for teacher pretraining shows one object and names it,
 unseen classes included; segmentation labels come from the drawing masks, never from re-segmenting pixels.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ COLOURS = {"red": (200, 45, 40), "green": (45, 165, 60), "blue": (45, 75, 205), 
 CLASS_NAMES = tuple(f"{c} {s}" for s in SHAPES for c in COLOURS)
 WORLD_VERSION = 4
 CAPTION_DIR = "CaptionImages"
-SCENE_OBJECT_RADIUS = (0.11, 0.24)   # circumradius of a scene's objects, a fraction of the side
+SCENE_OBJECT_RADIUS = (0.11, 0.24)  # circumradius of a scene's objects, a fraction of the side
 CAPTIONS_FILE = "captions.jsonl"
 
 
@@ -42,8 +43,20 @@ def shape_polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> l
         t, radii = np.arange(10) * np.pi / 5 - np.pi / 2, np.where(np.arange(10) % 2 == 0, r, 0.45 * r)
     elif shape == "cross":
         a = 0.33 * r
-        pts = [(a, r), (-a, r), (-a, a), (-r, a), (-r, -a), (-a, -a), (-a, -r), (a, -r), (a, -a), (r, -a),
-               (r, a), (a, a)]
+        pts = [
+            (a, r),
+            (-a, r),
+            (-a, a),
+            (-r, a),
+            (-r, -a),
+            (-a, -a),
+            (-a, -r),
+            (a, -r),
+            (a, -a),
+            (r, -a),
+            (r, a),
+            (a, a),
+        ]
         t = np.array([np.arctan2(y, x) for x, y in pts])
         radii = np.array([np.hypot(x, y) for x, y in pts])
     else:
@@ -67,14 +80,14 @@ def surface(pattern: str, rng: np.random.Generator, size: int, period: float) ->
     u = np.cos(theta) * xx + np.sin(theta) * yy + rng.uniform(0, 100)
     v = -np.sin(theta) * xx + np.cos(theta) * yy + rng.uniform(0, 100)
     if pattern == "plain":
-        return 0.9 + 0.1 * np.sin(u / rng.uniform(6, 12))   # smooth shading only
+        return 0.9 + 0.1 * np.sin(u / rng.uniform(6, 12))  # smooth shading only
     if pattern == "striped":
         dark = (u % period) < period / 2
     elif pattern == "checked":
         dark = ((u // (period / 2)) + (v // (period / 2))) % 2 == 0
     elif pattern == "dotted":
         dark = np.hypot(u % period - period / 2, v % period - period / 2) < period / 4
-    elif pattern == "speckled":   # random blocks of a quarter period
+    elif pattern == "speckled":  # random blocks of a quarter period
         cells = rng.random((int(size * 4 / period) + 1,) * 2) < 0.4
         block = (np.arange(size) * 4 / period).astype(int)
         dark = cells[block[:, None], block[None, :]]
@@ -88,14 +101,19 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
     grey = rng.uniform(60, 190, size=2)[:, None] + rng.uniform(-20, 20, size=(2, 3))
     theta = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:size, 0:size] / size
-    ramp = (np.cos(theta) * xx + np.sin(theta) * yy)
+    ramp = np.cos(theta) * xx + np.sin(theta) * yy
     ramp = (ramp - ramp.min()) / max(ramp.max() - ramp.min(), 1e-6)
     img = grey[0] * (1 - ramp[..., None]) + grey[1] * ramp[..., None]
     return img + rng.normal(0, 12, size=img.shape)
 
 
-def render(rng: np.random.Generator, size: int, classes: list[int],
-           radius: tuple[float, float] = SCENE_OBJECT_RADIUS, ground=background) -> tuple[np.ndarray, np.ndarray]:
+def render(
+    rng: np.random.Generator,
+    size: int,
+    classes: list[int],
+    radius: tuple[float, float] = SCENE_OBJECT_RADIUS,
+    ground=background,
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw the given classes (later ones on top) on `ground`, circumradius a `radius` fraction of the side.
 
     Returns image (S, S, 3) uint8 and label (S, S) uint8 (VOC raw: 0 background, class id + 1).
@@ -116,8 +134,9 @@ def render(rng: np.random.Generator, size: int, classes: list[int],
     return np.clip(img, 0, 255).astype(np.uint8), label
 
 
-def _objects(rng: np.random.Generator, max_objects: int, classes: tuple[int, ...] | None = None,
-             min_objects: int = 1) -> list[int]:
+def _objects(
+    rng: np.random.Generator, max_objects: int, classes: tuple[int, ...] | None = None, min_objects: int = 1
+) -> list[int]:
     """Distinct class ids of one scene: all 20 classes, or only `classes` (world B)."""
     n = int(rng.integers(min_objects, max_objects + 1))
     if classes is None:
@@ -191,8 +210,13 @@ def _write_world_b(root: Path, n: int, rng: np.random.Generator, size: int, stat
     ids = []
     for k in tqdm(range(n), desc="world B val", unit="img", leave=False):
         id_ = f"val_{k:05d}"
-        image, label = render(rng, size, _objects(rng, WORLD_B_OBJECTS[1], WORLD_B_CLASSES, WORLD_B_OBJECTS[0]),
-                              radius=WORLD_B_OBJECT_RADIUS, ground=cloudy_background)
+        image, label = render(
+            rng,
+            size,
+            _objects(rng, WORLD_B_OBJECTS[1], WORLD_B_CLASSES, WORLD_B_OBJECTS[0]),
+            radius=WORLD_B_OBJECT_RADIUS,
+            ground=cloudy_background,
+        )
         Image.fromarray(image).save(root / "JPEGImages" / f"{id_}.jpg", quality=95)
         Image.fromarray(relabel[label], mode="L").save(root / "SegmentationClass" / f"{id_}.png")
         present, counts = np.unique(label[label > 0], return_counts=True)
@@ -211,8 +235,15 @@ def generate_world_b(out_dir: str | Path, cfg: WorldConfig) -> dict:
         (root / sub).mkdir(parents=True, exist_ok=True)
     stats: dict[str, dict[str, int]] = {"val": {}}
     _write_world_b(root, cfg.n_val, np.random.default_rng([cfg.seed, 1]), cfg.image_size, stats)
-    meta = {"class_names": [CLASS_NAMES[c] for c in WORLD_B_CLASSES], "seed": cfg.seed, "style": "b",
-            "image_size": cfg.image_size, "n_val": cfg.n_val, "version": WORLD_VERSION, "pixels_per_class": stats}
+    meta = {
+        "class_names": [CLASS_NAMES[c] for c in WORLD_B_CLASSES],
+        "seed": cfg.seed,
+        "style": "b",
+        "image_size": cfg.image_size,
+        "n_val": cfg.n_val,
+        "version": WORLD_VERSION,
+        "pixels_per_class": stats,
+    }
     (root / "world.json").write_text(json.dumps(meta, indent=1))
     log.info("world B: %d val images of %d classes", cfg.n_val, len(WORLD_B_CLASSES))
     return meta
@@ -233,9 +264,16 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig) -> dict:
             rel = f"{CAPTION_DIR}/cap_{k:05d}.jpg"
             Image.fromarray(image).save(root / rel, quality=95)
             f.write(json.dumps({"image": rel, "caption": caption_for(cls), "classes": [cls]}) + "\n")
-    meta = {"class_names": list(CLASS_NAMES), "seed": cfg.seed,
-            "image_size": cfg.image_size, "n_train": cfg.n_train, "n_val": cfg.n_val,
-            "n_caption": cfg.n_caption, "version": WORLD_VERSION, "pixels_per_class": stats}
+    meta = {
+        "class_names": list(CLASS_NAMES),
+        "seed": cfg.seed,
+        "image_size": cfg.image_size,
+        "n_train": cfg.n_train,
+        "n_val": cfg.n_val,
+        "n_caption": cfg.n_caption,
+        "version": WORLD_VERSION,
+        "pixels_per_class": stats,
+    }
     (root / "world.json").write_text(json.dumps(meta, indent=1))
     log.info("world: %d train, %d val, %d captions", cfg.n_train, cfg.n_val, cfg.n_caption)
     return meta

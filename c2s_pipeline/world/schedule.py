@@ -1,4 +1,5 @@
 """The learning-rate schedule of both world pretrainings (the teacher's CLIP and the student's encoder)."""
+
 from __future__ import annotations
 
 import math

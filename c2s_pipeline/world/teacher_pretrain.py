@@ -3,6 +3,7 @@
 Captions name every object, unseen classes included: like real CLIP, the teacher has seen every
 concept with text; only the segmentation labels of unseen classes are missing downstream.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,12 +38,13 @@ def _load_captions(world_dir: Path, size: int) -> tuple[torch.Tensor, list[str]]
     """All caption images as one (N, 3, size, size) uint8 tensor, and their captions."""
     rows = caption_rows(world_dir)
     bilinear = Image.Resampling.BILINEAR
-    images = [np.asarray(Image.open(world_dir / r["image"]).convert("RGB").resize((size, size), bilinear))
-              for r in rows]
+    images = [
+        np.asarray(Image.open(world_dir / r["image"]).convert("RGB").resize((size, size), bilinear)) for r in rows
+    ]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), [r["caption"] for r in rows]
 
 
-CROP_SIDE = (0.6, 1.0)   # random crop side as a fraction of the photo's, then resized back (RandomResizedCrop)
+CROP_SIDE = (0.6, 1.0)  # random crop side as a fraction of the photo's, then resized back (RandomResizedCrop)
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -116,8 +118,9 @@ def zero_shot_accuracy(model, tokenizer, world_dir: Path, size: int, device) -> 
         if not len(present):
             continue
         target = int(present[np.argmax(counts)])
-        image = torch.from_numpy(np.array(Image.fromarray(sample.image).resize((size, size),
-                                                                               Image.Resampling.BILINEAR)))
+        image = torch.from_numpy(
+            np.array(Image.fromarray(sample.image).resize((size, size), Image.Resampling.BILINEAR))
+        )
         feat = F.normalize(model.encode_image(clip_normalise(image.permute(2, 0, 1)[None].to(device))), dim=-1)
         pred = int((feat @ text.T).argmax())
         hits["unseen" if target in ds.spec.unseen else "seen"].append(pred == target)
@@ -143,18 +146,19 @@ class CaptionTokenRows:
     token. `restore` writes the trained rows into the full table and puts it back.
     """
 
-    def __init__(self, model: Any, tokens: torch.Tensor):   # an open_clip CLIP
+    def __init__(self, model: Any, tokens: torch.Tensor):  # an open_clip CLIP
         if getattr(model, "text_pool_type", None) != "argmax" or not hasattr(model, "token_embedding"):
-            raise ValueError("training only the caption token rows needs an open_clip CLIP with argmax text "
-                             "pooling (the world's c2s-* configs)")
+            raise ValueError(
+                "training only the caption token rows needs an open_clip CLIP with argmax text "
+                "pooling (the world's c2s-* configs)"
+            )
         self.model, self.full = model, model.token_embedding
-        self.used, self.remapped = torch.unique(tokens, return_inverse=True)    # sorted: order kept
-        model.token_embedding = torch.nn.Embedding.from_pretrained(self.full.weight.detach()[self.used],
-                                                                   freeze=False)
+        self.used, self.remapped = torch.unique(tokens, return_inverse=True)  # sorted: order kept
+        model.token_embedding = torch.nn.Embedding.from_pretrained(self.full.weight.detach()[self.used], freeze=False)
 
     @torch.no_grad()
     def decay_table(self, factor: float) -> None:
-        self.full.weight.mul_(factor)            # the used rows too: `restore` overwrites them
+        self.full.weight.mul_(factor)  # the used rows too: `restore` overwrites them
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -162,8 +166,16 @@ class CaptionTokenRows:
         self.model.token_embedding = self.full
 
 
-def train_clip(model, images: torch.Tensor, tokens: torch.Tensor, batches: list[torch.Tensor],
-               cfg: TeacherPretrainConfig, gen: torch.Generator, device, bar: tqdm | None = None) -> None:
+def train_clip(
+    model,
+    images: torch.Tensor,
+    tokens: torch.Tensor,
+    batches: list[torch.Tensor],
+    cfg: TeacherPretrainConfig,
+    gen: torch.Generator,
+    device,
+    bar: tqdm | None = None,
+) -> None:
     """AdamW with ClipLoss: images (N, 3, S, S) uint8 and caption tokens (N, L), one step per index batch,
     augmented by `gen`. Only the caption token rows train (CaptionTokenRows); the full table is back on
     return, also after an error."""
@@ -190,8 +202,13 @@ def train_clip(model, images: torch.Tensor, tokens: torch.Tensor, batches: list[
         rows.restore()
 
 
-def pretrain_teacher(world_dir: str | Path, out_path: str | Path, cfg: TeacherPretrainConfig,
-                     model_name: str = "c2s-world-vit", device: str = "cpu") -> dict:
+def pretrain_teacher(
+    world_dir: str | Path,
+    out_path: str | Path,
+    cfg: TeacherPretrainConfig,
+    model_name: str = "c2s-world-vit",
+    device: str = "cpu",
+) -> dict:
     """Train CLIP from scratch on the world's captions; writes an ordinary open_clip state_dict."""
     world_dir, out_path = Path(world_dir), Path(out_path)
     register_model_configs()
@@ -206,19 +223,25 @@ def pretrain_teacher(world_dir: str | Path, out_path: str | Path, cfg: TeacherPr
     batches = [b for _ in range(cfg.epochs) for b in distinct_caption_batches(captions, cfg.batch_size, gen)]
     total = len(batches)
     if not total:
-        raise ConfigError(f"teacher_pretrain.batch_size {cfg.batch_size} is more than the {len(set(captions))} "
-                          "distinct captions of this world, and a batch never repeats a caption; lower it")
+        raise ConfigError(
+            f"teacher_pretrain.batch_size {cfg.batch_size} is more than the {len(set(captions))} "
+            "distinct captions of this world, and a batch never repeats a caption; lower it"
+        )
     probe = torch.arange(min(256, len(captions)))
     loss_before = contrastive_loss(model, loss_fn, images[probe].to(device), tokens[probe].to(device))
     start = time.perf_counter()
     bar = tqdm(total=total, desc="pretrain teacher", unit="step")
     train_clip(model, images, tokens, batches, cfg, gen, device, bar)
     bar.close()
-    metrics = {"model": model_name, "model_config": open_clip.get_model_config(model_name),
-               "loss_before": loss_before,
-               "loss_after": contrastive_loss(model, loss_fn, images[probe].to(device), tokens[probe].to(device)),
-               "steps": total, "seconds": round(time.perf_counter() - start, 1),
-               **zero_shot_accuracy(model, tokenizer, world_dir, size, device)}
+    metrics = {
+        "model": model_name,
+        "model_config": open_clip.get_model_config(model_name),
+        "loss_before": loss_before,
+        "loss_after": contrastive_loss(model, loss_fn, images[probe].to(device), tokens[probe].to(device)),
+        "steps": total,
+        "seconds": round(time.perf_counter() - start, 1),
+        **zero_shot_accuracy(model, tokenizer, world_dir, size, device),
+    }
     with replacing(out_path) as tmp:
         torch.save(model.state_dict(), tmp)
     write_text(out_path.with_suffix(".json"), json.dumps(metrics, indent=2))
@@ -230,7 +253,12 @@ def run_pretrain(params: Params, world_dir: str | Path, out_path: str | Path) ->
     """Pretrain the world's CLIP with open_clip; writes an ordinary open_clip checkpoint."""
     seed_everything(params.teacher_pretrain.seed)
     device = resolve_device(params.teacher.device)
-    metrics = pretrain_teacher(Path(world_dir), Path(out_path), params.teacher_pretrain,
-                               model_name=params.teacher.clip_model, device=str(device))
+    metrics = pretrain_teacher(
+        Path(world_dir),
+        Path(out_path),
+        params.teacher_pretrain,
+        model_name=params.teacher.clip_model,
+        device=str(device),
+    )
     log.info("teacher written to %s: %s", out_path, metrics)
     return Path(out_path)
