@@ -34,17 +34,18 @@ SPLITS = {
     "other": ("green circle", "blue square", "yellow triangle", "red star", "green cross"),
 }
 # Arms of the same name share their run folder, so the ablation reuses the two-arm runs and vice versa.
-ARMS = {
-    "seen-only": {"use_global": False, "use_local": False, "use_latent": False},
-    "c2s": {"use_global": True, "use_local": True, "use_latent": True},
-}
+# The distillation terms each arm switches on (seen-only: none, engines.train.baseline_params; c2s: all).
 ABLATION = {
-    "seen-only": {"use_global": False, "use_local": False, "use_latent": False},
-    "+ global": {"use_global": True, "use_local": False, "use_latent": False},
-    "+ local": {"use_global": False, "use_local": True, "use_latent": False},
-    "+ latent": {"use_global": False, "use_local": False, "use_latent": True},
-    "c2s": {"use_global": True, "use_local": True, "use_latent": True},
-}  # all terms
+    name: {"use_global": "global" in on, "use_local": "local" in on, "use_latent": "latent" in on}
+    for name, on in {
+        "seen-only": (),
+        "+ global": ("global",),
+        "+ local": ("local",),
+        "+ latent": ("latent",),
+        "c2s": ("global", "local", "latent"),
+    }.items()
+}
+ARMS = {arm: ABLATION[arm] for arm in ("seen-only", "c2s")}
 COLUMNS = ("sIoU", "uIoU", "hIoU")
 
 

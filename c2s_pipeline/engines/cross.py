@@ -32,6 +32,12 @@ from c2s_pipeline.student.torch_files import safe_load
 log = logging.getLogger(__name__)
 
 
+def _with_prompts(params: Params, templates) -> Params:
+    """`params` whose teacher embeds with `templates`: a prompt set's name, or a folder's own sentences (a tuple,
+    which the str-typed params field does not declare: it never comes from a params file)."""
+    return dataclasses.replace(params, teacher=dataclasses.replace(params.teacher, templates=templates))
+
+
 def vocab_for(
     params: Params, names: list[str], templates: str, weights: str, *, vocab: str | Path | None, cache_dir: str | Path
 ) -> torch.Tensor:
@@ -46,11 +52,7 @@ def vocab_for(
         vocab = Path(cache_dir) / f"vocab-{key}.pt"
         if not vocab.is_file():
             log.info("embedding the %d target class names once into %s", len(names), vocab)
-            write_vocab(
-                dataclasses.replace(params, teacher=dataclasses.replace(params.teacher, templates=templates)),
-                names,
-                vocab,
-            )
+            write_vocab(_with_prompts(params, templates), names, vocab)
     fix = "rebuild it with `c2s vocab --dataset NAME --root PATH -o FILE` and the run's params"
     saved = safe_load(vocab, "vocabulary", fix, keys=("class_names", "text_embeddings"))
     if list(saved["class_names"]) != names:
@@ -71,12 +73,7 @@ def write_target_vocab(
     """`c2s vocab --dataset`: a dataset's class names embedded by params' teacher with the dataset's prompt set
     (as cross-dataset evaluation would embed them), for `c2s evaluate --dataset ... --vocab`."""
     spec = _target(dataset, root, split).spec
-    templates = spec.prompt_set(params.teacher.templates)
-    return write_vocab(
-        dataclasses.replace(params, teacher=dataclasses.replace(params.teacher, templates=templates)),
-        list(spec.class_names),
-        out,
-    )
+    return write_vocab(_with_prompts(params, spec.prompt_set(params.teacher.templates)), list(spec.class_names), out)
 
 
 def _write(
