@@ -42,6 +42,26 @@ def test_student_contract(arch, encoder):
 
 
 @pytest.mark.parametrize(
+    "arch, encoder, head, form",
+    [
+        ("fpn", "resnet18", "linear", "cosine"),
+        ("segformer", "mit_b0", "linear", "cosine"),
+        ("fpn", "resnet18", "isometric", "cosine"),
+        ("fpn", "resnet18", "linear", "dot"),
+    ],
+)
+def test_predict_labels_are_the_argmax_of_the_upsampled_logits_everywhere(arch, encoder, head, form):
+    torch.manual_seed(0)
+    student = Student(arch, encoder, None, embed_dim=256, head=head, logits=form).eval()
+    x, text = torch.randn(2, 3, 96, 128), torch.randn(20, 256)
+    with torch.no_grad():
+        labels, logits = student.predict_labels(x, text, 50.0), student.predict_logits(x, text, 50.0)
+    assert labels.shape == (2, 96, 128) and labels.dtype == torch.int64
+    assert torch.equal(labels, logits.argmax(1))
+    assert len(labels.unique()) > 3  # a class map, not a constant
+
+
+@pytest.mark.parametrize(
     "arch, encoder, head, dim",
     [(a, e, "linear", 32) for a, e in ARCHS]
     + [("fpn", "resnet18", "isometric", 256), ("linknet", "resnet18", "isometric", 32)],

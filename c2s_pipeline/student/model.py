@@ -5,7 +5,7 @@ logits, never the D-channel map, are upsampled to the input size.
 
 The head is the 1x1 conv W (D x K) from the decoder's K channels to D. `linear` (the paper's) leaves W
 free; `isometric` keeps its columns orthonormal (W^T W = I, needs K <= D), so the feature norm that the
-cosine divides by costs K per pixel at inference instead of K^2 (see _folded_logits).
+cosine divides by costs K per pixel at inference instead of K^2 (see folded_logits).
 Why the isometric head is an option and not the default: docs/decisions/0008-isometric-head.md.
 """
 
@@ -154,30 +154,39 @@ class Student(nn.Module):
         return self.net(x)
 
     def predict_logits(self, x: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, C, H, W): class logits (of this student's form) at feature stride, then upsampled.
+        """(B, 3, H, W) -> (B, C, H, W): class logits (of this student's form) at feature stride, then upsampled."""
+        return F.interpolate(
+            self.stride_logits(x, text, scale), size=x.shape[-2:], mode="bilinear", align_corners=False
+        )
+
+    def predict_labels(self, x: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, H, W) class ids: predict_logits' argmax at every pixel, made channels-last
+        (upsampled_argmax), the cheaper layout for a class map from any head."""
+        return upsampled_argmax(self.stride_logits(x, text, scale), x.shape[-2:])
+
+    def stride_logits(self, x: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, C, h, w): class logits at the decoder's stride.
 
         With a 1x1 head conv the text matrix is folded into it, so the D-channel map is never built:
-        the same logits as class_logits(self(x), ...) at a fraction of the head's cost (see _folded_logits).
+        the same logits as class_logits(self(x), ...) at a fraction of the head's cost (see folded_logits).
         """
         conv = self.net.segmentation_head[0]
-        if conv.kernel_size == (1, 1) and conv.bias is not None:
-            self.net.check_input_shape(x)
-            hidden = self.net.decoder(self.net.encoder(x))
-            logits = _folded_logits(
-                hidden,
-                self._head_weight()[:, :, 0, 0],
-                conv.bias,
-                text,
-                scale,
-                orthonormal=self.head_type == "isometric",
-                cosine=self.logit_form == "cosine",
-            )
-        else:
-            logits = class_logits(self(x), text, scale, self.logit_form)
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if conv.kernel_size != (1, 1) or conv.bias is None:
+            return class_logits(self(x), text, scale, self.logit_form)
+        self.net.check_input_shape(x)
+        hidden = self.net.decoder(self.net.encoder(x))
+        return folded_logits(
+            hidden,
+            self._head_weight()[:, :, 0, 0],
+            conv.bias,
+            text,
+            scale,
+            orthonormal=self.head_type == "isometric",
+            cosine=self.logit_form == "cosine",
+        )
 
 
-def _folded_logits(
+def folded_logits(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor,
@@ -206,6 +215,16 @@ def _folded_logits(
         gram_h = hidden if orthonormal else F.conv2d(hidden, (weight.T @ weight)[:, :, None, None])  # (B, K, h, w)
         sq_norm = (hidden * gram_h).sum(1) + linear[:, -1]
         return scale * linear[:, :-1] / sq_norm.clamp_min(0).sqrt().clamp_min(1e-12)[:, None]
+
+
+def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """(B, C, h, w) -> (B, H, W): the argmax over classes of the logits bilinearly resized to `size`.
+
+    Channels-last, so each pixel's C scores lie side by side for the argmax; channels-first, the argmax strides
+    over H x W floats per class, which at 512 px and 171 classes takes twice the resize itself.
+    """
+    logits = logits.contiguous(memory_format=torch.channels_last)
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False).argmax(1)
 
 
 def load_encoder_weights(encoder: torch.nn.Module, path: str | Path, name: str) -> None:
