@@ -23,6 +23,7 @@ from c2s_pipeline.student.export import DeployedStudent, export_onnx
 from c2s_pipeline.student.model import Student
 
 ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("export")]  # trains a tiny student, exports three graphs
 REPO = Path(__file__).resolve().parents[1]
 SIZES = [(64, 64), (50, 90)]  # the training size, and another aspect ratio that is no multiple of 32
@@ -91,6 +92,10 @@ def test_an_isometric_head_exports_as_a_plain_conv_and_scores_as_in_torch(tmp_pa
     with torch.no_grad():
         want = deployed(torch.from_numpy(x)).numpy()
     assert got.shape == (2, 4, 50, 90) and np.abs(got - want).max() < 1e-4
+    # the class softmax is written out in the graph (onnxruntime's Softmax on the class axis is slow); linknet
+    # has no attention, so no Softmax node is left at all
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "Softmax" not in ops and {"ReduceMax", "Exp", "ReduceSum"} <= ops, sorted(ops)
     assert parametrize.is_parametrized(student.net.segmentation_head[0], "weight")  # the original: intact
     fixed = deployed.student.net.segmentation_head[0]
     assert not parametrize.is_parametrized(fixed, "weight")
