@@ -56,6 +56,13 @@ def test_a_params_file_must_name_the_data_and_the_teacher(key):
         params_from_dict(raw)
 
 
+@pytest.mark.parametrize("path", sorted(REPO.glob("benchmarks/*.yaml")), ids=lambda p: p.name)
+def test_every_benchmark_params_file_loads_and_names_its_paths(path):
+    raw = yaml.safe_load(path.read_text())
+    params = load_params(path)  # data.root and teacher.pretrained stated, every value in range
+    assert params.data.root == raw["data"]["root"] and params.teacher.pretrained == raw["teacher"]["pretrained"]
+
+
 def test_paper_files_are_not_the_world():
     for path in REPO.glob("params-*.yaml"):  # self-contained: tests/test_paper_settings.py
         assert load_params(path).data.dataset != "world"

@@ -122,7 +122,7 @@ def overlay_png(
 
 # The columns the results page shows of each evaluated model (what `make demo` is judged by).
 RESULT_COLUMNS = ("sIoU", "uIoU", "hIoU", "seen_as_unseen", "unseen_as_seen")
-# Cross-dataset evaluation (stages/cross.py): mIoU over the target's classes, over those named like a class the
+# Cross-dataset evaluation (engines/cross.py): mIoU over the target's classes, over those named like a class the
 # run trained on, and over the rest.
 CROSS_COLUMNS = ("mIoU", "mIoU_trained_names", "mIoU_new_names")
 
