@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 from torch.nn.utils import parametrize
 
-from c2s_pipeline.eval.inference import segment
+from c2s_pipeline.eval.deployed import deployed_scores
+from c2s_pipeline.eval.inference import predict_logits, segment, slide_stride
 from c2s_pipeline.stages import export
 from c2s_pipeline.student.checkpoint import load_student
 from c2s_pipeline.student.data import image_to_tensor
@@ -79,6 +80,38 @@ def test_onnxruntime_scores_equal_the_torch_students(exported):
                         crop=size,
                     ).numpy()
                     assert (got[b].argmax(0) == pred).mean() >= 0.999, (name, h, w, n)
+
+
+def test_slide_and_flip_run_around_the_graph_as_around_the_torch_student(exported):
+    """Every eval mode deploys: the graph's metadata says how `c2s evaluate` ran the student, and
+    eval.deployed lays the same windows and flips around the graph."""
+    root, run_dir, graphs, _ = exported
+    student, text, run = load_student(run_dir, cache_dir=run_dir.parent / "cache")
+    scale, size, e = run.params.student.logit_scale, run.params.data.image_size, run.params.eval
+    session = ort.InferenceSession(str(graphs["open"]), providers=["CPUExecutionProvider"])
+    meta = json.loads(session.get_modelmeta().custom_metadata_map["c2s"])
+    assert meta["eval"] == {"mode": e.mode, "stride": slide_stride(e.stride, size), "flip": e.flip}
+
+    def run_graph(batch):
+        return session.run(["scores"], {"image": batch, "text": text.numpy()})[0]
+
+    stride = slide_stride(0, size)
+    for mode, flip in (("slide", False), ("slide", True), ("whole", True)):
+        for h, w in [(50, 90), (130, 70)]:  # two and three windows
+            image = images(h, w, n=1)[0]
+            got = deployed_scores(run_graph, image, {**meta, "eval": {"mode": mode, "stride": stride, "flip": flip}})
+            with torch.no_grad():
+                want = predict_logits(
+                    lambda t: student.predict_logits(t, text, scale).softmax(1),
+                    image_to_tensor(image)[None],
+                    mode=mode,
+                    crop=size,
+                    stride=stride,
+                    flip=flip,
+                )[0].numpy()
+            assert got.shape == want.shape == (len(text), h, w)
+            assert np.abs(got - want).max() < 1e-3, (mode, flip, h, w)
+            assert (got.argmax(0) == want.argmax(0)).mean() >= 0.999, (mode, flip, h, w)
 
 
 def test_an_isometric_head_exports_as_a_plain_conv_and_scores_as_in_torch(tmp_path):

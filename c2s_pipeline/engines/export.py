@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from c2s_pipeline.eval.inference import slide_stride
 from c2s_pipeline.student.checkpoint import load_student, load_vocab
 from c2s_pipeline.student.export import DeployedStudent, export_onnx
 
@@ -32,7 +33,9 @@ def export_run(
         text=folded,
         normalisation=run.params.student.normalisation,
     )
-    path = export_onnx(model, out, names, embed_dim=text.shape[1], text=text)
+    e, size = run.params.eval, run.params.data.image_size
+    eval_mode = {"mode": e.mode, "stride": slide_stride(e.stride, size), "flip": e.flip}  # as `c2s evaluate` runs it
+    path = export_onnx(model, out, names, embed_dim=text.shape[1], text=text, eval_mode=eval_mode)
     log.info(
         "exported %s (%s, %d classes) to %s",
         run_dir,

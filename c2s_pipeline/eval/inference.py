@@ -25,21 +25,26 @@ def slide_size(height: int, width: int, crop: int) -> tuple[int, int]:
     return max(crop, h), max(crop, w)
 
 
+def slide_corners(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int]]:
+    """Top-left corners of mmseg's sliding windows over an image of at least crop x crop: every stride, and
+    the last window against the bottom and right edges."""
+    ys = list(range(0, max(height - crop, 0) + 1, stride))
+    xs = list(range(0, max(width - crop, 0) + 1, stride))
+    ys += [height - crop] if ys[-1] + crop < height else []
+    xs += [width - crop] if xs[-1] + crop < width else []
+    return [(y, x0) for y in ys for x0 in xs]
+
+
 def _slide(logits_fn: LogitsFn, x: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
     """mmseg-style sliding window over x (1, 3, H, W) (H, W >= crop), overlaps averaged."""
     _, _, h, w = x.shape
-    ys = list(range(0, max(h - crop, 0) + 1, stride))
-    xs = list(range(0, max(w - crop, 0) + 1, stride))
-    ys += [h - crop] if ys[-1] + crop < h else []
-    xs += [w - crop] if xs[-1] + crop < w else []
     total: torch.Tensor | None = None
     count = x.new_zeros(1, 1, h, w)
-    for y in ys:
-        for x0 in xs:
-            out = logits_fn(x[..., y : y + crop, x0 : x0 + crop])
-            total = x.new_zeros(1, out.shape[1], h, w) if total is None else total
-            total[..., y : y + crop, x0 : x0 + crop] += out
-            count[..., y : y + crop, x0 : x0 + crop] += 1
+    for y, x0 in slide_corners(h, w, crop, stride):
+        out = logits_fn(x[..., y : y + crop, x0 : x0 + crop])
+        total = x.new_zeros(1, out.shape[1], h, w) if total is None else total
+        total[..., y : y + crop, x0 : x0 + crop] += out
+        count[..., y : y + crop, x0 : x0 + crop] += 1
     assert total is not None  # at least one window: H, W >= crop
     return total / count
 

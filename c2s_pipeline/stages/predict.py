@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from c2s_pipeline.config import Params
+from c2s_pipeline.eval.deployed import deployed_scores
 from c2s_pipeline.eval.open_vocab import (
     PredictError,
     class_map,
@@ -124,14 +125,16 @@ def run_onnx(
         ) from None
     keep = [list(meta["class_names"]).index(names[i]) for i in order] if folded else None
     names, emb = [names[i] for i in order[:n_named]], emb[order]
+    text = {} if folded else {TEXT: emb.numpy().astype(np.float32)}
+
+    def run_graph(batch: np.ndarray) -> np.ndarray:
+        return session.run([SCORES], {IMAGE: batch.astype(np.float32), **text})[0]
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for image_path in images:
         image = read_image(image_path)
-        feed = {IMAGE: image.transpose(2, 0, 1)[None].astype(np.float32)}
-        if not folded:
-            feed[TEXT] = emb.numpy().astype(np.float32)
-        scores = session.run([SCORES], feed)[0][0]  # (C, H, W) probabilities
+        scores = deployed_scores(run_graph, image, meta)  # (C, H, W) probabilities, in the exported eval mode
         if keep is not None:  # a folded graph's softmax spans its whole vocabulary: over the names kept
             scores = scores[keep] / np.maximum(scores[keep].sum(0, keepdims=True), np.finfo(np.float32).tiny)
         pred = label_pixels(scores, n_named, threshold)

@@ -73,12 +73,18 @@ def softmax_over_classes(logits: torch.Tensor) -> torch.Tensor:
 
 
 def export_onnx(
-    model: DeployedStudent, out: str | Path, class_names: list[str], embed_dim: int, text: torch.Tensor | None = None
+    model: DeployedStudent,
+    out: str | Path,
+    class_names: list[str],
+    embed_dim: int,
+    text: torch.Tensor | None = None,
+    eval_mode: dict | None = None,
 ) -> Path:
     """Write `model` as ONNX with dynamic batch, height, width (and classes, unfolded); checks the graph.
 
     `text` (C, D): the training vocabulary, stored in the metadata so the open-vocabulary graph has a
-    default vocabulary; the folded graph stores its class names only.
+    default vocabulary; the folded graph stores its class names only. `eval_mode` ({mode, stride, flip}) is how
+    the graph is to be run (eval.deployed: slide windows and flips around it); none: whole images.
     """
     try:
         import onnx
@@ -124,6 +130,7 @@ def export_onnx(
         "logit_scale": model.logit_scale,
         "mode": "folded" if model.folded else "open-vocabulary",
         "input": "RGB float 0..255, (B, 3, H, W)",
+        "eval": eval_mode or {"mode": "whole", "stride": 0, "flip": False},
     }
     if text is not None and not model.folded:
         meta["text_embeddings"] = text.float().tolist()
