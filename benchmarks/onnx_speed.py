@@ -6,6 +6,9 @@
 Both run `DeployedStudent` (normalise, resize, class scores, upsample, softmax), the graph `c2s export`
 writes, on one image per call; onnxruntime gets as many intra-op threads as torch. The contenders
 alternate call by call; FPS = 1 / median time. Random weights: speed does not depend on them.
+Then, at the first size, a 375 x 500 image in slide and slide + flip mode (--slide H W; 0 0 skips): the graph
+through eval.deployed (its windows in one batch) vs the torch student through eval.inference (window by
+window), as `c2s predict --onnx` and `c2s evaluate` run them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import numpy as np
 import torch
 
 from benchmarks.timing import interleaved_median_seconds
+from c2s_pipeline.eval.deployed import deployed_scores
+from c2s_pipeline.eval.inference import predict_logits, slide_corners, slide_size, slide_stride
 from c2s_pipeline.runtime import keep_large_blocks_in_process
+from c2s_pipeline.student.data import image_to_tensor
 from c2s_pipeline.student.export import DeployedStudent, export_onnx
 from c2s_pipeline.student.model import Student
 
@@ -32,6 +38,14 @@ def main() -> None:
     ap.add_argument("--encoder", default="mit_b0")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument(
+        "--slide",
+        type=int,
+        nargs=2,
+        default=[375, 500],
+        metavar=("H", "W"),
+        help="an image of this size in slide mode (and slide + flip) at the first size; 0 0 skips",
+    )
     args = ap.parse_args()
     import onnxruntime as ort
 
@@ -67,6 +81,50 @@ def main() -> None:
                     f"  {size:4d}px {mode:6s}  torch {fps['torch']:7.2f} FPS  onnxruntime {fps['onnxruntime']:7.2f} "
                     f"FPS  ort/torch = {fps['onnxruntime'] / fps['torch']:.3f}"
                 )
+
+        if args.slide[0]:
+            slide_modes(student, text, args, Path(tmp), options)
+
+
+def slide_modes(student: Student, text: torch.Tensor, args: argparse.Namespace, tmp: Path, options) -> None:
+    """The open graph in slide mode (and slide + flip) as `c2s predict --onnx` runs it (eval.deployed: the
+    windows in one batch) vs the torch student as `c2s evaluate` runs it (eval.inference: window by window)."""
+    import onnxruntime as ort
+
+    size, (h, w) = args.sizes[0], args.slide
+    stride = slide_stride(0, size)
+    path = export_onnx(
+        DeployedStudent(student, 50.0, size).eval(), tmp / "slide.onnx", ["c"] * len(text), args.embed_dim
+    )
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3)).astype(np.uint8)
+    x, feed_text = image_to_tensor(image)[None], text.numpy()
+    windows = len(slide_corners(*slide_size(h, w, size), size, stride))
+    for flip in (False, True):
+        meta = {"image_size": size, "eval": {"mode": "slide", "stride": stride, "flip": flip}}
+        contenders = {
+            "torch": lambda: predict_logits(  # noqa: B023 - timed before the loop moves on
+                lambda t: student.predict_logits(t, text, 50.0).softmax(1),
+                x,
+                mode="slide",
+                crop=size,
+                stride=stride,
+                flip=flip,  # noqa: B023
+            ),
+            "onnxruntime": lambda: deployed_scores(  # noqa: B023
+                lambda b: session.run(None, {"image": b, "text": feed_text})[0],
+                image,
+                meta,  # noqa: B023
+            ),
+        }
+        with torch.inference_mode():
+            seconds = interleaved_median_seconds(contenders, args.iters, warmup=args.warmup)
+        fps = {k: 1.0 / v for k, v in seconds.items()}
+        print(
+            f"  {h}x{w} slide{' + flip' if flip else ''} ({size}-px windows, {windows} "
+            f"of them)  torch {fps['torch']:7.2f} FPS  onnxruntime {fps['onnxruntime']:7.2f} FPS  "
+            f"ort/torch = {fps['onnxruntime'] / fps['torch']:.3f}"
+        )
 
 
 if __name__ == "__main__":
