@@ -7,7 +7,7 @@ Both run `DeployedStudent` (normalise, resize, class scores, upsample, softmax),
 writes, on one image per call; onnxruntime gets as many intra-op threads as torch. The contenders
 alternate call by call; FPS = 1 / median time. Random weights: speed does not depend on them.
 Then, at the first size, a 375 x 500 image in slide and slide + flip mode (--slide H W; 0 0 skips): the graph
-through eval.deployed (its windows in one batch) vs the torch student through eval.inference (window by
+through eval.deployed vs the torch student through eval.inference (window by
 window), as `c2s predict --onnx` and `c2s evaluate` run them.
 """
 
@@ -87,8 +87,8 @@ def main() -> None:
 
 
 def slide_modes(student: Student, text: torch.Tensor, args: argparse.Namespace, tmp: Path, options) -> None:
-    """The open graph in slide mode (and slide + flip) as `c2s predict --onnx` runs it (eval.deployed: the
-    windows in one batch) vs the torch student as `c2s evaluate` runs it (eval.inference: window by window)."""
+    """The open graph in slide mode (and slide + flip) as `c2s predict --onnx` runs it (eval.deployed)
+    vs the torch student as `c2s evaluate` runs it (eval.inference: window by window)."""
     import onnxruntime as ort
 
     size, (h, w) = args.sizes[0], args.slide
